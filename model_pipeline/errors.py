@@ -1,4 +1,4 @@
-"""Exception types of the model pipeline: each carries one message that names the bad thing and what is allowed.
+"""Exception types of the model pipeline: one message each, naming the bad thing and what is allowed.
 
 The CLI turns any ``PipelineError`` into that single message and a non-zero exit code, without a traceback.
 """
@@ -35,3 +35,19 @@ class PublishError(PipelineError):
 
 class DataError(PipelineError):
     """Training data that cannot be found, downloaded or parsed."""
+
+
+class DataUnavailableError(DataError):
+    """Training data that is absent or unreachable (not corrupt): the MNIST loader may fall back on it."""
+
+
+class ModelWeightsError(PipelineError):
+    """A weights file that is missing, unreadable, or whose keys or shapes do not match the architecture."""
+
+
+class EngineBuildError(PipelineError):
+    """A TensorRT engine that could not be built (parser errors, invalid profile, builder failure)."""
+
+
+class EngineCompatibilityError(PipelineError):
+    """A TensorRT plan built by a TensorRT version other than the one the Triton image ships."""

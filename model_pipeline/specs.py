@@ -115,7 +115,10 @@ class ModelSpec:
             self.architecture in ARCHITECTURES,
             f"{where}: architecture '{self.architecture}' is unknown; allowed: {list(ARCHITECTURES)}",
         )
-        _require(self.backend in BACKENDS, f"{where}: backend '{self.backend}' is unknown; allowed: {list(BACKENDS)}")
+        _require(
+            self.backend in BACKENDS,
+            f"{where}: backend '{self.backend}' is unknown; allowed: {list(BACKENDS)}",
+        )
         _require(
             self.precision in PRECISIONS,
             f"{where}: precision '{self.precision}' is unknown; allowed: {list(PRECISIONS)}",
