@@ -264,22 +264,24 @@ def _check_one(model: str, kind: str, want: Any, got: OnnxTensor, file_name: str
 
 
 def check_config_against_plan(
-    config: mc.ModelConfig, tensorrt_entry: Mapping[str, Any], required_version: str
+    config: mc.ModelConfig, model_entry: Mapping[str, Any], required_version: str
 ) -> None:
-    """Metadata checks of a TensorRT plan: really built, by the serving TensorRT, for this batch size."""
+    """Metadata checks of a TensorRT plan (a manifest model entry): really built, by the serving TensorRT,
+    for at least this batch size. The plan itself can only be opened by TensorRT on a GPU."""
     model = config.name
-    status = tensorrt_entry.get("status")
+    tensorrt = model_entry.get("tensorrt") or {}
+    status = tensorrt.get("status")
     if status != "built":
         raise ModelValidationError(
             f"{model}: config.pbtxt platform is tensorrt_plan but the manifest says the engine is '{status}'"
         )
-    version = str(tensorrt_entry.get("version") or "")
+    version = str(tensorrt.get("version") or "")
     if not _same_release(version, required_version):
         raise ModelValidationError(
             f"{model}: model.plan was built by TensorRT {version or 'unknown'} but the Triton image runs "
             f"TensorRT {required_version}; a plan only loads in the TensorRT release that built it"
         )
-    profile = tensorrt_entry.get("profile")
+    profile = model_entry.get("profile")
     if profile and config.max_batch_size > int(profile[-1]):
         raise ModelValidationError(
             f"{model}: config.pbtxt max_batch_size {config.max_batch_size} but the TensorRT engine only "

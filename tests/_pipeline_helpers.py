@@ -1,0 +1,87 @@
+"""Small, fast model repositories for the repository/publish/CLI tests: tiny ONNX graphs built with onnx.helper."""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
+from model_pipeline.specs import BatchProfile, DynamicBatching, ModelSpec, TensorSpec
+
+ONNX_TYPES = {"FP32": TensorProto.FLOAT, "FP16": TensorProto.FLOAT16, "INT64": TensorProto.INT64}
+
+
+def tiny_spec(name: str = "tiny", in_dims: tuple[int, ...] = (1, 4, 4), classes: int = 3) -> ModelSpec:
+    """An MNIST-shaped spec small enough to run instantly: FP32 [1,4,4] -> logits [3], profile 1/2/4."""
+    return ModelSpec(
+        name=name,
+        architecture="mnist_mlp",
+        inputs=(TensorSpec("input", "FP32", in_dims),),
+        outputs=(TensorSpec("logits", "FP32", (classes,)),),
+        profile=BatchProfile(1, 2, 4),
+        dynamic_batching=DynamicBatching((2, 4), 50),
+    )
+
+
+def tiny_onnx(
+    path: Path,
+    spec: ModelSpec,
+    *,
+    input_name: str | None = None,
+    input_dims: tuple[int, ...] | None = None,
+    input_type: str = "FP32",
+    batch_dim: str | int = "batch",
+    seed: int = 0,
+) -> Path:
+    """A Flatten -> MatMul graph with the spec's tensor names; keyword overrides produce deliberate mismatches."""
+    dims = input_dims if input_dims is not None else spec.inputs[0].dims
+    out = spec.outputs[0]
+    weights = np.random.default_rng(seed).standard_normal((math.prod(dims), out.dims[0])).astype(np.float32)
+    name = input_name or spec.inputs[0].name
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", [name], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "weights"], [out.name]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info(name, ONNX_TYPES[input_type], [batch_dim, *dims])],
+        [helper.make_tensor_value_info(out.name, TensorProto.FLOAT, ["batch", *out.dims])],
+        initializer=[numpy_helper.from_array(weights, "weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # onnxruntime 1.31 reads IR <= 10; keep a conservative one
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def tiny_artifacts(work: Path, spec: ModelSpec, seed: int = 0) -> ModelArtifacts:
+    """ONNX + golden file for ``spec`` under ``work`` (golden outputs computed by ONNX Runtime)."""
+    from model_pipeline.onnx_export import write_golden
+
+    onnx_path = tiny_onnx(work / spec.name / "model.onnx", spec, seed=seed)
+    golden = write_golden(spec, onnx_path, work / spec.name / "golden.npz")
+    skipped = TensorRTStatus("skipped", reason="test: no TensorRT")
+    return ModelArtifacts(spec, onnx_path, golden, skipped, accuracy=None, weights="random (test)")
+
+
+def tiny_repository(tmp_path: Path, names: tuple[str, ...] = ("tiny",), seed: int = 0) -> Path:
+    """A complete, verified repository with one tiny model per name."""
+    work = tmp_path / f"artifacts-{seed}"
+    artifacts = [tiny_artifacts(work, tiny_spec(name), seed) for name in names]
+    out = tmp_path / f"repo-{seed}"
+    write_repository(out, artifacts, collect_tool_versions())
+    return out
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
