@@ -1,0 +1,1 @@
+"""model.py files for Triton's python backend, copied into the generated serving repository."""
