@@ -111,9 +111,7 @@ def make_s3_client(location: S3Location, connect_timeout_s: float = 5.0, max_att
         retries={"max_attempts": max_attempts, "mode": "standard"},
         s3={"addressing_style": "path" if location.endpoint_url else "auto"},
     )
-    return boto3.client(
-        "s3", endpoint_url=location.endpoint_url, region_name=location.region or None, config=config
-    )
+    return boto3.client("s3", endpoint_url=location.endpoint_url, region_name=location.region or None, config=config)
 
 
 def _error_code(exc: BaseException) -> str:
@@ -292,7 +290,7 @@ def list_published(location: S3Location, client: Any | None = None) -> list[str]
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix)
         for page in pages:
             for item in page.get("Contents", []):
-                rest = str(item["Key"])[len(prefix):]
+                rest = str(item["Key"])[len(prefix) :]
                 digest, _, name = rest.partition("/")
                 if name == MANIFEST_FILE:
                     digests.append(digest)

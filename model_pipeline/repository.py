@@ -124,8 +124,7 @@ def list_files(root: Path) -> list[str]:
 def hash_files(root: Path, relative_paths: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{path: {"sha256", "size"}}`` for the given files under ``root``."""
     return {
-        rel: {"sha256": file_sha256(root / rel), "size": (root / rel).stat().st_size}
-        for rel in sorted(relative_paths)
+        rel: {"sha256": file_sha256(root / rel), "size": (root / rel).stat().st_size} for rel in sorted(relative_paths)
     }
 
 
@@ -221,9 +220,7 @@ def write_manifest(root: Path, manifest: Mapping[str, Any]) -> Path:
     return target
 
 
-def write_repository(
-    out: Path, models: Sequence[ModelArtifacts], tools: Mapping[str, Any]
-) -> VerifiedRepository:
+def write_repository(out: Path, models: Sequence[ModelArtifacts], tools: Mapping[str, Any]) -> VerifiedRepository:
     """Assemble the repository in a staging directory, verify it, then swap it into ``out`` in one rename.
 
     ``out`` keeps its previous content until the new repository has passed verification.
@@ -311,8 +308,7 @@ def _verify_model(root: Path, name: str, entry: Mapping[str, Any], replay_golden
     validate_config(config, name)
     if config.platform != entry.get("platform"):
         raise ModelValidationError(
-            f"{name}: config.pbtxt platform '{config.platform}' "
-            f"but the manifest says '{entry.get('platform')}'"
+            f"{name}: config.pbtxt platform '{config.platform}' but the manifest says '{entry.get('platform')}'"
         )
     profile = entry.get("profile") or [None]
     onnx_path = model_dir / str(entry.get("version")) / MODEL_FILE_BY_PLATFORM["onnxruntime_onnx"]

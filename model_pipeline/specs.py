@@ -15,8 +15,22 @@ from model_pipeline.errors import SpecError, UnknownModelError
 
 # Triton's DataType enum without the "TYPE_" prefix (model_config.proto).
 DATA_TYPES = frozenset(
-    {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-     "FP16", "FP32", "FP64", "STRING", "BF16"}
+    {
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "STRING",
+        "BF16",
+    }
 )
 BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp16", "fp32")

@@ -59,18 +59,14 @@ def _dims_text(dims: Sequence[int]) -> str:
 def build_config(spec: ModelSpec, platform: str) -> mc.ModelConfig:
     """The ModelConfig message for ``spec`` served on ``platform`` (onnxruntime_onnx or tensorrt_plan)."""
     if platform not in PLATFORMS:
-        raise ModelValidationError(
-            f"{spec.name}: platform '{platform}' is unknown; allowed: {list(PLATFORMS)}"
-        )
+        raise ModelValidationError(f"{spec.name}: platform '{platform}' is unknown; allowed: {list(PLATFORMS)}")
     config = mc.ModelConfig(name=spec.name, platform=platform, max_batch_size=spec.max_batch_size)
     config.input.extend(_tensor(t, mc.ModelInput) for t in spec.inputs)
     config.output.extend(_tensor(t, mc.ModelOutput) for t in spec.outputs)
     if spec.dynamic_batching is not None:
         config.dynamic_batching.preferred_batch_size.extend(spec.dynamic_batching.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = spec.dynamic_batching.max_queue_delay_us
-    config.instance_group.add(
-        count=spec.instance_count, kind=mc.ModelInstanceGroup.Kind.Value(spec.instance_kind)
-    )
+    config.instance_group.add(count=spec.instance_count, kind=mc.ModelInstanceGroup.Kind.Value(spec.instance_kind))
     config.version_policy.latest.num_versions = 1
     if spec.warmup:
         _add_warmup(config, spec)
@@ -128,9 +124,7 @@ def validate_config(config: mc.ModelConfig, directory_name: str) -> None:
     """Triton core's load-time checks that need no model file (model_config_utils.cc ValidateModelConfig)."""
     where = f"{directory_name}/{CONFIG_FILE}"
     if config.name and config.name != directory_name:
-        raise ModelValidationError(
-            f"{where}: name '{config.name}' must equal its directory name '{directory_name}'"
-        )
+        raise ModelValidationError(f"{where}: name '{config.name}' must equal its directory name '{directory_name}'")
     if config.platform not in PLATFORMS:
         raise ModelValidationError(f"{where}: platform '{config.platform}' is not one of {list(PLATFORMS)}")
     if config.max_batch_size < 0:
@@ -182,9 +176,7 @@ def read_onnx_io(onnx_path: Path) -> tuple[list[OnnxTensor], list[OnnxTensor]]:
     except FileNotFoundError as exc:
         raise ModelValidationError(f"{onnx_path}: model file is missing") from exc
     except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
-        raise ModelValidationError(
-            f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ModelValidationError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
     if not model.graph.output:
         raise ModelValidationError(f"{onnx_path}: not a readable ONNX model (the graph has no outputs)")
     initializers = {init.name for init in model.graph.initializer}
@@ -200,24 +192,19 @@ def _onnx_tensor(value: onnx.ValueInfoProto) -> OnnxTensor:
     return OnnxTensor(value.name, data_type, shape)
 
 
-def check_config_against_onnx(
-    config: mc.ModelConfig, onnx_path: Path, profile_max: int | None = None
-) -> None:
+def check_config_against_onnx(config: mc.ModelConfig, onnx_path: Path, profile_max: int | None = None) -> None:
     """Raise ModelValidationError, naming both sides, if Triton cannot serve ``onnx_path`` with ``config``."""
     inputs, outputs = read_onnx_io(onnx_path)
     model = config.name or onnx_path.parent.parent.name
     if profile_max is not None and config.max_batch_size > profile_max:
         raise ModelValidationError(
-            f"{model}: config.pbtxt max_batch_size {config.max_batch_size} is above the batch profile max "
-            f"{profile_max}"
+            f"{model}: config.pbtxt max_batch_size {config.max_batch_size} is above the batch profile max {profile_max}"
         )
     missing = [t.name for t in inputs if t.name not in {c.name for c in config.input}]
     _match_tensors(model, "input", list(config.input), inputs, onnx_path.name, config.max_batch_size)
     _match_tensors(model, "output", list(config.output), outputs, onnx_path.name, config.max_batch_size)
     if missing:
-        raise ModelValidationError(
-            f"{model}: {onnx_path.name} input(s) {missing} are not declared in config.pbtxt"
-        )
+        raise ModelValidationError(f"{model}: {onnx_path.name} input(s) {missing} are not declared in config.pbtxt")
 
 
 def _match_tensors(
@@ -234,9 +221,7 @@ def _match_tensors(
         if got is None:
             other = actual[position] if position < len(actual) else None
             has = f"has {other.describe()}" if other else f"has no {kind} at position {position}"
-            raise ModelValidationError(
-                f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} {has}"
-            )
+            raise ModelValidationError(f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} {has}")
         _check_one(model, kind, want, got, file_name, max_batch)
 
 
@@ -263,9 +248,7 @@ def _check_one(model: str, kind: str, want: Any, got: OnnxTensor, file_name: str
         raise ModelValidationError(mismatch)
 
 
-def check_config_against_plan(
-    config: mc.ModelConfig, model_entry: Mapping[str, Any], required_version: str
-) -> None:
+def check_config_against_plan(config: mc.ModelConfig, model_entry: Mapping[str, Any], required_version: str) -> None:
     """Metadata checks of a TensorRT plan (a manifest model entry): really built, by the serving TensorRT,
     for at least this batch size. The plan itself can only be opened by TensorRT on a GPU."""
     model = config.name
