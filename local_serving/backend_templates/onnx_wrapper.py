@@ -31,14 +31,14 @@ class TritonPythonModel:
             return [self._answer_one(request) for request in requests]
         try:
             return self._answer_batched(requests)
-        except Exception as error:  # noqa: BLE001 - every request must get an answer
+        except Exception as error:  # every request must get an answer
             return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))) for _ in requests]
 
     def _answer_one(self, request):
         try:
             feeds = {name: self._input(request, name) for name in self.input_names}
             return self._response(self._run(feeds))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
 
     def _answer_batched(self, requests):
@@ -59,6 +59,6 @@ class TritonPythonModel:
     def _response(self, arrays):
         tensors = [
             pb_utils.Tensor(name, np.ascontiguousarray(array.astype(dtype, copy=False)))
-            for (name, dtype), array in zip(self.outputs, arrays)
+            for (name, dtype), array in zip(self.outputs, arrays, strict=True)
         ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
