@@ -1,0 +1,177 @@
+"""``python -m model_pipeline build|verify|upload``: build, check and publish the Triton model repository.
+
+Bad input (an unknown model, a corrupt ONNX file, a config that does not match its model, an unreachable S3
+endpoint) ends with one ``error: ...`` line and exit code 1, never a traceback; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from model_pipeline.errors import PipelineError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_pipeline",
+        description="Build, verify and publish the Triton model repository (MNIST, ResNet-50).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{build,verify,upload}")
+
+    build = commands.add_parser("build", help="train/export the models and write a verified repository")
+    build.add_argument("--models", default="mnist,resnet50", help="comma-separated (default: %(default)s)")
+    build.add_argument("--out", type=Path, default=Path("build/model_repository"), help="default: %(default)s")
+    build.add_argument("--mnist-data", metavar="PATH_OR_URL", help="directory of MNIST IDX files, or a base URL")
+    build.add_argument(
+        "--no-mnist-fallback",
+        action="store_true",
+        help="fail instead of training on scikit-learn's digits when MNIST is not available",
+    )
+    build.add_argument("--resnet50-weights", type=Path, metavar="FILE", help="torchvision ResNet-50 state_dict .pth")
+    build.add_argument("--epochs", type=int, default=3, help="MNIST training epochs (default: %(default)s)")
+    build.add_argument("--cache-dir", type=Path, default=Path(".cache/model_pipeline"), help="default: %(default)s")
+    build.add_argument("--no-cache", action="store_true", help="run every step, ignoring cached results")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    verify = commands.add_parser("verify", help="re-hash a repository and re-check every config against its model")
+    verify.add_argument("path", type=Path)
+    verify.add_argument(
+        "--no-replay", action="store_true", help="skip re-running the golden inputs through ONNX Runtime"
+    )
+
+    upload = commands.add_parser("upload", help="publish a verified repository to s3://BUCKET/PREFIX/<digest>/")
+    upload.add_argument("path", type=Path)
+    upload.add_argument("--bucket", required=True)
+    upload.add_argument("--prefix", default="model-repository", help="key prefix (default: %(default)s)")
+    upload.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://minio:9000 (path-style)")
+    upload.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    upload.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _size(num_bytes: int) -> str:
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{num_bytes} B"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with columns padded to their widest cell."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _build(args: argparse.Namespace, out: TextIO) -> int:
+    from model_pipeline.build import BuildSettings, TrainSettings, build_repository
+    from model_pipeline.specs import parse_model_list
+
+    settings = BuildSettings(
+        models=tuple(parse_model_list(args.models)),
+        out=args.out,
+        cache_dir=args.cache_dir,
+        mnist_source=args.mnist_data,
+        allow_mnist_fallback=not args.no_mnist_fallback,
+        resnet50_weights=args.resnet50_weights,
+        train=TrainSettings(epochs=args.epochs),
+        use_cache=not args.no_cache,
+        progress=not args.quiet,
+    )
+    result = build_repository(settings, say=lambda message: print(message, file=sys.stderr))
+    rows: list[list[str]] = []
+    reasons: list[str] = []
+    for model in result.models:
+        tensorrt = model.tensorrt_status
+        if model.tensorrt_reason:
+            reasons.append(f"[{len(reasons) + 1}] {model.name}: {model.tensorrt_reason}")
+            tensorrt += f" [{len(reasons)}]"
+        accuracy = "-" if model.accuracy is None else f"{model.accuracy:.2%}"
+        rows.append(
+            [
+                model.name,
+                model.platform,
+                "/".join(map(str, model.profile)),
+                tensorrt,
+                accuracy,
+                str(model.files),
+                _size(model.size_bytes),
+            ]
+        )
+    headers = ["model", "platform", "batch min/opt/max", "TensorRT", "accuracy", "files", "size"]
+    print(format_table(headers, rows), file=out)
+    for line in reasons:
+        print(line, file=out)
+    cached = sum(1 for step in result.steps if step.cached)
+    print(
+        f"repository {result.repository.path}  digest {result.repository.digest}\n"
+        f"{len(result.steps)} steps, {cached} from cache, {result.seconds:.1f} s",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    from model_pipeline.repository import verify_repository
+
+    verified = verify_repository(args.path, replay_golden=not args.no_replay)
+    replay = "" if args.no_replay else ", golden outputs reproduced"
+    print(
+        f"OK {verified.path}: digest {verified.digest}, {verified.files_checked} files match the manifest, "
+        f"configs match their models ({', '.join(verified.models)}){replay}",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _upload(args: argparse.Namespace, out: TextIO) -> int:
+    from model_pipeline.publish import S3Location, upload_repository
+
+    location = S3Location(args.bucket, args.prefix, endpoint_url=args.endpoint_url, region=args.region)
+    result = upload_repository(args.path, location, progress=not args.quiet)
+    if result.already_published:
+        print(f"already published: {result.uri} (nothing sent)", file=out)
+    else:
+        print(
+            f"published {result.uri}: {len(result.uploaded)} files sent ({_size(result.bytes_sent)}), "
+            f"{len(result.skipped)} already there",
+            file=out,
+        )
+    print(f"triton --model-repository={result.triton_uri}", file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    stream = out or sys.stdout
+    logging.getLogger("model_pipeline").addHandler(logging.NullHandler())  # the build reports through `say`
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.onnx's deprecation chatter
+    commands = {"build": _build, "verify": _verify, "upload": _upload}
+    try:
+        return commands[args.command](args, stream)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # unreadable paths, full disks: the message names the file
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
