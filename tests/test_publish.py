@@ -12,11 +12,10 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError, EndpointConnectionError
-from moto.server import ThreadedMotoServer
 
 from model_pipeline.errors import ModelValidationError, PublishError, RepositoryError
 from model_pipeline.publish import S3Location, list_published, make_s3_client, upload_repository
-from tests._pipeline_helpers import free_port, tiny_onnx, tiny_repository, tiny_spec
+from tests._pipeline_helpers import free_port, moto_s3_server, tiny_onnx, tiny_repository, tiny_spec
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +23,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server on a free 127.0.0.1 port, for the duration of this module."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(autouse=True)
