@@ -376,7 +376,7 @@ def _serialize(trt: ModuleType, onnx_path: Path, spec: ModelSpec, options: Engin
     return bytes(plan), reused
 
 
-def build_engine(
+def build_tensorrt_engine(
     onnx_path: str | Path,
     spec: ModelSpec,
     plan_path: str | Path,

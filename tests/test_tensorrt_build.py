@@ -1,0 +1,364 @@
+"""TensorRT engine build: FP16 ONNX conversion and version checks for real, builder logic against a test double.
+
+Tests marked ``tensorrt_double`` run model_pipeline.tensorrt_build against tests/fake_tensorrt.py, which is NOT
+TensorRT: they prove what the code hands the builder and how it reacts, not that TensorRT accepts it. The one real
+build at the end runs only where ``tensorrt`` imports and a CUDA GPU exists.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from model_pipeline import tensorrt_build
+from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
+from model_pipeline.onnx_export import Tolerance, onnx_session, read_golden, run_onnx, write_golden
+from model_pipeline.specs import DEFAULT_SPECS, ModelSpec, TensorSpec
+from model_pipeline.tensorrt_build import (
+    EngineBuildOptions,
+    GpuInfo,
+    build_tensorrt_engine,
+    check_plan_compatible,
+    convert_to_fp16,
+    tensorrt_unavailable_reason,
+    verify_engine,
+    write_fp16_onnx,
+)
+from tests.fake_tensorrt import make_fake_tensorrt
+
+MNIST = DEFAULT_SPECS["mnist"]
+H100 = GpuInfo(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mlp_onnx(path: Path, hidden: int = 16, seed: int = 0) -> Path:
+    """A small MNIST-shaped MLP graph (input [batch,1,28,28] -> logits [batch,10]) with a Constant and a Cast."""
+    rng = np.random.default_rng(seed)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((784, hidden)).astype(np.float32) * 0.05, "w1"),
+        numpy_helper.from_array(np.zeros(hidden, np.float32) + 0.1, "b1"),
+        numpy_helper.from_array(rng.standard_normal((hidden, 10)).astype(np.float32) * 0.3, "w2"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], name="/flatten", axis=1),
+        helper.make_node("MatMul", ["flat", "w1"], ["mm1"], name="/fc1/MatMul"),
+        helper.make_node("Add", ["mm1", "b1"], ["fc1"], name="/fc1/Add"),
+        helper.make_node("Relu", ["fc1"], ["act"], name="/relu"),
+        helper.make_node("Constant", [], ["scale"], name="/scale",
+                         value=numpy_helper.from_array(np.array(0.5, np.float32))),
+        helper.make_node("Mul", ["act", "scale"], ["scaled"], name="/mul"),
+        helper.make_node("Cast", ["scaled"], ["scaled_f"], name="/cast", to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["scaled_f", "w2"], ["logits"], name="/fc2/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def model_files(tmp_path: Path) -> tuple[Path, Path]:
+    onnx_path = _mlp_onnx(tmp_path / "model.onnx")
+    return onnx_path, write_golden(MNIST, onnx_path, tmp_path / "golden.npz")
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, version: str) -> object:
+    fake = make_fake_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(tensorrt_build, "detect_gpu", lambda: H100)
+    return fake
+
+
+def _options(tmp_path: Path, **overrides: object) -> EngineBuildOptions:
+    settings: dict[str, object] = {"timing_cache_dir": tmp_path / "cache", "required_tensorrt_version": None}
+    settings.update(overrides)
+    return EngineBuildOptions(**settings)  # type: ignore[arg-type]
+
+
+def _build(fake: object, tmp_path: Path, files: tuple[Path, Path], spec: ModelSpec = MNIST, **options: object):
+    return build_tensorrt_engine(files[0], spec, tmp_path / "repo" / "1" / "model.plan", files[1],
+                                 _options(tmp_path, **options), device=fake.memory)  # type: ignore[attr-defined]
+
+
+# --- without TensorRT ------------------------------------------------------------------------------------------
+
+
+def test_importing_the_module_does_not_import_tensorrt(tmp_path: Path) -> None:
+    poison = tmp_path / "tensorrt.py"
+    poison.write_text("raise RuntimeError('tensorrt was imported at module import time')\n")
+    code = "import sys, model_pipeline.tensorrt_build; assert 'tensorrt' not in sys.modules"
+    env_path = f"{tmp_path}:{REPO_ROOT}"
+    result = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": env_path}, cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_unavailable_reason_says_tensorrt_is_not_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` raise ImportError
+    reason = tensorrt_unavailable_reason()
+    assert reason is not None and reason.startswith("tensorrt not importable: ")
+
+
+def test_unavailable_reason_says_there_is_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt())
+
+    def no_driver(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(tensorrt_build.ctypes, "CDLL", no_driver)
+    reason = tensorrt_unavailable_reason()
+    assert reason is not None and reason.startswith("no CUDA GPU: ") and "libcuda.so.1" in reason
+
+
+def test_build_without_tensorrt_raises_instead_of_writing_a_plan(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_files: tuple[Path, Path]
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(EngineBuildError, match="tensorrt not importable"):
+        build_tensorrt_engine(model_files[0], MNIST, tmp_path / "model.plan", model_files[1], _options(tmp_path))
+    assert not (tmp_path / "model.plan").exists()
+
+
+@pytest.mark.parametrize("built", ["11.1.0", "11.1.0.106"])
+def test_plan_from_the_triton_tensorrt_release_is_compatible(built: str) -> None:
+    check_plan_compatible(built, "11.1.0")
+
+
+@pytest.mark.parametrize("built", ["11.1.1", "11.0.0.1", "10.14.1.48", "11"])
+def test_plan_from_another_tensorrt_release_is_refused(built: str) -> None:
+    with pytest.raises(EngineCompatibilityError, match=rf"built with TensorRT {built}, .* ships TensorRT 11\.1\.0"):
+        check_plan_compatible(built, "11.1.0")
+
+
+def test_default_required_version_is_the_triton_images() -> None:
+    from components.versions import TRITON_TENSORRT_VERSION
+
+    check_plan_compatible(TRITON_TENSORRT_VERSION + ".7")
+    with pytest.raises(EngineCompatibilityError):
+        check_plan_compatible("10.14.1.48")
+
+
+def test_garbled_version_is_refused() -> None:
+    with pytest.raises(EngineCompatibilityError, match="not dotted numbers"):
+        check_plan_compatible("11.1.0-rc", "11.1.0")
+
+
+# --- FP16 ONNX (real ONNX and ONNX Runtime) -----------------------------------------------------------------
+
+
+def test_fp16_copy_keeps_fp32_io_and_stores_fp16_weights(tmp_path: Path) -> None:
+    source = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
+    converted = convert_to_fp16(source)
+    io_types = [v.type.tensor_type.elem_type for v in (*converted.graph.input, *converted.graph.output)]
+    assert io_types == [TensorProto.FLOAT, TensorProto.FLOAT]
+    assert {t.data_type for t in converted.graph.initializer} == {TensorProto.FLOAT16}
+    constant = next(n for n in converted.graph.node if n.op_type == "Constant")
+    assert constant.attribute[0].t.data_type == TensorProto.FLOAT16
+    onnx.checker.check_model(converted, full_check=True)
+    # The inserted casts are what make FP32 I/O legal around an FP16 graph.
+    assert converted.graph.node[0].op_type == "Cast" and converted.graph.node[-1].op_type == "Cast"
+
+
+def test_fp16_copy_runs_in_onnx_runtime_close_to_fp32(tmp_path: Path) -> None:
+    source = _mlp_onnx(tmp_path / "m.onnx")
+    golden = write_golden(MNIST, source, tmp_path / "golden.npz")
+    diffs = write_fp16_onnx(source, tmp_path / "m16.onnx", golden, Tolerance(atol=1e-2, rtol=1e-2))
+    assert set(diffs) == {1, 8}
+    assert 0 < max(diffs.values()) < 1e-2  # FP16 rounding is visible but small
+    case = read_golden(golden)[0]
+    out = run_onnx(onnx_session(tmp_path / "m16.onnx"), case.inputs)
+    assert out["logits"].dtype == np.float32
+
+
+def test_fp16_copy_out_of_tolerance_is_rejected(tmp_path: Path) -> None:
+    source = _mlp_onnx(tmp_path / "m.onnx")
+    golden = write_golden(MNIST, source, tmp_path / "golden.npz")
+    with pytest.raises(ModelValidationError, match=r"FP16 copy .* batch 1: max abs diff"):
+        write_fp16_onnx(source, tmp_path / "m16.onnx", golden, Tolerance(atol=1e-9, rtol=0.0))
+
+
+def test_fp16_conversion_saturates_weights_beyond_the_fp16_range(tmp_path: Path) -> None:
+    model = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
+    big = numpy_helper.to_array(model.graph.initializer[1]).copy()
+    big[0] = 1e6
+    model.graph.initializer[1].CopyFrom(numpy_helper.from_array(big, "b1"))
+    values = numpy_helper.to_array(next(t for t in convert_to_fp16(model).graph.initializer if t.name == "b1"))
+    assert np.isfinite(values).all() and values[0] == np.float16(65504)
+
+
+def test_fp16_conversion_refuses_subgraphs_it_cannot_convert(tmp_path: Path) -> None:
+    model = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
+    branch = helper.make_graph([], "branch", [], [helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])])
+    model.graph.node.append(helper.make_node("If", ["cond"], ["x"], name="/if", then_branch=branch,
+                                             else_branch=branch))
+    with pytest.raises(EngineBuildError, match=r"node '/if' \(If\)"):
+        convert_to_fp16(model)
+
+
+# --- builder logic against the test double ----------------------------------------------------------------
+
+
+@pytest.mark.tensorrt_double
+def test_profile_covers_the_specs_min_opt_max_batch(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    _build(fake, tmp_path, model_files)
+    (config,) = fake.state.configs
+    (profile,) = config.profiles
+    assert profile.shapes == {"input": ((1, 1, 28, 28), (4, 1, 28, 28), (8, 1, 28, 28))}
+
+
+@pytest.mark.tensorrt_double
+def test_tensorrt_10_uses_the_fp16_builder_flag_on_the_original_onnx(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "10.14.1.48")
+    result = _build(fake, tmp_path, model_files)
+    (config,) = fake.state.configs
+    assert fake.BuilderFlag.FP16 in config.flags
+    assert fake.state.parsed_files == [str(model_files[0])]
+    assert result.fp16_mode == "builder_flag"
+
+
+@pytest.mark.tensorrt_double
+def test_tensorrt_11_builds_from_an_fp16_onnx_with_fp32_io(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    result = _build(fake, tmp_path, model_files)
+    assert not hasattr(fake.BuilderFlag, "FP16")  # removed in TensorRT 11: using it would raise
+    assert fake.state.parsed_files != [str(model_files[0])]
+    assert fake.state.parsed_io_types == [{"input": TensorProto.FLOAT, "logits": TensorProto.FLOAT}]
+    assert fake.state.parsed_initializer_types == [{TensorProto.FLOAT16}]
+    assert fake.state.configs[0].flags == set()
+    assert result.fp16_mode == "fp16_onnx" and result.precision == "fp16"
+
+
+@pytest.mark.tensorrt_double
+def test_fp32_spec_sets_no_fp16_flag_and_parses_the_original(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "10.14.1.48")
+    fp32 = ModelSpec(**{**MNIST.__dict__, "precision": "fp32"})
+    result = _build(fake, tmp_path, model_files, spec=fp32)
+    assert fake.state.configs[0].flags == set()
+    assert fake.state.parsed_files == [str(model_files[0])]
+    assert result.fp16_mode == "none"
+
+
+@pytest.mark.tensorrt_double
+def test_workspace_limit_and_explicit_batch_network(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    _build(fake, tmp_path, model_files, workspace_bytes=123 << 20, builder_optimization_level=5)
+    (config,) = fake.state.configs
+    assert config.memory_pool_limits == {fake.MemoryPoolType.WORKSPACE: 123 << 20}
+    assert config.builder_optimization_level == 5
+    assert fake.state.network_flags == [0]
+
+
+@pytest.mark.tensorrt_double
+def test_timing_cache_is_keyed_by_version_and_gpu_and_reused(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    first = _build(fake, tmp_path, model_files)
+    assert first.timing_cache_path.name == "trt-11.1.0.106_sm90_nvidia-h100-80gb-hbm3.cache"
+    assert not first.timing_cache_reused and fake.state.configs[0].timing_cache_loaded_from == b""
+    written = first.timing_cache_path.read_bytes()
+    assert written == b"<timings build 1>"
+    second = _build(fake, tmp_path, model_files)
+    assert second.timing_cache_reused
+    assert fake.state.configs[1].timing_cache_loaded_from == written
+    assert fake.state.configs[1].ignore_mismatch is False
+    assert second.timing_cache_path.read_bytes() == written + b"<timings build 2>"
+
+
+@pytest.mark.tensorrt_double
+def test_parser_errors_are_reported_with_node_names(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    fake.state.parser_errors = [("/fc1/MatMul", "MatMul", "unsupported datatype"), ("/relu", "Relu", "bad input")]
+    with pytest.raises(EngineBuildError) as error:
+        _build(fake, tmp_path, model_files)
+    message = str(error.value)
+    assert "node '/fc1/MatMul' (MatMul): unsupported datatype" in message
+    assert "node '/relu' (Relu): bad input" in message
+    assert fake.state.build_calls == 0
+    assert not (tmp_path / "repo" / "1" / "model.plan").exists()
+
+
+@pytest.mark.tensorrt_double
+def test_failed_build_raises_with_tensorrts_message_and_writes_nothing(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    fake.state.build_fails = True
+    with pytest.raises(EngineBuildError, match=r"model 'mnist': TensorRT failed .*could not find any implementation"):
+        _build(fake, tmp_path, model_files)
+    assert not (tmp_path / "repo" / "1" / "model.plan").exists()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.tensorrt_double
+def test_network_io_must_match_the_spec(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    renamed = ModelSpec(**{**MNIST.__dict__, "outputs": (TensorSpec("probabilities", "FP32", (10,)),)})
+    with pytest.raises(EngineBuildError, match=r"outputs \['logits'\].*expects .*outputs \['probabilities'\]"):
+        _build(fake, tmp_path, model_files, spec=renamed)
+    assert fake.state.build_calls == 0
+
+
+@pytest.mark.tensorrt_double
+def test_accepted_plan_reproduced_every_golden_batch(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "10.14.1.48")
+    result = _build(fake, tmp_path, model_files)
+    assert result.plan_path == tmp_path / "repo" / "1" / "model.plan" and result.plan_path.is_file()
+    assert set(result.max_abs_diff) == {1, 8} and max(result.max_abs_diff.values()) < 1e-6
+    assert fake.state.executions == [{"input": (1, 1, 28, 28)}, {"input": (8, 1, 28, 28)}]
+    assert fake.memory.buffers == {} and fake.memory.streams_open == 0  # every buffer and stream released
+    assert (result.tensorrt_version, result.compute_capability) == ("10.14.1.48", "9.0")
+    assert result.profile == (1, 4, 8)
+
+
+@pytest.mark.tensorrt_double
+def test_plan_that_misses_the_golden_outputs_is_not_accepted(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    fake.state.output_offset = 0.5
+    with pytest.raises(ModelValidationError, match=r"differs from the golden outputs at batch 1: max abs diff 0\.5"):
+        _build(fake, tmp_path, model_files)
+    assert not (tmp_path / "repo" / "1" / "model.plan").exists()
+
+
+@pytest.mark.tensorrt_double
+def test_build_refuses_a_tensorrt_other_than_the_triton_images(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "10.14.1.48")
+    with pytest.raises(EngineCompatibilityError, match=r"ships TensorRT 11\.1\.0"):
+        _build(fake, tmp_path, model_files, required_tensorrt_version="11.1.0")
+    assert fake.state.build_calls == 0
+
+
+@pytest.mark.tensorrt_double
+def test_verify_refuses_a_plan_from_another_tensorrt(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "10.14.1.48")
+    plan = _build(fake, tmp_path, model_files).plan_path
+    other = _install(monkeypatch, "10.15.1.29")
+    with pytest.raises(EngineCompatibilityError, match=r"cannot be deserialized by TensorRT 10\.15\.1\.29"):
+        verify_engine(plan, model_files[1], Tolerance(1e-3, 1e-3), device=other.memory)
+    same = _install(monkeypatch, "10.14.1.48")
+    diffs = verify_engine(plan, model_files[1], Tolerance(1e-3, 1e-3), device=same.memory)
+    assert set(diffs) == {1, 8}
+
+
+# --- real TensorRT ----------------------------------------------------------------------------------------
+
+
+def test_real_tensorrt_build_of_mnist(tmp_path: Path, model_files: tuple[Path, Path]) -> None:
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"real TensorRT build not possible here: {reason}")
+    options = EngineBuildOptions(timing_cache_dir=tmp_path / "cache", required_tensorrt_version=None)
+    result = build_tensorrt_engine(model_files[0], MNIST, tmp_path / "model.plan", model_files[1], options)
+    assert result.plan_path.stat().st_size > 0
+    assert max(result.max_abs_diff.values()) < 5e-2
+    assert result.timing_cache_path.is_file()
