@@ -19,7 +19,21 @@ from local_serving.installation import TritonInstallation, find_triton
 from local_serving.ports import LOOPBACK, ensure_free
 
 # Lines of Triton's log that explain a failed start: load failures and server errors.
-_ERROR_LINE = re.compile(r"^E\d{4} |failed to load|^error: ", re.IGNORECASE)
+_ERROR_LINE = re.compile(r"^E\d{4} |^error: ", re.IGNORECASE)
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$")
+# Printed by every CPU-only start; not the reason anything failed.
+_CPU_ONLY_NOISE = ("CudaDriverHelper has not been initialized",)
+
+
+def explain_failure(log: str) -> str:
+    """Triton's own words for why it did not start: per-model load errors first, else its error lines."""
+    failures = [f"model '{m.group(1)}': {m.group(2)}".replace("\\n", "\n    ")
+                for m in map(_LOAD_FAILURE.search, log.splitlines()) if m]
+    if failures:
+        return "\n  ".join(failures)
+    errors = [line for line in log.splitlines()
+              if _ERROR_LINE.search(line) and not any(noise in line for noise in _CPU_ONLY_NOISE)]
+    return "\n  ".join(errors[-10:]) or "(Triton logged no error line)"
 
 
 @dataclass(frozen=True)
@@ -112,9 +126,7 @@ class TritonServer:
             return False
 
     def _failure_message(self, what: str) -> str:
-        errors = [line for line in self.log().splitlines() if _ERROR_LINE.search(line)]
-        shown = "\n  ".join(errors[-10:]) or "(no error lines; see the log)"
-        return f"Triton {what} while loading {self.model_repository}:\n  {shown}\nfull log: {self.log_path}"
+        return f"Triton {what} while loading the models of {self.model_repository}:\n  {explain_failure(self.log())}"
 
     def log(self) -> str:
         """Everything Triton wrote so far."""
