@@ -12,7 +12,6 @@ import io
 import logging
 import shutil
 import struct
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -171,16 +170,15 @@ def download_mnist(base_url: str, directory: str | Path, timeout_s: float = 30.0
         if _find_file(directory, stem) is not None:
             continue
         url = urllib.parse.urljoin(base_url.rstrip("/") + "/", f"{stem}.gz")
-        target = directory / f"{stem}.gz"
+        target, partial = directory / f"{stem}.gz", directory / f".{stem}.gz.partial"
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response, tempfile.NamedTemporaryFile(
-                dir=directory, delete=False
-            ) as partial:
-                shutil.copyfileobj(response, partial)
+            with urllib.request.urlopen(url, timeout=timeout_s) as response, partial.open("wb") as stream:
+                shutil.copyfileobj(response, stream)
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
             raise DataUnavailableError(f"download of {url} failed: {exc}") from exc
-        # Rename only complete downloads, so an interrupted run never leaves a truncated file behind.
-        Path(partial.name).replace(target)
+        # Only complete downloads get the real name: an interrupted run never leaves a truncated file behind.
+        partial.replace(target)
     return directory
 
 
