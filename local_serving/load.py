@@ -143,11 +143,21 @@ def workload_for(model: SourceModel) -> Workload:
     elif len(dims) == 3 and dims[0] == 3:
         inputs, source = photo_inputs(dims[1], dims[2]), "scikit-learn sample photographs"
     elif model.golden_path is not None:
-        inputs, source = np.load(model.golden_path)[tensor.name], f"{model.golden_path}"
+        inputs, source = golden_inputs(model.golden_path, tensor.name), f"{model.golden_path}"
     else:
         raise LocalServingError(f"model {model.name}: no real inputs for shape {list(dims)} and no golden.npz")
     return Workload(model.name, tensor.name, output.name, inputs, onnxruntime_outputs(model.onnx_path, tensor.name,
                     output.name, inputs), labels, source)
+
+
+def golden_inputs(path: Path, input_name: str) -> np.ndarray:
+    """The largest-batch golden inputs the pipeline saved (keys ``b<batch>.in.<input>``)."""
+    with np.load(path, allow_pickle=False) as golden:
+        batches = sorted((int(key.split(".")[0][1:]), key) for key in golden.files
+                         if key.startswith("b") and key.endswith(f".in.{input_name}"))
+        if not batches:
+            raise LocalServingError(f"{path} holds no golden inputs for {input_name!r}")
+        return np.asarray(golden[batches[-1][1]])
 
 
 def onnxruntime_outputs(onnx_path: Path, input_name: str, output_name: str, inputs: np.ndarray,

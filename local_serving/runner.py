@@ -28,6 +28,7 @@ class RunSettings:
     unbatched_variants: bool = False
     sleeping_models: dict[str, float] = field(default_factory=dict)  # name -> milliseconds per execution
     work_dir: Path | None = None
+    rule_groups: list[dict[str, Any]] | None = None  # None: the platform's own rules, rendered by the program
 
 
 class LocalStack:
@@ -59,8 +60,10 @@ class LocalStack:
             self.served_models.append(name)
         try:
             self.triton = TritonServer(serving, work / "triton", settings.triton_ports).start()
-            rules = platform_rule_groups(settings.rule_window, settings.scrape.evaluation_interval,
-                                         settings.alert_settings)
+            rules = settings.rule_groups
+            if rules is None:
+                rules = platform_rule_groups(settings.rule_window, settings.scrape.evaluation_interval,
+                                             settings.alert_settings)
             self.prometheus = PrometheusServer(work / "prometheus", settings.triton_ports.metrics, rules,
                                                settings.prometheus_port, settings.scrape).start()
             self.client.wait_for("Prometheus to scrape Triton", self.client.targets_up, timeout_s=60)

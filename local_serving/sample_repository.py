@@ -6,15 +6,14 @@ MNIST's 28x28 and normalized like the pipeline does), written with onnx.helper, 
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from tritonclient.grpc import model_config_pb2 as mc
 
-from local_serving.wrappers import write_config
 from model_pipeline.mnist_data import sklearn_digits_as_mnist
 
 OPSET = 17
@@ -49,35 +48,18 @@ def mnist_onnx(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
     return model
 
 
-def mnist_config(max_batch_size: int = 8, preferred: tuple[int, ...] = (4, 8),
-                 max_queue_delay_us: int = 100) -> mc.ModelConfig:
-    """The config.pbtxt the pipeline writes for MNIST on ONNX Runtime (CONTRACTS.md)."""
-    config = mc.ModelConfig(name="mnist", platform="onnxruntime_onnx", max_batch_size=max_batch_size)
-    config.input.add(name="input", data_type=mc.TYPE_FP32, dims=[1, 28, 28])
-    config.output.add(name="logits", data_type=mc.TYPE_FP32, dims=[10])
-    config.dynamic_batching.preferred_batch_size.extend(preferred)
-    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_AUTO, count=1)
-    return config
-
-
 def write_sample_repository(target: Path, seed: int = 0) -> Path:
-    """Write ``<target>/mnist/{config.pbtxt,1/model.onnx,golden.npz}`` and a manifest.json."""
+    """Write a verified repository with the pipeline's own writer: MNIST spec, this ONNX model, golden file."""
+    from model_pipeline.onnx_export import write_golden
+    from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
+    from model_pipeline.specs import DEFAULT_SPECS
+
+    spec = dataclasses.replace(DEFAULT_SPECS["mnist"], backend="onnxruntime")
     weights, bias = train_digit_classifier(seed)
-    model = mnist_onnx(weights, bias)
-    directory = target / "mnist"
-    (directory / "1").mkdir(parents=True, exist_ok=True)
-    onnx.save(model, directory / "1" / "model.onnx")
-    write_config(mnist_config(), directory)
-    _write_golden(directory, weights, bias)
-    manifest = {"format": 1, "models": {"mnist": {"version": 1, "platform": "onnxruntime_onnx",
-                                                  "backend_requested": "onnxruntime", "max_batch_size": 8}},
-                "source": "local_serving.sample_repository"}
-    (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return target
-
-
-def _write_golden(directory: Path, weights: np.ndarray, bias: np.ndarray) -> None:
-    images = sklearn_digits_as_mnist("golden inputs").test_images[:8]
-    logits = images.reshape(len(images), -1) @ weights + bias
-    np.savez(directory / "golden.npz", input=images, logits=logits.astype(np.float32))
+    with tempfile.TemporaryDirectory(prefix="sample-mnist-") as work:
+        onnx_path = Path(work) / "model.onnx"
+        onnx.save(mnist_onnx(weights, bias), onnx_path)
+        golden = write_golden(spec, onnx_path, Path(work) / "golden.npz")
+        artifacts = ModelArtifacts(spec, onnx_path, golden, TensorRTStatus("skipped", reason="no TensorRT here"),
+                                   weights="ridge regression on scikit-learn digits (local_serving sample)")
+        return write_repository(target, [artifacts], collect_tool_versions()).path

@@ -79,6 +79,8 @@ def wrapper_config(source: mc.ModelConfig, name: str, dynamic_batching: bool = T
     config.name = name
     config.backend = "python"
     config.max_batch_size = source.max_batch_size
+    if source.HasField("version_policy"):
+        config.version_policy.CopyFrom(source.version_policy)
     config.input.extend(source.input)
     config.output.extend(source.output)
     if dynamic_batching and source.HasField("dynamic_batching"):
