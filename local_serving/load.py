@@ -182,10 +182,10 @@ class _Worker(threading.Thread):
     """One client connection sending batches back to back until the shared deadline."""
 
     def __init__(self, index: int, workload: Workload, settings: LoadSettings, deadline: float,
-                 result: LoadResult, lock: threading.Lock):
+                 result: LoadResult, lock: threading.Lock, stop: threading.Event):
         super().__init__(name=f"load-{settings.protocol}-{index}", daemon=True)
         self.index, self.workload, self.settings = index, workload, settings
-        self.deadline, self.result, self.lock = deadline, result, lock
+        self.deadline, self.result, self.lock, self.stop = deadline, result, lock, stop
 
     def run(self) -> None:
         module = _client_module(self.settings.protocol)
@@ -193,7 +193,7 @@ class _Worker(threading.Thread):
         count, batch = len(self.workload.inputs), self.settings.batch_size
         position = (self.index * 7919) % count
         try:
-            while time.monotonic() < self.deadline:
+            while time.monotonic() < self.deadline and not self.stop.is_set():
                 rows = np.arange(position, position + batch) % count
                 position = (position + batch) % count
                 self._one_request(client, module, rows)
@@ -230,13 +230,14 @@ class _Worker(threading.Thread):
                 self.result.correct += correct
 
 
-def run_load(workload: Workload, settings: LoadSettings) -> LoadResult:
-    """Send requests from ``concurrency`` clients for ``duration_s`` seconds, then stop and summarize."""
+def run_load(workload: Workload, settings: LoadSettings, stop: threading.Event | None = None) -> LoadResult:
+    """Send requests from ``concurrency`` clients for ``duration_s`` seconds (or until ``stop``), then summarize."""
     settings.validate()
+    stop = stop or threading.Event()
     result = LoadResult(workload.model, settings.protocol, settings.concurrency, settings.batch_size)
     lock = threading.Lock()
     started = time.monotonic()
-    workers = [_Worker(i, workload, settings, started + settings.duration_s, result, lock)
+    workers = [_Worker(i, workload, settings, started + settings.duration_s, result, lock, stop)
                for i in range(settings.concurrency)]
     for worker in workers:
         worker.start()
