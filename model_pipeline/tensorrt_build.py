@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import importlib
+import logging
 import re
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ FP32_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-3)  # TF32 tactics may still be pi
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 DEFAULT_TIMING_CACHE_DIR = Path("build") / "tensorrt-timing-cache"
 _FP16_MAX = float(np.finfo(np.float16).max)
+logger = logging.getLogger(__name__)
 
 
 def tolerance_for(precision: str) -> Tolerance:
@@ -298,8 +300,8 @@ def _make_logger(trt: ModuleType) -> Any:
     return CapturingLogger()
 
 
-def _parse(trt: ModuleType, network: Any, logger: Any, onnx_path: Path, model_name: str) -> None:
-    parser = trt.OnnxParser(network, logger)
+def _parse(trt: ModuleType, network: Any, trt_logger: Any, onnx_path: Path, model_name: str) -> None:
+    parser = trt.OnnxParser(network, trt_logger)
     if parser.parse_from_file(str(onnx_path)):
         return
     errors = []
@@ -342,6 +344,9 @@ def _configure(trt: ModuleType, config: Any, options: EngineBuildOptions, fp16_m
 def _load_timing_cache(config: Any, path: Path) -> bool:
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
+    if cache is None and data:  # an unreadable cache only costs build time: start a fresh one
+        logger.warning("TensorRT could not read the timing cache %s; starting an empty one", path)
+        data, cache = b"", config.create_timing_cache(b"")
     # ignore_mismatch=False: the file name already pins version and GPU; a mismatch means a broken file.
     config.set_timing_cache(cache, ignore_mismatch=False)
     return bool(data)
@@ -356,13 +361,13 @@ def _save_timing_cache(config: Any, path: Path) -> None:
 
 def _serialize(trt: ModuleType, onnx_path: Path, spec: ModelSpec, options: EngineBuildOptions,
                fp16_mode: str, cache_path: Path) -> tuple[bytes, bool]:
-    logger = _make_logger(trt)
+    trt_logger = _make_logger(trt)
     try:
-        builder = trt.Builder(logger)
+        builder = trt.Builder(trt_logger)
     except TypeError as exc:  # pybind returns nullptr when CUDA cannot be initialised
         raise EngineBuildError(f"no CUDA GPU: TensorRT could not create a builder ({exc})") from exc
     network = builder.create_network(0)  # explicit batch always (TRT 10+); strongly typed always on TRT 11
-    _parse(trt, network, logger, onnx_path, spec.name)
+    _parse(trt, network, trt_logger, onnx_path, spec.name)
     _check_network_io(network, spec)
     config = builder.create_builder_config()
     _configure(trt, config, options, fp16_mode)
@@ -370,7 +375,7 @@ def _serialize(trt: ModuleType, onnx_path: Path, spec: ModelSpec, options: Engin
     reused = _load_timing_cache(config, cache_path)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        detail = "; ".join(logger.messages[-5:]) or "no message from TensorRT"
+        detail = "; ".join(trt_logger.messages[-5:]) or "no message from TensorRT"
         raise EngineBuildError(f"model '{spec.name}': TensorRT failed to build the engine: {detail}")
     _save_timing_cache(config, cache_path)
     return bytes(plan), reused

@@ -246,8 +246,10 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
             self.profiles.append(profile)
             return len(self.profiles) - 1
 
-        def create_timing_cache(self, data: bytes) -> ITimingCache:
+        def create_timing_cache(self, data: bytes) -> ITimingCache | None:
             self.timing_cache_loaded_from = bytes(data)
+            if bytes(data).startswith(b"corrupt"):
+                return None  # TensorRT returns a null cache for data it cannot parse
             return ITimingCache(bytes(data))
 
         def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:

@@ -278,6 +278,17 @@ def test_timing_cache_is_keyed_by_version_and_gpu_and_reused(monkeypatch, tmp_pa
 
 
 @pytest.mark.tensorrt_double
+def test_unreadable_timing_cache_is_replaced_not_fatal(monkeypatch, tmp_path, model_files) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    cache = tensorrt_build.timing_cache_path(tmp_path / "cache", "11.1.0.106", H100)
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"corrupt bytes")
+    result = _build(fake, tmp_path, model_files)
+    assert not result.timing_cache_reused and result.plan_path.is_file()
+    assert cache.read_bytes() == b"<timings build 1>"
+
+
+@pytest.mark.tensorrt_double
 def test_parser_errors_are_reported_with_node_names(monkeypatch, tmp_path, model_files) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
     fake.state.parser_errors = [("/fc1/MatMul", "MatMul", "unsupported datatype"), ("/relu", "Relu", "bad input")]
