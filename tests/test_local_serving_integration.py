@@ -37,12 +37,15 @@ SLOW_SLEEP_MS = 300.0
 POD = {"namespace": LOCAL_NAMESPACE, "pod": LOCAL_POD}
 
 
-def _require_tools():
+def _require_servers():
     try:
         find_triton()
         find_prometheus()
     except ToolMissingError as error:
         pytest.skip(f"local serving tools missing: {error}")
+
+
+def _require_rule_builders():
     pytest.importorskip("components.prometheus_rules", reason="components/prometheus_rules.py not present")
     pytest.importorskip("components.autoscaling", reason="components/autoscaling.py not present")
 
@@ -56,7 +59,7 @@ def _fast_alert_settings():
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
-    _require_tools()
+    _require_servers()
     from local_serving.sample_repository import write_sample_repository
 
     return write_sample_repository(tmp_path_factory.mktemp("local-serving") / "repo")
@@ -64,6 +67,7 @@ def repository(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(repository):
+    _require_rule_builders()
     settings = RunSettings(
         repository=repository,
         triton_ports=TritonPorts(free_port(), free_port(), free_port()),
