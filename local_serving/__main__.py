@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ DEFAULT_REPOSITORY = Path("build/model_repository")
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="the pipeline's model repository")
+    parser.add_argument("--sample", action="store_true",
+                        help="serve local_serving's small sample MNIST repository instead (written to a temp dir)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
@@ -51,8 +54,13 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
 
 def _run_settings(args: argparse.Namespace) -> RunSettings:
     sleeping = {"slow": args.slow_model_ms} if args.slow_model_ms > 0 else {}
+    repository = args.repository
+    if args.sample:
+        from local_serving.sample_repository import write_sample_repository
+
+        repository = write_sample_repository(Path(tempfile.mkdtemp(prefix="local-serving-sample-")) / "repo")
     return RunSettings(
-        repository=args.repository,
+        repository=repository,
         triton_ports=TritonPorts(args.http_port, args.grpc_port, args.metrics_port),
         prometheus_port=args.prometheus_port,
         scrape=ScrapeSettings(args.scrape_interval, args.scrape_interval),
@@ -153,7 +161,7 @@ def _load_slow(stack: LocalStack, args: argparse.Namespace) -> LoadResult:
 
     assert stack.triton is not None
     inputs = np.arange(64, dtype=np.float32).reshape(64, 1)
-    workload = Workload("slow", "input", "output", inputs, inputs, source="echo")
+    workload = Workload("slow", "input", "output", inputs, inputs, source="echo", reference_name="its input (echo)")
     settings = LoadSettings("grpc", stack.triton.grpc_url, max(args.concurrency, 8), args.duration)
     print(f"load: slow over grpc, {settings.concurrency} clients, {args.duration:g}s", flush=True)
     return run_load(workload, settings)

@@ -34,6 +34,7 @@ class Workload:
     reference: np.ndarray
     labels: np.ndarray | None = None
     source: str = ""
+    reference_name: str = "ONNX Runtime"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class LoadResult:
     protocol: str
     concurrency: int
     batch_size: int
+    reference_name: str = "ONNX Runtime"
     wall_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     inferences: int = 0
@@ -95,7 +97,8 @@ class LoadResult:
             "errors": len(self.errors),
             "first_errors": self.errors[:3],
             "accuracy": round(self.correct / self.labelled, 4) if self.labelled else None,
-            "matches_onnxruntime": round(self.matching_reference / self.inferences, 4) if self.inferences else None,
+            "reference": self.reference_name,
+            "matches_reference": round(self.matching_reference / self.inferences, 4) if self.inferences else None,
             "latency_ms": {f"p{q}": percentile(q) if percentile else None for q in (50, 95, 99)},
             "throughput_rps": round(self.requests / self.wall_s, 2) if self.wall_s else 0.0,
             "throughput_inferences_per_s": round(self.inferences / self.wall_s, 2) if self.wall_s else 0.0,
@@ -234,7 +237,8 @@ def run_load(workload: Workload, settings: LoadSettings, stop: threading.Event |
     """Send requests from ``concurrency`` clients for ``duration_s`` seconds (or until ``stop``), then summarize."""
     settings.validate()
     stop = stop or threading.Event()
-    result = LoadResult(workload.model, settings.protocol, settings.concurrency, settings.batch_size)
+    result = LoadResult(workload.model, settings.protocol, settings.concurrency, settings.batch_size,
+                        workload.reference_name)
     lock = threading.Lock()
     started = time.monotonic()
     workers = [_Worker(i, workload, settings, started + settings.duration_s, result, lock, stop)

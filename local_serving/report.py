@@ -115,7 +115,7 @@ def render_text(report: dict[str, Any]) -> str:
             f"(batch {load['batch_size']}, {load['concurrency']} clients, {load['errors']} errors), "
             f"{load['throughput_inferences_per_s']:.1f} inferences/s, "
             f"p50/p95/p99 {latency['p50']}/{latency['p95']}/{latency['p99']} ms, accuracy {accuracy}, "
-            f"equal to ONNX Runtime {load['matches_onnxruntime']:.2%}" if load["matches_onnxruntime"] is not None
+            f"equal to {load['reference']} {load['matches_reference']:.2%}" if load["matches_reference"] is not None
             else f"  {load['model']} over {load['protocol']}: no answers ({load['first_errors']})"
         )
     queue = report["queue_time"]

@@ -188,7 +188,7 @@ def test_load_step_reports_accuracy_latency_and_throughput_and_the_report_every_
                       LoadSettings("http", stack.triton.http_url, concurrency=2, duration_s=1.5))
     summary = result.summary()
     assert summary["errors"] == 0 and summary["requests"] > 50
-    assert summary["accuracy"] > 0.9 and summary["matches_onnxruntime"] == 1.0
+    assert summary["accuracy"] > 0.9 and summary["matches_reference"] == 1.0
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
     report = build_report(stack.client, [result], ["mnist", "slow"], _adapter_rules(),
