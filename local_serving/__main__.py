@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -58,7 +60,9 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
     if args.sample:
         from local_serving.sample_repository import write_sample_repository
 
-        repository = write_sample_repository(Path(tempfile.mkdtemp(prefix="local-serving-sample-")) / "repo")
+        sample_dir = tempfile.mkdtemp(prefix="local-serving-sample-")
+        atexit.register(shutil.rmtree, sample_dir, True)
+        repository = write_sample_repository(Path(sample_dir) / "repo")
     return RunSettings(
         repository=repository,
         triton_ports=TritonPorts(args.http_port, args.grpc_port, args.metrics_port),
