@@ -177,7 +177,7 @@ def _client_module(protocol: str) -> Any:
     if protocol == "http":
         import tritonclient.http as module
     else:
-        import tritonclient.grpc as module  # type: ignore[no-redef]
+        import tritonclient.grpc as module
     return module
 
 

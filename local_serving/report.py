@@ -106,18 +106,7 @@ def build_report(prometheus: PrometheusClient, loads: list[LoadResult], models: 
 
 def render_text(report: dict[str, Any]) -> str:
     """A human-readable report."""
-    lines = ["Load"]
-    for load in report["load"]:
-        latency = load["latency_ms"]
-        accuracy = f"{load['accuracy']:.2%}" if load["accuracy"] is not None else "n/a (no labels)"
-        lines.append(
-            f"  {load['model']} over {load['protocol']}: {load['requests']} requests "
-            f"(batch {load['batch_size']}, {load['concurrency']} clients, {load['errors']} errors), "
-            f"{load['throughput_inferences_per_s']:.1f} inferences/s, "
-            f"p50/p95/p99 {latency['p50']}/{latency['p95']}/{latency['p99']} ms, accuracy {accuracy}, "
-            f"equal to {load['reference']} {load['matches_reference']:.2%}" if load["matches_reference"] is not None
-            else f"  {load['model']} over {load['protocol']}: no answers ({load['first_errors']})"
-        )
+    lines = ["Load", *(_load_line(load) for load in report["load"])]
     queue = report["queue_time"]
     lines += ["Recorded queue time per request (Prometheus)", f"  {QUEUE_TIME_POD}: {_us(queue['pod_us'])}"]
     lines += [f"  {QUEUE_TIME_POD_MODEL}{{model={m!r}}}: {_us(v)}" for m, v in queue["per_model_us"].items()]
@@ -132,6 +121,20 @@ def render_text(report: dict[str, Any]) -> str:
     ]
     lines += [f"  {alert['alert']}: {alert['state']}" for alert in report["alerts"]]
     return "\n".join(lines)
+
+
+def _load_line(load: dict[str, Any]) -> str:
+    head = f"  {load['model']} over {load['protocol']}"
+    if not load["requests"]:
+        return f"{head}: no answers ({load['first_errors']})"
+    latency = load["latency_ms"]
+    accuracy = f"{load['accuracy']:.2%}" if load["accuracy"] is not None else "n/a (no labels)"
+    return (
+        f"{head}: {load['requests']} requests (batch {load['batch_size']}, {load['concurrency']} clients, "
+        f"{load['errors']} errors), {load['throughput_inferences_per_s']:.1f} inferences/s, "
+        f"p50/p95/p99 {latency['p50']}/{latency['p95']}/{latency['p99']} ms, accuracy {accuracy}, "
+        f"equal to {load['reference']} {load['matches_reference']:.2%}"
+    )
 
 
 def _us(value: float | None) -> str:
