@@ -168,3 +168,64 @@ def test_counter_values_sum_one_models_series_only():
 def test_load_settings_reject_unbounded_or_meaningless_runs():
     with pytest.raises(LocalServingError, match=r"protocol 'udp'.*concurrency \(0\).*duration \(0s\)"):
         LoadSettings(protocol="udp", concurrency=0, duration_s=0).validate()
+
+
+class _FakeTensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, array
+
+    def as_numpy(self):
+        return self.array
+
+
+class _FakeResponse:
+    def __init__(self, output_tensors=None, error=None):
+        self.output_tensors, self.error = output_tensors or [], error
+
+
+def _fake_backend_utils():
+    import types
+
+    import numpy as np
+
+    module = types.ModuleType("triton_python_backend_utils")
+    module.Tensor = _FakeTensor
+    module.InferenceResponse = _FakeResponse
+    module.TritonError = str
+    module.triton_string_to_numpy = {"TYPE_FP32": np.float32}.__getitem__
+    module.get_input_tensor_by_name = lambda request, name: _FakeTensor(name, request[name])
+    return module
+
+
+def test_onnx_wrapper_answers_each_batched_request_with_its_own_rows(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from local_serving.sample_repository import mnist_onnx
+    from local_serving.wrappers import TEMPLATES
+
+    rng = np.random.default_rng(0)
+    model = mnist_onnx(rng.standard_normal((784, 10)).astype(np.float32), rng.standard_normal(10).astype(np.float32))
+    (tmp_path / "1").mkdir()
+    onnx.save(model, tmp_path / "1" / "model.onnx")
+    monkeypatch.setitem(__import__("sys").modules, "triton_python_backend_utils", _fake_backend_utils())
+    spec = importlib.util.spec_from_file_location("wrapper_under_test", TEMPLATES / "onnx_wrapper.py")
+    wrapper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wrapper)
+    config = {"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_FP32"}],
+              "output": [{"name": "logits", "data_type": "TYPE_FP32"}]}
+    instance = wrapper.TritonPythonModel()
+    instance.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"})
+
+    requests = [{"input": rng.random((size, 1, 28, 28), dtype=np.float32)} for size in (1, 3, 2)]
+    responses = instance.execute(requests)
+
+    session = ort.InferenceSession(str(tmp_path / "1" / "model.onnx"))
+    for request, response in zip(requests, responses, strict=True):
+        assert response.error is None
+        (expected,) = session.run(["logits"], request)
+        np.testing.assert_allclose(response.output_tensors[0].as_numpy(), expected, rtol=1e-5, atol=1e-6)
