@@ -1,0 +1,42 @@
+"""The inference platform: GPUs, Triton serving from S3, monitoring, autoscaling and a gateway, per stack."""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import load_platform_config
+from components.gpu_stack import GpuStack, GpuStackArgs
+from components.triton_cluster import TritonCluster, TritonClusterArgs
+
+cfg = load_platform_config()
+
+provider = k8s.Provider(
+    "kubernetes",
+    context=cfg.kubernetes.context,
+    kubeconfig=cfg.kubernetes.kubeconfig,
+    enable_server_side_apply=True,
+)
+on_cluster = pulumi.ResourceOptions(providers={"kubernetes": provider})
+
+gpu = GpuStack("gpu", GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version), on_cluster)
+
+triton = TritonCluster(
+    "triton",
+    TritonClusterArgs(
+        settings=cfg.triton,
+        repository=cfg.model_repository,
+        placement=gpu.placement,
+        model_names=tuple(m.name for m in cfg.models),
+        irsa_role_arn=cfg.model_repository.irsa_role_arn,
+        autoscaled=cfg.autoscaling.enabled,
+        client_namespaces=(cfg.load_balancer.namespace,) if cfg.load_balancer.enabled else (),
+        monitoring_namespace=cfg.monitoring.namespace,
+        gpu_metrics=cfg.gpu.mig_strategy == "none",
+    ),
+    on_cluster,
+)
+
+pulumi.export("triton_namespace", triton.namespace)
+pulumi.export("triton_service", triton.service_name)
+pulumi.export("triton_http", pulumi.Output.concat("http://", triton.service_name, ".", triton.namespace, ".svc:8000"))
+pulumi.export("triton_grpc", pulumi.Output.concat(triton.service_name, ".", triton.namespace, ".svc:8001"))
+pulumi.export("gpu_limits", dict(gpu.placement.limits))

@@ -1,0 +1,641 @@
+"""Stack configuration: every key, its default and its validation, read once into typed settings.
+
+``load_platform_config()`` is the only place that touches ``pulumi.Config``. It reports every problem in one
+:class:`ConfigError` (each naming the full key, the bad value and what is allowed) before any resource is
+declared. Components receive the frozen settings below and never read config themselves.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pulumi
+
+from components import versions
+
+NAMESPACE = "inference-platform"
+T = TypeVar("T")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_IMAGE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"  # registry[:port]/path
+    r"(:(?P<tag>[\w][\w.-]{0,127}))?(@sha256:[a-f0-9]{64})?$"  # :tag and/or @digest
+)
+_S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)(/(?P<prefix>.*))?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+_ENDPOINT = re.compile(r"^https?://[0-9a-zA-Z.-]+:[0-9]{1,5}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
+_K8S_VERSION = re.compile(r"^v?(?P<v>[0-9]+\.[0-9]+\.[0-9]+)$")
+_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
+_QUANTITY_FACTORS = {
+    "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+class ConfigError(ValueError):
+    """The stack configuration is invalid; ``problems`` lists every issue found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid stack configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def quantity_value(text: str) -> float:
+    """A Kubernetes quantity ("500m", "8Gi") as a number, for comparisons."""
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {text!r}")
+    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The reader: typed getters that record problems instead of raising, so every problem is reported at once.
+
+
+class _Section:
+    """One config object (``triton``, ``gpu.hami``); getters validate and remember which keys were used."""
+
+    def __init__(self, key: str, raw: Any, problems: list[str]) -> None:
+        self.key, self.problems = key, problems
+        self._used: set[str] = set()
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.problem("", raw, "must be an object")
+            raw = {}
+        self.raw: dict[str, Any] = raw
+
+    def full(self, name: str) -> str:
+        return f"{self.key}.{name}" if name else self.key
+
+    def problem(self, name: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{self.full(name)} ({value!r}) {allowed}")
+
+    def _get(self, name: str) -> Any:
+        self._used.add(name)
+        return self.raw.get(name)
+
+    def has(self, name: str) -> bool:
+        return self.raw.get(name) is not None
+
+    def string(self, name: str, default: T, *, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None,
+            allowed: str = "") -> str | T:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.problem(name, value, "must be a string" + (f": one of {', '.join(choices)}" if choices else ""))
+        elif choices and value not in choices:
+            self.problem(name, value, f"must be one of {', '.join(choices)}")
+        elif pattern is not None and not pattern.match(value):
+            self.problem(name, value, f"must be {allowed or 'of the form ' + pattern.pattern}")
+        else:
+            return value
+        return default
+
+    def integer(self, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(name, value, "must be an integer")
+            return default
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.problem(name, value, f"must be {bounds}")
+            return default
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            self.problem(name, value, "must be true or false")
+            return default
+        return value
+
+    def quantity(self, name: str, default: str) -> str:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not _QUANTITY.match(value):
+            self.problem(name, value, "must be a Kubernetes quantity such as 500m, 2, 512Mi or 8Gi")
+            return default
+        return value
+
+    def duration(self, name: str, default: str) -> str:
+        return self.string(name, default, pattern=_DURATION, allowed="a Prometheus duration such as 30s, 5m or 1h")
+
+    def str_map(self, name: str, default: Mapping[str, str]) -> dict[str, str]:
+        value = self._get(name)
+        if value is None:
+            return dict(default)
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            self.problem(name, value, "must be an object of string values")
+            return dict(default)
+        return dict(value)
+
+    def str_list(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(name, value, "must be a list of non-empty strings")
+            return default
+        return tuple(value)
+
+    def object_list(self, name: str) -> list[Any]:
+        value = self._get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(name, value, "must be a list")
+            return []
+        return value
+
+    def section(self, name: str) -> _Section:
+        return _Section(self.full(name), self._get(name), self.problems)
+
+    def finish(self) -> None:
+        """Report keys nobody asked for: usually typos, so suggest the closest allowed key."""
+        for unknown in sorted(set(self.raw) - self._used):
+            close = difflib.get_close_matches(unknown, sorted(self._used), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(self._used))}"
+            self.problems.append(f"{self.full(unknown)} is not a known key; {hint}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Settings, one frozen dataclass per section.
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """Which cluster to talk to, and its control-plane version (HAMi's scheduler must match it)."""
+
+    context: str | None = None
+    kubeconfig: str | None = None
+    version: str = "1.31.0"
+
+
+@dataclass(frozen=True)
+class HamiSettings:
+    """GPU sharing with HAMi: what one Triton pod gets of a physical GPU."""
+
+    namespace: str = "hami-system"
+    gpu_memory_mib: int | None = None
+    gpu_memory_percent: int | None = None
+    gpu_cores_percent: int | None = None
+    split_count: int = 10
+
+
+@dataclass(frozen=True)
+class GpuSettings:
+    """The GPU stack: operator features, sharing mode and where GPU workloads run."""
+
+    sharing: str = "whole"  # "whole": nvidia.com/gpu per pod; "hami": HAMi vGPU slices
+    mig_strategy: str = "none"
+    driver: bool = True
+    toolkit: bool = True
+    operator_namespace: str = "gpu-operator"
+    gpus_per_pod: int = 1
+    gpu_nodes: tuple[str, ...] = ()
+    node_selector: Mapping[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: tuple[Mapping[str, str], ...] = (
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    dcgm_interval: str = "15s"
+    hami: HamiSettings = HamiSettings()
+
+    @property
+    def uses_hami(self) -> bool:
+        return self.sharing == "hami"
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    """The Triton Deployment: image, size, probes and shutdown behaviour."""
+
+    namespace: str = "triton"
+    image: str = versions.TRITON_IMAGE
+    replicas: int = 1
+    cpu_request: str = "2"
+    cpu_limit: str = "4"
+    memory_request: str = "8Gi"
+    memory_limit: str = "8Gi"
+    shm_size: str = "1Gi"
+    model_cache_size: str = "20Gi"
+    startup_budget_seconds: int = 600
+    model_control_mode: str = "none"
+    exit_timeout_seconds: int = 30
+    drain_seconds: int = 10
+    log_verbose: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One served model: what the pipeline builds and Triton loads."""
+
+    name: str
+    architecture: str
+    backend: str = "onnxruntime"
+    precision: str = "fp16"
+    batch_min: int = 1
+    batch_opt: int = 4
+    batch_max: int = 8
+    max_queue_delay_us: int = 100
+    instances: int = 1
+
+
+@dataclass(frozen=True)
+class ModelRepositorySettings:
+    """Where Triton reads its models and with which credentials."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint: str | None = None  # S3-compatible endpoint (MinIO): http(s)://host:port
+    region: str = "us-east-1"
+    irsa_role_arn: str | None = None
+    access_key_id: pulumi.Output[str] | None = None
+    secret_access_key: pulumi.Output[str] | None = None
+
+    @property
+    def uses_static_keys(self) -> bool:
+        return self.access_key_id is not None
+
+    @property
+    def triton_uri(self) -> str:
+        """The repository in Triton's own syntax (custom endpoints go inside the URI)."""
+        path = "/".join(p for p in (self.bucket, self.prefix) if p)
+        if self.endpoint is None:
+            return f"s3://{path}"
+        scheme, host = self.endpoint.split("://", 1)
+        return f"s3://{host}/{path}" if scheme == "http" else f"s3://https://{host}/{path}"
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """kube-prometheus-stack, scraping and alerting (filled by the monitoring work)."""
+
+    namespace: str = "monitoring"
+    release_name: str = "monitoring"
+    scrape_interval: str = "15s"
+
+
+@dataclass(frozen=True)
+class AutoscalingSettings:
+    """prometheus-adapter and the HPA on queue time (filled by the autoscaling work)."""
+
+    enabled: bool = False
+    min_replicas: int = 1
+    max_replicas: int = 1
+
+
+@dataclass(frozen=True)
+class LoadBalancerSettings:
+    """Envoy Gateway in front of Triton (filled by the load-balancer work)."""
+
+    enabled: bool = False
+    namespace: str = "envoy-gateway-system"
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """The whole validated stack configuration."""
+
+    stack: str
+    kubernetes: KubernetesSettings
+    gpu: GpuSettings
+    triton: TritonSettings
+    models: tuple[ModelSettings, ...]
+    model_repository: ModelRepositorySettings
+    monitoring: MonitoringSettings
+    autoscaling: AutoscalingSettings
+    load_balancer: LoadBalancerSettings
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Section parsers: one per top-level key.
+
+
+def _kubernetes(s: _Section) -> KubernetesSettings:
+    version = s.string("version", KubernetesSettings.version, pattern=_K8S_VERSION,
+                    allowed="the control plane's version, e.g. 1.31.4")
+    return KubernetesSettings(
+        context=s.string("context", None),
+        kubeconfig=s.string("kubeconfig", None),
+        version=version.lstrip("v"),
+    )
+
+
+def _hami(s: _Section) -> HamiSettings:
+    settings = HamiSettings(
+        namespace=s.string("namespace", HamiSettings.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
+        gpu_memory_mib=s.integer("gpuMemoryMiB", 0, low=256, high=262144) or None,
+        gpu_memory_percent=s.integer("gpuMemoryPercent", 0, low=1, high=100) or None,
+        gpu_cores_percent=s.integer("gpuCoresPercent", 0, low=1, high=100) or None,
+        split_count=s.integer("splitCount", HamiSettings.split_count, low=1, high=64),
+    )
+    if settings.gpu_memory_mib and settings.gpu_memory_percent:
+        s.problem("gpuMemoryPercent", settings.gpu_memory_percent, "cannot be set together with gpuMemoryMiB")
+    return settings
+
+
+def _tolerations(s: _Section) -> tuple[Mapping[str, str], ...] | None:
+    allowed_keys = {"key", "operator", "value", "effect", "tolerationSeconds"}
+    raw = s.object_list("tolerations")
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not set(item) <= allowed_keys:
+            s.problem(f"tolerations[{index}]", item, f"must be an object with keys among {sorted(allowed_keys)}")
+            return None
+        if item.get("operator", "Equal") not in ("Equal", "Exists"):
+            s.problem(f"tolerations[{index}].operator", item["operator"], "must be Equal or Exists")
+            return None
+    return tuple(raw) if s.has("tolerations") else None
+
+
+def _or_default(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _gpu(s: _Section) -> GpuSettings:
+    defaults = GpuSettings()
+    sharing = s.string("sharing", defaults.sharing, choices=("whole", "hami"))
+    hami = _hami(s.section("hami"))
+    settings = GpuSettings(
+        sharing=sharing,
+        mig_strategy=s.string("migStrategy", defaults.mig_strategy, choices=("none", "single", "mixed")),
+        driver=s.boolean("driver", defaults.driver),
+        toolkit=s.boolean("toolkit", defaults.toolkit),
+        operator_namespace=s.string("operatorNamespace", defaults.operator_namespace, pattern=_DNS_LABEL,
+                                 allowed="a DNS label"),
+        gpus_per_pod=s.integer("gpusPerPod", defaults.gpus_per_pod, low=1, high=8),
+        gpu_nodes=s.str_list("gpuNodes"),
+        node_selector=s.str_map("nodeSelector", defaults.node_selector),
+        tolerations=_or_default(_tolerations(s), defaults.tolerations),
+        dcgm_interval=s.duration("dcgmInterval", defaults.dcgm_interval),
+        hami=hami,
+    )
+    if settings.uses_hami and not settings.gpu_nodes:
+        s.problem("gpuNodes", list(settings.gpu_nodes),
+                  "must name the GPU nodes HAMi manages (they are labelled gpu=on) when sharing is hami")
+    if settings.uses_hami and settings.mig_strategy == "single":
+        s.problem("migStrategy", "single", "must be none or mixed with HAMi (HAMi schedules MIG slices itself)")
+    if not settings.uses_hami and (hami.gpu_memory_mib or hami.gpu_memory_percent or hami.gpu_cores_percent):
+        s.problems.append("gpu.hami: GPU memory/core shares only apply when gpu.sharing is hami")
+    return settings
+
+
+def _triton(s: _Section) -> TritonSettings:
+    d = TritonSettings()
+    image = s.string("image", d.image, pattern=_IMAGE, allowed="an image reference with an explicit tag or digest")
+    match = _IMAGE.match(image)
+    if match and not match.group("tag") and "@sha256:" not in image:
+        s.problem("image", image, "must carry an explicit version tag or digest")
+    elif match and match.group("tag") == "latest":
+        s.problem("image", image, "must not use the 'latest' tag: pin a release such as "
+                  f"{versions.TRITON_IMAGE}")
+    settings = TritonSettings(
+        namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
+        image=image,
+        replicas=s.integer("replicas", d.replicas, low=1, high=64),
+        cpu_request=s.quantity("cpuRequest", d.cpu_request),
+        cpu_limit=s.quantity("cpuLimit", d.cpu_limit),
+        memory_request=s.quantity("memoryRequest", d.memory_request),
+        memory_limit=s.quantity("memoryLimit", d.memory_limit),
+        shm_size=s.quantity("shmSize", d.shm_size),
+        model_cache_size=s.quantity("modelCacheSize", d.model_cache_size),
+        startup_budget_seconds=s.integer("startupBudgetSeconds", d.startup_budget_seconds, low=30, high=7200),
+        model_control_mode=s.string("modelControlMode", d.model_control_mode, choices=("none", "explicit")),
+        exit_timeout_seconds=s.integer("exitTimeoutSeconds", d.exit_timeout_seconds, low=1, high=600),
+        drain_seconds=s.integer("drainSeconds", d.drain_seconds, low=0, high=120),
+        log_verbose=s.integer("logVerbose", d.log_verbose, low=0, high=3),
+    )
+    for what, request, limit in (("cpu", settings.cpu_request, settings.cpu_limit),
+                                 ("memory", settings.memory_request, settings.memory_limit)):
+        if quantity_value(request) > quantity_value(limit):
+            s.problem(f"{what}Request", request, f"must not exceed triton.{what}Limit ({limit})")
+    return settings
+
+
+_ARCHITECTURES = {"mnist": "mnist_mlp", "resnet50": "resnet50"}
+_DEFAULT_PROFILES = {"mnist_mlp": (1, 4, 8), "resnet50": (1, 8, 16)}
+
+
+def _model(s: _Section) -> ModelSettings | None:
+    name = s.string("name", "", pattern=_MODEL_NAME, allowed="a lower-case model name (letters, digits, - and _)")
+    if not s.has("name"):
+        s.problem("name", None, "is required")
+    architecture = s.string("architecture", _ARCHITECTURES.get(name, ""), choices=tuple(_DEFAULT_PROFILES))
+    if not architecture:
+        s.problem("architecture", None, f"is required for model {name!r}: one of {', '.join(_DEFAULT_PROFILES)}")
+        return None
+    low, opt, high = _DEFAULT_PROFILES[architecture]
+    batch = s.section("batch")
+    settings = ModelSettings(
+        name=name,
+        architecture=architecture,
+        backend=s.string("backend", "onnxruntime", choices=("onnxruntime", "tensorrt")),
+        precision=s.string("precision", "fp16", choices=("fp16", "fp32")),
+        batch_min=batch.integer("min", low, low=1, high=1024),
+        batch_opt=batch.integer("opt", opt, low=1, high=1024),
+        batch_max=batch.integer("max", high, low=1, high=1024),
+        max_queue_delay_us=s.integer("maxQueueDelayUs", 100, low=0, high=1_000_000),
+        instances=s.integer("instances", 1, low=1, high=16),
+    )
+    batch.finish()
+    if not settings.batch_min <= settings.batch_opt <= settings.batch_max:
+        profile = [settings.batch_min, settings.batch_opt, settings.batch_max]
+        batch.problem("", profile, "must satisfy min <= opt <= max")
+    return settings
+
+
+def _models(raw: Any, problems: list[str]) -> tuple[ModelSettings, ...]:
+    if raw is None:
+        raw = [{"name": "mnist"}]
+    if not isinstance(raw, list) or not raw:
+        problems.append(f"models ({raw!r}) must be a non-empty list of models")
+        return ()
+    models: list[ModelSettings] = []
+    for index, item in enumerate(raw):
+        section = _Section(f"models[{index}]", item, problems)
+        model = _model(section)
+        section.finish()
+        if model is not None:
+            models.append(model)
+    names = [m.name for m in models]
+    for duplicate in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"models ({duplicate!r}) is listed more than once; model names must be unique")
+    return tuple(models)
+
+
+def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | None]) -> ModelRepositorySettings:
+    uri = s.string("uri", "", pattern=_S3_URI, allowed="an S3 URI: s3://bucket/prefix")
+    if not s.has("uri"):
+        s.problem("uri", None, "is required: the S3 location of the model repository, s3://bucket/prefix")
+    match = _S3_URI.match(uri)
+    bucket, prefix = (match.group("bucket"), (match.group("prefix") or "").strip("/")) if match else ("", "")
+    if match and not _BUCKET.match(bucket):
+        s.problem("uri", uri, "must name a valid bucket: 3-63 lower-case letters, digits, dots and hyphens")
+    if match and not _PREFIX.match(prefix):
+        s.problem("uri", uri, "must have a prefix of S3-safe characters (letters, digits, !_.*'()/-)")
+    settings = ModelRepositorySettings(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=s.string("endpoint", None, pattern=_ENDPOINT, allowed="http(s)://host:port (an S3-compatible endpoint)"),
+        region=s.string("region", "us-east-1", pattern=_REGION, allowed="an AWS region such as eu-west-1"),
+        irsa_role_arn=s.string("irsaRoleArn", None, pattern=_ROLE_ARN, allowed="an IAM role ARN"),
+        access_key_id=secrets.get("s3AccessKeyId"),
+        secret_access_key=secrets.get("s3SecretAccessKey"),
+    )
+    if (settings.access_key_id is None) != (settings.secret_access_key is None):
+        s.problems.append("s3AccessKeyId and s3SecretAccessKey must be set together (as secrets)")
+    if settings.uses_static_keys and settings.irsa_role_arn:
+        s.problem("irsaRoleArn", settings.irsa_role_arn,
+                  "cannot be combined with static S3 keys: Triton would silently prefer the keys")
+    return settings
+
+
+def _monitoring(s: _Section) -> MonitoringSettings:
+    d = MonitoringSettings()
+    return MonitoringSettings(
+        namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
+        release_name=s.string("releaseName", d.release_name, pattern=_DNS_LABEL, allowed="a DNS label"),
+        scrape_interval=s.duration("scrapeInterval", d.scrape_interval),
+    )
+
+
+def _autoscaling(s: _Section) -> AutoscalingSettings:
+    d = AutoscalingSettings()
+    return AutoscalingSettings(
+        enabled=s.boolean("enabled", d.enabled),
+        min_replicas=s.integer("minReplicas", d.min_replicas, low=1, high=64),
+        max_replicas=s.integer("maxReplicas", d.max_replicas, low=1, high=64),
+    )
+
+
+def _load_balancer(s: _Section) -> LoadBalancerSettings:
+    d = LoadBalancerSettings()
+    return LoadBalancerSettings(
+        enabled=s.boolean("enabled", d.enabled),
+        namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
+    )
+
+
+# Top-level keys: parser per object key, plus the keys that may only be set as secrets.
+_SECTIONS: dict[str, Callable[[_Section], Any]] = {
+    "kubernetes": _kubernetes,
+    "gpu": _gpu,
+    "triton": _triton,
+    "monitoring": _monitoring,
+    "autoscaling": _autoscaling,
+    "loadBalancer": _load_balancer,
+}
+SECRET_KEYS = ("s3AccessKeyId", "s3SecretAccessKey")
+_OTHER_KEYS = ("models", "modelRepository")
+
+
+def _cross_checks(cfg: PlatformConfig, problems: list[str]) -> None:
+    """Rules that span sections."""
+    if cfg.gpu.uses_hami:
+        # HAMi's in-container limiter misreports (nvidia-smi fails) unless the pod has Guaranteed QoS (HAMi#1704).
+        for what, request, limit in (("cpu", cfg.triton.cpu_request, cfg.triton.cpu_limit),
+                                     ("memory", cfg.triton.memory_request, cfg.triton.memory_limit)):
+            if request != limit:
+                problems.append(f"triton.{what}Request ({request!r}) must equal triton.{what}Limit ({limit!r}) "
+                                "when gpu.sharing is hami: HAMi needs Guaranteed QoS pods")
+    namespaces = {"triton.namespace": cfg.triton.namespace, "monitoring.namespace": cfg.monitoring.namespace,
+                  "gpu.operatorNamespace": cfg.gpu.operator_namespace}
+    if cfg.gpu.uses_hami:
+        namespaces["gpu.hami.namespace"] = cfg.gpu.hami.namespace
+    if cfg.load_balancer.enabled:
+        namespaces["loadBalancer.namespace"] = cfg.load_balancer.namespace
+    seen: dict[str, str] = {}
+    for key, value in namespaces.items():
+        if value in seen and key != seen[value]:
+            problems.append(f"{key} ({value!r}) must differ from {seen[value]}: each part runs in its own namespace")
+        seen.setdefault(value, key)
+
+
+def parse_config(
+    stack: str,
+    values: Mapping[str, Any],
+    secrets: Mapping[str, pulumi.Output[str] | None] | None = None,
+) -> PlatformConfig:
+    """Validate raw config values (top-level key -> decoded value) into :class:`PlatformConfig`.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    problems: list[str] = []
+    secrets = secrets or {}
+    for key in sorted(set(values) - set(_SECTIONS) - set(_OTHER_KEYS) - set(SECRET_KEYS)):
+        close = difflib.get_close_matches(key, [*_SECTIONS, *_OTHER_KEYS, *SECRET_KEYS], n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        problems.append(f"{NAMESPACE}:{key} is not a known configuration key{hint}")
+    for key in SECRET_KEYS:
+        if key in values:
+            problems.append(f"{key} must be set as a secret: pulumi config set --secret {key} <value>")
+
+    parsed: dict[str, Any] = {}
+    for key, parser in _SECTIONS.items():
+        section = _Section(key, values.get(key), problems)
+        parsed[key] = parser(section)
+        section.finish()
+    repository = _Section("modelRepository", values.get("modelRepository"), problems)
+    model_repository = _model_repository(repository, secrets)
+    repository.finish()
+
+    cfg = PlatformConfig(
+        stack=stack,
+        kubernetes=parsed["kubernetes"],
+        gpu=parsed["gpu"],
+        triton=parsed["triton"],
+        models=_models(values.get("models"), problems),
+        model_repository=model_repository,
+        monitoring=parsed["monitoring"],
+        autoscaling=parsed["autoscaling"],
+        load_balancer=parsed["loadBalancer"],
+    )
+    _cross_checks(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_platform_config() -> PlatformConfig:
+    """Read this stack's configuration once from the Pulumi runtime and validate it."""
+    import json
+
+    from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
+
+    prefix = f"{NAMESPACE}:"
+    raw = {**get_config_env(), **CONFIG.get()}
+    config = pulumi.Config(NAMESPACE)
+    values: dict[str, Any] = {}
+    for full_key in raw:
+        key = full_key.removeprefix(prefix)
+        if not full_key.startswith(prefix) or (key in SECRET_KEYS and is_config_secret(full_key)):
+            continue
+        text = config.get(key)
+        try:
+            values[key] = json.loads(text) if text is not None else None
+        except json.JSONDecodeError:
+            values[key] = text
+    secrets = {key: config.get_secret(key) for key in SECRET_KEYS}
+    return parse_config(pulumi.get_stack(), values, secrets)

@@ -1,0 +1,180 @@
+"""GpuStack: makes GPUs schedulable — the NVIDIA GPU Operator, and HAMi when GPUs are shared."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import versions
+from components.config import GpuSettings
+from components.kube import namespace
+
+HAMI_SCHEDULER = "hami-scheduler"
+NVIDIA_RUNTIME_CLASS = "nvidia"
+HAMI_NODE_LABEL = ("gpu", "on")
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """What a GPU workload must request and where it may run."""
+
+    limits: Mapping[str, str]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+    scheduler_name: str | None = None
+    runtime_class_name: str | None = None
+
+    def pod_fields(self) -> dict[str, Any]:
+        """The pod-spec fields that place a pod on a GPU node."""
+        fields: dict[str, Any] = {
+            "nodeSelector": dict(self.node_selector),
+            "tolerations": [dict(t) for t in self.tolerations],
+        }
+        if self.scheduler_name:
+            fields["schedulerName"] = self.scheduler_name
+        if self.runtime_class_name:
+            fields["runtimeClassName"] = self.runtime_class_name
+        return fields
+
+
+@dataclass(frozen=True)
+class GpuStackArgs:
+    """Inputs of :class:`GpuStack`."""
+
+    settings: GpuSettings
+    kubernetes_version: str
+    # Objects HAMi's chart must see at install time (the ServiceMonitor CRD renders its monitors).
+    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)
+
+
+def gpu_placement(settings: GpuSettings) -> GpuPlacement:
+    """Resource limits, scheduler and node placement for one GPU workload pod."""
+    gpus = str(settings.gpus_per_pod)
+    if not settings.uses_hami:
+        return GpuPlacement(
+            limits={"nvidia.com/gpu": gpus},
+            node_selector=settings.node_selector,
+            tolerations=settings.tolerations,
+        )
+    hami = settings.hami
+    limits = {"nvidia.com/gpu": gpus}
+    if hami.gpu_memory_mib:
+        limits["nvidia.com/gpumem"] = str(hami.gpu_memory_mib)
+    if hami.gpu_memory_percent:
+        limits["nvidia.com/gpumem-percentage"] = str(hami.gpu_memory_percent)
+    if hami.gpu_cores_percent:
+        limits["nvidia.com/gpucores"] = str(hami.gpu_cores_percent)
+    return GpuPlacement(
+        limits=limits,
+        node_selector={**settings.node_selector, HAMI_NODE_LABEL[0]: HAMI_NODE_LABEL[1]},
+        tolerations=settings.tolerations,
+        scheduler_name=HAMI_SCHEDULER,
+        runtime_class_name=NVIDIA_RUNTIME_CLASS,
+    )
+
+
+def gpu_operator_values(settings: GpuSettings) -> dict[str, Any]:
+    """Helm values for the GPU Operator."""
+    return {
+        "driver": {"enabled": settings.driver},
+        "toolkit": {"enabled": settings.toolkit},
+        # Two device plugins advertising nvidia.com/gpu on one node fight; HAMi brings its own.
+        "devicePlugin": {"enabled": not settings.uses_hami},
+        "mig": {"strategy": settings.mig_strategy},
+        "migManager": {"enabled": settings.mig_strategy != "none"},
+        "dcgmExporter": {
+            "enabled": True,
+            "serviceMonitor": {"enabled": True, "interval": settings.dcgm_interval},
+        },
+    }
+
+
+def hami_values(settings: GpuSettings, kubernetes_version: str) -> dict[str, Any]:
+    """Helm values for HAMi, wired to the GPU Operator's driver, toolkit and runtime class."""
+    return {
+        "scheduler": {
+            # The chart's default image lives on a mirror and follows Helm's idea of the cluster version;
+            # pin the upstream image at the control plane's real version instead.
+            "kubeScheduler": {
+                "image": {
+                    "registry": "registry.k8s.io",
+                    "repository": versions.KUBE_SCHEDULER_IMAGE.split("/", 1)[1],
+                    "tag": f"v{kubernetes_version}",
+                },
+            },
+            "service": {"type": "ClusterIP"},
+        },
+        "devicePlugin": {
+            # With CDI on, the operator does not make `nvidia` the default runtime; HAMi puts the class on
+            # its daemonset and on GPU pods instead.
+            "runtimeClassName": NVIDIA_RUNTIME_CLASS,
+            "createRuntimeClass": False,
+            "gpuOperatorToolkitReady": {"enabled": settings.toolkit},
+            "deviceSplitCount": settings.hami.split_count,
+            "migStrategy": settings.mig_strategy,
+            "service": {"type": "ClusterIP"},
+        },
+        "prometheus": {"enabled": True},
+    }
+
+
+class GpuStack(pulumi.ComponentResource):
+    """The NVIDIA GPU Operator, plus HAMi and its node labels when GPUs are shared."""
+
+    placement: GpuPlacement
+    operator: k8s.helm.v3.Release
+    hami: k8s.helm.v3.Release | None
+
+    def __init__(self, name: str, args: GpuStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference:platform:GpuStack", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        settings = args.settings
+        self.placement = gpu_placement(settings)
+
+        operator_ns = namespace(f"{name}-operator-ns", settings.operator_namespace, "privileged", child)
+        self.operator = k8s.helm.v3.Release(
+            f"{name}-gpu-operator",
+            name="gpu-operator",
+            chart=versions.GPU_OPERATOR.chart,
+            version=versions.GPU_OPERATOR.version,
+            repository_opts={"repo": versions.GPU_OPERATOR.repository},
+            namespace=operator_ns.metadata.name,
+            values=gpu_operator_values(settings),
+            opts=child,
+        )
+        self.hami = self._hami(name, args, child) if settings.uses_hami else None
+        self.register_outputs({
+            "limits": dict(self.placement.limits),
+            "scheduler_name": self.placement.scheduler_name,
+            "node_selector": dict(self.placement.node_selector),
+            "operator_release": self.operator.status.name,
+        })
+
+    def _hami(self, name: str, args: GpuStackArgs, child: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
+        settings = args.settings
+        labels = [
+            k8s.core.v1.NodePatch(
+                f"{name}-label-{node}",
+                metadata={"name": node, "labels": {HAMI_NODE_LABEL[0]: HAMI_NODE_LABEL[1]}},
+                opts=child,
+            )
+            for node in settings.gpu_nodes
+        ]
+        hami_ns = namespace(f"{name}-hami-ns", settings.hami.namespace, "privileged", child)
+        return k8s.helm.v3.Release(
+            f"{name}-hami",
+            name="hami",
+            chart=versions.HAMI.chart,
+            version=versions.HAMI.version,
+            repository_opts={"repo": versions.HAMI.repository},
+            namespace=hami_ns.metadata.name,
+            values=hami_values(settings, args.kubernetes_version),
+            # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[self.operator, *labels, *args.wait_for])
+            ),
+        )

@@ -1,0 +1,65 @@
+"""Small builders for Kubernetes objects that several components share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+PART_OF = "inference-platform"
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    """Recommended app labels; the first two also serve as the pod selector."""
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": f"{name}-{component}",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def selector(all_labels: dict[str, str]) -> dict[str, str]:
+    """The stable subset of :func:`labels` that selects pods (never changes across upgrades)."""
+    return {k: all_labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+
+def namespace(resource_name: str, name: str, pod_security: str, opts: pulumi.ResourceOptions) -> k8s.core.v1.Namespace:
+    """A namespace whose Pod Security Admission level is enforced, not just audited."""
+    return k8s.core.v1.Namespace(
+        resource_name,
+        metadata={
+            "name": name,
+            "labels": {
+                "app.kubernetes.io/part-of": PART_OF,
+                "pod-security.kubernetes.io/enforce": pod_security,
+                "pod-security.kubernetes.io/warn": pod_security,
+            },
+        },
+        opts=opts,
+    )
+
+
+def restricted_pod_security(uid: int = 1000) -> dict[str, Any]:
+    """Pod-level settings that satisfy the `restricted` Pod Security Standard."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security() -> dict[str, Any]:
+    """Container-level settings: no privilege, no capabilities, read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }

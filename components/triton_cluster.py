@@ -1,0 +1,316 @@
+"""TritonCluster: Triton Inference Server serving the S3 model repository, hardened and disruption-safe."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import ModelRepositorySettings, TritonSettings
+from components.gpu_stack import GpuPlacement
+from components.kube import labels, namespace, restricted_container_security, restricted_pod_security, selector
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+STARTUP_PROBE_PERIOD = 10
+MODEL_CACHE_DIR = "/var/lib/triton/models"
+CREDENTIALS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    """Triton's three endpoints, by Service/container port name."""
+
+    http: int = HTTP_PORT
+    grpc: int = GRPC_PORT
+    metrics: int = METRICS_PORT
+
+
+@dataclass(frozen=True)
+class TritonClusterArgs:
+    """Inputs of :class:`TritonCluster`."""
+
+    settings: TritonSettings
+    repository: ModelRepositorySettings
+    placement: GpuPlacement
+    model_names: tuple[str, ...]
+    # The exact repository Triton serves (a digest prefix once models are published); defaults to the config URI.
+    repository_uri: pulumi.Input[str] | None = None
+    irsa_role_arn: pulumi.Input[str] | None = None
+    autoscaled: bool = False
+    client_namespaces: tuple[str, ...] = ()  # may reach HTTP/gRPC (the gateway's namespace)
+    monitoring_namespace: str = "monitoring"
+    gpu_metrics: bool = True  # Triton cannot read its own GPU metrics on MIG devices; DCGM covers them
+    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # e.g. engine-build Jobs
+
+
+def triton_args(args: TritonClusterArgs, repository_uri: str) -> list[str]:
+    """The tritonserver command line."""
+    s = args.settings
+    command = [
+        "tritonserver",
+        f"--model-repository={repository_uri}",
+        f"--model-control-mode={s.model_control_mode}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--exit-timeout-secs={s.exit_timeout_seconds}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--allow-metrics=true",
+        f"--allow-gpu-metrics={'true' if args.gpu_metrics else 'false'}",
+        f"--log-verbose={s.log_verbose}",
+    ]
+    if s.model_control_mode == "explicit":
+        command += [f"--load-model={m}" for m in args.model_names]
+    return command
+
+
+def probes(settings: TritonSettings) -> dict[str, Any]:
+    """Startup gates on readiness with the configured budget; liveness only asks whether the process is up."""
+    ready = {"path": "/v2/health/ready", "port": "http"}
+    return {
+        "startupProbe": {
+            "httpGet": ready,
+            "periodSeconds": STARTUP_PROBE_PERIOD,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(settings.startup_budget_seconds / STARTUP_PROBE_PERIOD),
+        },
+        "readinessProbe": {"httpGet": ready, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+    }
+
+
+def termination_grace_seconds(settings: TritonSettings) -> int:
+    """Long enough for the preStop drain plus Triton's own exit timeout, with margin."""
+    return settings.drain_seconds + settings.exit_timeout_seconds + 10
+
+
+def _env(args: TritonClusterArgs, secret_name: pulumi.Input[str] | None) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "AWS_DEFAULT_REGION", "value": args.repository.region},
+        {"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": MODEL_CACHE_DIR},
+    ]
+    if secret_name is not None:
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+            for key in CREDENTIALS_KEYS
+        ]
+    return env
+
+
+def _resources(settings: TritonSettings, placement: GpuPlacement) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request, **placement.limits},
+        "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit, **placement.limits},
+    }
+
+
+def _volumes(settings: TritonSettings) -> list[dict[str, Any]]:
+    return [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
+        {"name": "model-cache", "emptyDir": {"sizeLimit": settings.model_cache_size}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+
+
+def container(args: TritonClusterArgs, repository_uri: str, secret_name: pulumi.Input[str] | None) -> dict[str, Any]:
+    """The Triton container."""
+    s = args.settings
+    return {
+        "name": "triton",
+        "image": s.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": triton_args(args, repository_uri),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "env": _env(args, secret_name),
+        "resources": _resources(s, args.placement),
+        **probes(s),
+        # Give endpoints and the gateway time to stop routing here before Triton starts refusing requests.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(s.drain_seconds)]}}},
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def pod_spec(args: TritonClusterArgs, repository_uri: str, service_account: pulumi.Input[str],
+             secret_name: pulumi.Input[str] | None, pod_labels: Mapping[str, str]) -> dict[str, Any]:
+    """The pod: one Triton container, GPU placement, no API token, spread across nodes."""
+    return {
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": restricted_pod_security(),
+        "terminationGracePeriodSeconds": termination_grace_seconds(args.settings),
+        "containers": [container(args, repository_uri, secret_name)],
+        "volumes": _volumes(args.settings),
+        "topologySpreadConstraints": [{
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector(dict(pod_labels))},
+        }],
+        **args.placement.pod_fields(),
+    }
+
+
+def deployment_spec(args: TritonClusterArgs, pod: dict[str, Any], pod_labels: Mapping[str, str]) -> dict[str, Any]:
+    """Rolling updates that never drop below the current capacity; replicas left to the HPA when it scales."""
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(dict(pod_labels))},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "minReadySeconds": 5,
+        "revisionHistoryLimit": 5,
+        "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod},
+    }
+    if not args.autoscaled:
+        spec["replicas"] = args.settings.replicas
+    return spec
+
+
+def service_ports() -> list[dict[str, Any]]:
+    """Named Service ports; gRPC declares h2c so L7 proxies speak HTTP/2 to it."""
+    return [
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
+        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "kubernetes.io/h2c"},
+        {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP", "appProtocol": "http"},
+    ]
+
+
+def _from_namespaces(names: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}} for n in names]
+
+
+def ingress_policy_spec(args: TritonClusterArgs, pod_selector: Mapping[str, str]) -> dict[str, Any]:
+    """HTTP/gRPC only from client namespaces (the gateway's), metrics only from monitoring; nothing else."""
+    rules: list[dict[str, Any]] = [{
+        "from": _from_namespaces([args.monitoring_namespace]),
+        "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+    }]
+    if args.client_namespaces:
+        rules.insert(0, {
+            "from": _from_namespaces(args.client_namespaces),
+            "ports": [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}],
+        })
+    return {"podSelector": {"matchLabels": dict(pod_selector)}, "policyTypes": ["Ingress"], "ingress": rules}
+
+
+def egress_policy_spec(repository: ModelRepositorySettings, pod_selector: Mapping[str, str]) -> dict[str, Any]:
+    """DNS, and the object store (HTTPS, or the custom endpoint's port); no other egress."""
+    store_port = 443
+    if repository.endpoint:
+        store_port = int(repository.endpoint.rsplit(":", 1)[1])
+    return {
+        "podSelector": {"matchLabels": dict(pod_selector)},
+        "policyTypes": ["Egress"],
+        "egress": [
+            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            {"ports": [{"protocol": "TCP", "port": store_port}]},
+        ],
+    }
+
+
+class TritonCluster(pulumi.ComponentResource):
+    """Namespace, ServiceAccount, Deployment, Service, PodDisruptionBudget and NetworkPolicies for Triton."""
+
+    namespace: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    deployment_name: pulumi.Output[str]
+    service_account_name: pulumi.Output[str]
+    selector_labels: dict[str, str]
+    ports: TritonPorts
+
+    def __init__(self, name: str, args: TritonClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference:platform:TritonCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        s = args.settings
+        pod_labels = labels("triton", name)
+        self.selector_labels = selector(pod_labels)
+        self.ports = TritonPorts()
+
+        ns = namespace(f"{name}-ns", s.namespace, "restricted", child)
+        meta = {"namespace": ns.metadata.name, "labels": pod_labels}
+        sa_annotations = {"eks.amazonaws.com/role-arn": args.irsa_role_arn} if args.irsa_role_arn else {}
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa",
+            metadata={**meta, "name": "triton", "annotations": sa_annotations},
+            automount_service_account_token=False,
+            opts=child,
+        )
+        secret_name = self._credentials(name, args, meta, child)
+        uri = pulumi.Output.from_input(args.repository_uri or args.repository.triton_uri)
+        pod = pulumi.Output.all(uri, sa.metadata.name, secret_name).apply(
+            lambda v: pod_spec(args, v[0], v[1], v[2], pod_labels)
+        )
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={**meta, "name": "triton"},
+            spec=pod.apply(lambda p: deployment_spec(args, p, pod_labels)),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.wait_for))),
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={**meta, "name": "triton"},
+            spec={"type": "ClusterIP", "selector": self.selector_labels, "ports": service_ports()},
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata={**meta, "name": "triton"},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.selector_labels}},
+            opts=child,
+        )
+        for role, spec in (("ingress", ingress_policy_spec(args, self.selector_labels)),
+                           ("egress", egress_policy_spec(args.repository, self.selector_labels))):
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{role}", metadata={**meta, "name": f"triton-{role}"}, spec=spec, opts=child
+            )
+
+        self.namespace = ns.metadata.name
+        self.service_name = service.metadata.name
+        self.deployment_name = deployment.metadata.name
+        self.service_account_name = sa.metadata.name
+        self.register_outputs({
+            "namespace": self.namespace,
+            "service_name": self.service_name,
+            "deployment_name": self.deployment_name,
+            "service_account_name": self.service_account_name,
+            "selector_labels": self.selector_labels,
+            "ports": {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT},
+        })
+
+    @staticmethod
+    def _credentials(name: str, args: TritonClusterArgs, meta: dict[str, Any],
+                     child: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
+        """Static S3 keys (MinIO/dev only) as a Secret built from Pulumi secrets; None with IRSA."""
+        repo = args.repository
+        if repo.access_key_id is None or repo.secret_access_key is None:
+            return None
+        secret = k8s.core.v1.Secret(
+            f"{name}-s3-credentials",
+            metadata={**meta, "name": "triton-s3-credentials"},
+            type="Opaque",
+            string_data={
+                CREDENTIALS_KEYS[0]: pulumi.Output.secret(repo.access_key_id),
+                CREDENTIALS_KEYS[1]: pulumi.Output.secret(repo.secret_access_key),
+            },
+            opts=child,
+        )
+        return secret.metadata.name

@@ -1,0 +1,49 @@
+"""Every chart version and image tag the platform deploys, in one place.
+
+When a pin moves, the matching fixture under ``../shared/`` (chart default values, CRDs) must move with it:
+the tests validate our Helm values and custom resources against those files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChartPin:
+    """A Helm chart: where it comes from and the exact version we install."""
+
+    chart: str
+    version: str
+    repository: str | None = None  # None for OCI charts, whose `chart` is the full oci:// reference
+
+    @property
+    def values_fixture(self) -> str:
+        """File name of the chart's default values under ``shared/helm-values/``."""
+        return f"{self.chart.rsplit('/', 1)[-1]}-{self.version}.values.yaml"
+
+
+GPU_OPERATOR = ChartPin("gpu-operator", "v26.7.0", "https://helm.ngc.nvidia.com/nvidia")
+HAMI = ChartPin("hami", "2.10.0", "https://project-hami.github.io/HAMi/")
+KUBE_PROMETHEUS_STACK = ChartPin(
+    "kube-prometheus-stack", "88.5.3", "https://prometheus-community.github.io/helm-charts"
+)
+PROMETHEUS_ADAPTER = ChartPin("prometheus-adapter", "5.3.0", "https://prometheus-community.github.io/helm-charts")
+ENVOY_GATEWAY = ChartPin("oci://docker.io/envoyproxy/gateway-helm", "v1.9.0")
+
+GATEWAY_API_VERSION = "v1.6.1"
+GATEWAY_API_STANDARD_CRDS = (
+    f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
+)
+
+# Triton and the TensorRT container that builds its engines must share the same YY.MM release:
+# a plan is only loadable by the exact TensorRT version that built it.
+TRITON_RELEASE = "26.07"
+TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
+TENSORRT_IMAGE = f"nvcr.io/nvidia/tensorrt:{TRITON_RELEASE}-py3"
+# TensorRT shipped in the images above (NGC TensorRT container 26.07 = TensorRT 11.1.0.106). Engines whose
+# manifest records another version are refused before they reach the repository.
+TRITON_TENSORRT_VERSION = "11.1.0"
+
+# HAMi runs a stock kube-scheduler beside its extender; it must match the control plane's minor version.
+KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
