@@ -17,7 +17,11 @@ provider = k8s.Provider(
 )
 on_cluster = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
+# [monitoring]
+
 gpu = GpuStack("gpu", GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version), on_cluster)
+
+# [model-repository]
 
 triton = TritonCluster(
     "triton",
@@ -34,6 +38,10 @@ triton = TritonCluster(
     ),
     on_cluster,
 )
+
+# [autoscaling]
+
+# [load-balancer]
 
 pulumi.export("triton_namespace", triton.namespace)
 pulumi.export("triton_service", triton.service_name)

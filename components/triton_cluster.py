@@ -47,6 +47,11 @@ class TritonClusterArgs:
     wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # e.g. engine-build Jobs
 
 
+def pod_selector(component_name: str) -> dict[str, str]:
+    """Labels that select a TritonCluster's pods; known before the cluster exists (PodMonitors use them)."""
+    return selector(labels("triton", component_name))
+
+
 def triton_args(args: TritonClusterArgs, repository_uri: str) -> list[str]:
     """The tritonserver command line."""
     s = args.settings
@@ -242,7 +247,7 @@ class TritonCluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         pod_labels = labels("triton", name)
-        self.selector_labels = selector(pod_labels)
+        self.selector_labels = pod_selector(name)
         self.ports = TritonPorts()
 
         ns = namespace(f"{name}-ns", s.namespace, "restricted", child)
@@ -308,8 +313,8 @@ class TritonCluster(pulumi.ComponentResource):
             metadata={**meta, "name": "triton-s3-credentials"},
             type="Opaque",
             string_data={
-                CREDENTIALS_KEYS[0]: pulumi.Output.secret(repo.access_key_id),
-                CREDENTIALS_KEYS[1]: pulumi.Output.secret(repo.secret_access_key),
+                CREDENTIALS_KEYS[0]: repo.access_key_id,
+                CREDENTIALS_KEYS[1]: repo.secret_access_key,
             },
             opts=child,
         )
