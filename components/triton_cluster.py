@@ -251,7 +251,7 @@ class TritonCluster(pulumi.ComponentResource):
         self.ports = TritonPorts()
 
         ns = namespace(f"{name}-ns", s.namespace, "restricted", child)
-        meta = {"namespace": ns.metadata.name, "labels": pod_labels}
+        meta: dict[str, Any] = {"namespace": ns.metadata.name, "labels": pod_labels}
         sa_annotations = {"eks.amazonaws.com/role-arn": args.irsa_role_arn} if args.irsa_role_arn else {}
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
@@ -270,16 +270,18 @@ class TritonCluster(pulumi.ComponentResource):
             spec=pod.apply(lambda p: deployment_spec(args, p, pod_labels)),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.wait_for))),
         )
+        service_spec: dict[str, Any] = {"type": "ClusterIP", "selector": self.selector_labels, "ports": service_ports()}
         service = k8s.core.v1.Service(
             f"{name}-service",
             metadata={**meta, "name": "triton"},
-            spec={"type": "ClusterIP", "selector": self.selector_labels, "ports": service_ports()},
+            spec=service_spec,
             opts=child,
         )
+        pdb_spec: dict[str, Any] = {"maxUnavailable": 1, "selector": {"matchLabels": self.selector_labels}}
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={**meta, "name": "triton"},
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": self.selector_labels}},
+            spec=pdb_spec,
             opts=child,
         )
         for role, spec in (("ingress", ingress_policy_spec(args, self.selector_labels)),
@@ -308,14 +310,15 @@ class TritonCluster(pulumi.ComponentResource):
         repo = args.repository
         if repo.access_key_id is None or repo.secret_access_key is None:
             return None
+        credentials: dict[str, pulumi.Input[str]] = {
+            CREDENTIALS_KEYS[0]: repo.access_key_id,
+            CREDENTIALS_KEYS[1]: repo.secret_access_key,
+        }
         secret = k8s.core.v1.Secret(
             f"{name}-s3-credentials",
             metadata={**meta, "name": "triton-s3-credentials"},
             type="Opaque",
-            string_data={
-                CREDENTIALS_KEYS[0]: repo.access_key_id,
-                CREDENTIALS_KEYS[1]: repo.secret_access_key,
-            },
+            string_data=credentials,
             opts=child,
         )
         return secret.metadata.name
