@@ -1,0 +1,72 @@
+# Two commands for a fresh machine:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+REPO_DIR ?= build/model_repository
+RENDER_DIR ?= out/$(STACK)
+
+.PHONY: demo test setup system-deps triton-env checkov-env lint typecheck unit render build-models serve bench clean
+
+## demo: set up, build the model repository offline, render the dev stack, serve it locally for a few seconds
+demo: setup triton-env build-models render
+	$(PY) -m local_serving demo --repository $(REPO_DIR) --duration 3 --scrape-interval 1s --rule-window 15s --slow-model-ms 200
+
+## test: set up, then lint, type-check and run every test (unit, whole-stack, promtool, checkov, real servers)
+test: setup triton-env checkov-env lint typecheck unit
+
+setup: system-deps $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# promtool/prometheus (rule checks, the local serving loop) come from Debian.
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing prometheus (promtool) from Debian"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+triton-env: .venv-triton/.installed
+.venv-triton/.installed: local_serving/setup_env.sh
+	PYTHON=$(PYTHON) bash local_serving/setup_env.sh
+	touch $@
+
+# checkov pins many libraries of its own; it lives apart from the project's environment.
+checkov-env: .venv-checkov/.installed
+.venv-checkov/.installed:
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
+	.venv-checkov/bin/python -m pip install --quiet checkov==3.3.30
+	touch $@
+
+lint:
+	$(VENV)/bin/ruff check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+unit:
+	$(PY) -m pytest -q
+
+build-models:
+	$(PY) -m model_pipeline build --models mnist,resnet50 --out $(REPO_DIR)
+
+## render: the whole stack, offline, under Pulumi mocks: manifests per component, Helm releases, a summary
+render:
+	$(PY) -m offline.render $(STACK) --out $(RENDER_DIR)
+
+serve: setup triton-env
+	$(PY) -m local_serving serve --repository $(REPO_DIR)
+
+bench:
+	$(PY) benchmarks/stack_evaluation.py
+	$(PY) benchmarks/pipeline_build.py
+	$(PY) benchmarks/dynamic_batching.py
+
+clean:
+	rm -rf out build .cache .pytest_cache .mypy_cache .ruff_cache
