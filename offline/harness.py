@@ -41,6 +41,7 @@ class RecordedResource:
     dependencies: tuple[str, ...]
     secret_paths: tuple[str, ...]
     custom: bool
+    provider: str | None = None  # "<provider urn>::<id>" for custom resources
 
     @property
     def kind(self) -> str | None:
@@ -161,6 +162,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 dependencies=tuple(request.dependencies),
                 secret_paths=tuple(_secret_paths(raw)),
                 custom=bool(request.custom),
+                provider=request.provider or None,
             )
         )
         return response
