@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from components import versions
-from offline.harness import Recording, RecordedResource
+from offline.harness import RecordedResource, Recording
 from offline.validate import (
     crd_groups,
     custom_resource_errors,
