@@ -14,15 +14,19 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import torch
 
 from model_pipeline.errors import ModelValidationError
 from model_pipeline.specs import ModelSpec, TensorSpec
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the two functions that run PyTorch: the engine-build Job imports this module for the
+# golden checks inside the TensorRT container, which has no torch.
 BATCH_DIM_NAME = "batch"
 
 
@@ -100,6 +104,8 @@ def make_inputs(
 def _torch_outputs(
     model: torch.nn.Module, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
+    import torch
+
     with torch.inference_mode():
         result = model(*(torch.from_numpy(inputs[t.name]) for t in spec.inputs))
     tensors = result if isinstance(result, tuple | list) else (result,)
@@ -107,6 +113,8 @@ def _torch_outputs(
 
 
 def _export(model: torch.nn.Module, spec: ModelSpec, path: Path) -> None:
+    import torch
+
     # Example batch >= 2: torch.export specialises a dimension whose example size is 1.
     example_batch = max(2, spec.profile.opt)
     example = make_inputs(spec, example_batch, seed=0)
