@@ -118,6 +118,21 @@ class _Section:
             return default
         return value
 
+    def number(self, name: str, default: T, *, low: float, high: float) -> float | T:
+        """A decimal number in [low, high] (e.g. milliseconds); integers are accepted as numbers."""
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+(\.[0-9]*)?", value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(name, value, "must be a number")
+            return default
+        if not low <= value <= high:
+            self.problem(name, value, f"must be between {low:g} and {high:g}")
+            return default
+        return float(value)
+
     def boolean(self, name: str, default: bool) -> bool:
         value = self._get(name)
         if value is None:
@@ -299,20 +314,100 @@ class MonitoringSettings:
 
 
 @dataclass(frozen=True)
+class ScalingPolicy:
+    """One HPA scaling policy: change by ``value`` pods or percent per ``period_seconds``."""
+
+    type: str  # "Pods" | "Percent"
+    value: int
+    period_seconds: int
+
+
+@dataclass(frozen=True)
+class ScalingRules:
+    """One direction of the HPA's ``behavior``."""
+
+    stabilization_window_seconds: int
+    select_policy: str  # "Max" | "Min" | "Disabled"
+    policies: tuple[ScalingPolicy, ...]
+
+
+# Scale up fast (double, or +4 pods, every 15 s, no stabilisation); scale down slowly (1 pod a minute, after the
+# queue time has been low for 5 minutes), so a short lull does not throw away warm GPU replicas.
+DEFAULT_SCALE_UP = ScalingRules(0, "Max", (ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15)))
+DEFAULT_SCALE_DOWN = ScalingRules(300, "Max", (ScalingPolicy("Pods", 1, 60),))
+
+
+@dataclass(frozen=True)
 class AutoscalingSettings:
-    """prometheus-adapter and the HPA on queue time (filled by the autoscaling work)."""
+    """prometheus-adapter and the HPA on Triton's average queue time per request."""
 
     enabled: bool = False
     min_replicas: int = 1
     max_replicas: int = 1
+    target_queue_time_ms: float = 50.0
+    pending_requests_target: float | None = None  # second HPA metric: queued requests per pod
+    adapter_relist_interval: str = "30s"
+    adapter_replicas: int = 1
+    scale_up: ScalingRules = DEFAULT_SCALE_UP
+    scale_down: ScalingRules = DEFAULT_SCALE_DOWN
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Gateway retries: only for failures where the request cannot have been served twice by design."""
+
+    attempts: int = 2
+    on: tuple[str, ...] = ("connect-failure", "refused-stream", "reset-before-request", "unavailable",
+                           "retriable-status-codes")
+    status_codes: tuple[int, ...] = (503,)
+    per_try_timeout: str = "30s"
+    backoff_base: str = "100ms"
+    backoff_max: str = "1s"
+
+
+@dataclass(frozen=True)
+class HealthCheckSettings:
+    """Active health checks (Envoy probes each replica) and passive outlier detection (real traffic)."""
+
+    interval: str = "5s"
+    timeout: str = "1s"
+    unhealthy_threshold: int = 2
+    healthy_threshold: int = 1
+    consecutive_5xx: int = 5
+    consecutive_gateway_errors: int = 3
+    outlier_interval: str = "5s"
+    base_ejection_time: str = "30s"
+    max_ejection_percent: int = 50
+
+
+@dataclass(frozen=True)
+class CircuitBreakerSettings:
+    """Per-cluster limits Envoy enforces before it sheds load with 503."""
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_parallel_requests: int = 1024
+    max_parallel_retries: int = 16
 
 
 @dataclass(frozen=True)
 class LoadBalancerSettings:
-    """Envoy Gateway in front of Triton (filled by the load-balancer work)."""
+    """Envoy Gateway in front of Triton: per-request balancing over every replica, HTTP and gRPC."""
 
     enabled: bool = False
     namespace: str = "envoy-gateway-system"
+    service_type: str = "LoadBalancer"
+    http_port: int = 80
+    grpc_port: int = 8001
+    tls_enabled: bool = False
+    certificate_secret: str | None = None  # kubernetes.io/tls Secret in `namespace`
+    hostnames: tuple[str, ...] = ()
+    proxy_replicas: int = 1
+    request_timeout: str = "60s"
+    connect_timeout: str = "5s"
+    retries: RetrySettings = RetrySettings()
+    health: HealthCheckSettings = HealthCheckSettings()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
 
 @dataclass(frozen=True)
@@ -521,21 +616,142 @@ def _monitoring(s: _Section) -> MonitoringSettings:
     )
 
 
+def _scaling_policy(s: _Section, index: int, item: Any) -> ScalingPolicy | None:
+    policy = _Section(s.full(f"policies[{index}]"), item, s.problems)
+    kind = policy.string("type", "", choices=("Pods", "Percent"))
+    if not policy.has("type"):
+        policy.problem("type", None, "is required: Pods or Percent")
+    result = ScalingPolicy(
+        type=kind,
+        value=policy.integer("value", 0, low=1, high=1000),
+        period_seconds=policy.integer("periodSeconds", 0, low=1, high=1800),
+    )
+    for key in ("value", "periodSeconds"):
+        if not policy.has(key):
+            policy.problem(key, None, "is required")
+    policy.finish()
+    return result if kind and result.value and result.period_seconds else None
+
+
+def _scaling_rules(s: _Section, default: ScalingRules) -> ScalingRules:
+    select = s.string("selectPolicy", default.select_policy, choices=("Max", "Min", "Disabled"))
+    policies = tuple(p for i, item in enumerate(s.object_list("policies")) if (p := _scaling_policy(s, i, item)))
+    if s.has("policies") and not policies and select != "Disabled":
+        s.problem("policies", s.raw.get("policies"), "must list at least one policy unless selectPolicy is Disabled")
+    return ScalingRules(
+        stabilization_window_seconds=s.integer("stabilizationWindowSeconds", default.stabilization_window_seconds,
+                                               low=0, high=3600),
+        select_policy=select,
+        policies=policies if s.has("policies") else default.policies,
+    )
+
+
 def _autoscaling(s: _Section) -> AutoscalingSettings:
     d = AutoscalingSettings()
-    return AutoscalingSettings(
+    scale_up, scale_down = s.section("scaleUp"), s.section("scaleDown")
+    settings = AutoscalingSettings(
         enabled=s.boolean("enabled", d.enabled),
         min_replicas=s.integer("minReplicas", d.min_replicas, low=1, high=64),
         max_replicas=s.integer("maxReplicas", d.max_replicas, low=1, high=64),
+        target_queue_time_ms=s.number("targetQueueTimeMs", d.target_queue_time_ms, low=0.001, high=600_000),
+        pending_requests_target=s.number("pendingRequestsTarget", None, low=0.001, high=100_000),
+        adapter_relist_interval=s.duration("adapterRelistInterval", d.adapter_relist_interval),
+        adapter_replicas=s.integer("adapterReplicas", d.adapter_replicas, low=1, high=5),
+        scale_up=_scaling_rules(scale_up, d.scale_up),
+        scale_down=_scaling_rules(scale_down, d.scale_down),
+    )
+    scale_up.finish()
+    scale_down.finish()
+    if settings.max_replicas < settings.min_replicas:
+        s.problem("maxReplicas", settings.max_replicas, f"must be >= autoscaling.minReplicas ({settings.min_replicas})")
+    return settings
+
+
+_RETRY_TRIGGERS = ("5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",
+                   "refused-stream", "retriable-status-codes", "cancelled", "deadline-exceeded", "internal",
+                   "resource-exhausted", "unavailable")
+# Envoy Gateway's duration syntax (no days), as its CRDs validate it.
+_ENVOY_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
+
+
+def _envoy_duration(s: _Section, name: str, default: str) -> str:
+    return s.string(name, default, pattern=_ENVOY_DURATION, allowed="a duration such as 500ms, 5s or 1m (no days)")
+
+
+def _retries(s: _Section) -> RetrySettings:
+    d = RetrySettings()
+    on = s.str_list("on", d.on)
+    unknown = [t for t in on if t not in _RETRY_TRIGGERS]
+    if unknown:
+        s.problem("on", list(on), f"may only contain {', '.join(_RETRY_TRIGGERS)}")
+    codes = s.object_list("statusCodes") if s.has("statusCodes") else list(d.status_codes)
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
+        s.problem("statusCodes", codes, "must be a list of HTTP status codes (100-599)")
+        codes = list(d.status_codes)
+    return RetrySettings(
+        attempts=s.integer("attempts", d.attempts, low=0, high=10),
+        on=d.on if unknown else on,
+        status_codes=tuple(codes),
+        per_try_timeout=_envoy_duration(s, "perTryTimeout", d.per_try_timeout),
+        backoff_base=_envoy_duration(s, "backoffBase", d.backoff_base),
+        backoff_max=_envoy_duration(s, "backoffMax", d.backoff_max),
+    )
+
+
+def _health(s: _Section) -> HealthCheckSettings:
+    d = HealthCheckSettings()
+    return HealthCheckSettings(
+        interval=_envoy_duration(s, "interval", d.interval),
+        timeout=_envoy_duration(s, "timeout", d.timeout),
+        unhealthy_threshold=s.integer("unhealthyThreshold", d.unhealthy_threshold, low=1, high=100),
+        healthy_threshold=s.integer("healthyThreshold", d.healthy_threshold, low=1, high=100),
+        consecutive_5xx=s.integer("consecutive5xx", d.consecutive_5xx, low=1, high=1000),
+        consecutive_gateway_errors=s.integer("consecutiveGatewayErrors", d.consecutive_gateway_errors, low=1,
+                                             high=1000),
+        outlier_interval=_envoy_duration(s, "outlierInterval", d.outlier_interval),
+        base_ejection_time=_envoy_duration(s, "baseEjectionTime", d.base_ejection_time),
+        max_ejection_percent=s.integer("maxEjectionPercent", d.max_ejection_percent, low=1, high=100),
+    )
+
+
+def _circuit_breaker(s: _Section) -> CircuitBreakerSettings:
+    d = CircuitBreakerSettings()
+    return CircuitBreakerSettings(
+        max_connections=s.integer("maxConnections", d.max_connections, low=1, high=1_000_000),
+        max_pending_requests=s.integer("maxPendingRequests", d.max_pending_requests, low=1, high=1_000_000),
+        max_parallel_requests=s.integer("maxParallelRequests", d.max_parallel_requests, low=1, high=1_000_000),
+        max_parallel_retries=s.integer("maxParallelRetries", d.max_parallel_retries, low=1, high=1_000_000),
     )
 
 
 def _load_balancer(s: _Section) -> LoadBalancerSettings:
     d = LoadBalancerSettings()
-    return LoadBalancerSettings(
+    tls, retries, health, breaker = s.section("tls"), s.section("retries"), s.section("healthCheck"), \
+        s.section("circuitBreaker")
+    settings = LoadBalancerSettings(
         enabled=s.boolean("enabled", d.enabled),
         namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
+        service_type=s.string("serviceType", d.service_type, choices=("LoadBalancer", "NodePort", "ClusterIP")),
+        http_port=s.integer("httpPort", d.http_port, low=1, high=65535),
+        grpc_port=s.integer("grpcPort", d.grpc_port, low=1, high=65535),
+        tls_enabled=tls.boolean("enabled", d.tls_enabled),
+        certificate_secret=tls.string("certificateSecret", None, pattern=_DNS_LABEL, allowed="a Secret name"),
+        hostnames=s.str_list("hostnames"),
+        proxy_replicas=s.integer("proxyReplicas", d.proxy_replicas, low=1, high=32),
+        request_timeout=_envoy_duration(s, "requestTimeout", d.request_timeout),
+        connect_timeout=_envoy_duration(s, "connectTimeout", d.connect_timeout),
+        retries=_retries(retries),
+        health=_health(health),
+        circuit_breaker=_circuit_breaker(breaker),
     )
+    for section in (tls, retries, health, breaker):
+        section.finish()
+    if settings.tls_enabled and not settings.certificate_secret:
+        tls.problem("certificateSecret", None, "is required when loadBalancer.tls.enabled is true: a "
+                    "kubernetes.io/tls Secret in loadBalancer.namespace")
+    if settings.http_port == settings.grpc_port:
+        s.problem("grpcPort", settings.grpc_port, "must differ from loadBalancer.httpPort: each has its own listener")
+    return settings
 
 
 # Top-level keys: parser per object key, plus the keys that may only be set as secrets.
