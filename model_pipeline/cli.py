@@ -1,4 +1,4 @@
-"""``python -m model_pipeline build|verify|upload``: build, check and publish the Triton model repository.
+"""``python -m model_pipeline build|verify|upload|build-engine``: build, check and publish the Triton repository.
 
 Bad input (an unknown model, a corrupt ONNX file, a config that does not match its model, an unreachable S3
 endpoint) ends with one ``error: ...`` line and exit code 1, never a traceback; usage errors exit with 2.
@@ -18,6 +18,7 @@ from model_pipeline.errors import PipelineError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_REJECTED = 3  # build-engine: the engine failed its build or golden check; retrying cannot help
 EXIT_INTERRUPTED = 130
 
 
@@ -26,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m model_pipeline",
         description="Build, verify and publish the Triton model repository (MNIST, ResNet-50).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{build,verify,upload}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{build,verify,upload,build-engine}")
 
     build = commands.add_parser("build", help="train/export the models and write a verified repository")
     build.add_argument("--models", default="mnist,resnet50", help="comma-separated (default: %(default)s)")
@@ -56,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://minio:9000 (path-style)")
     upload.add_argument("--region", help="AWS region (default: from the AWS configuration)")
     upload.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    engine = commands.add_parser(
+        "build-engine", help="build one model's TensorRT engine inside a published repository (GPU + TensorRT)"
+    )
+    engine.add_argument("--repository", required=True, help="s3://BUCKET/PREFIX/DIGEST, the published repository")
+    engine.add_argument("--model", required=True)
+    engine.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    engine.add_argument("--profile", metavar="MIN,OPT,MAX", help="batch profile (default: the model spec's)")
+    engine.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://minio:9000 (path-style)")
+    engine.add_argument("--region", help="AWS region (default: from the AWS configuration)")
+    engine.add_argument("--work-dir", type=Path, default=Path("/tmp/engine-build"), help="default: %(default)s")
     return parser
 
 
@@ -157,13 +169,47 @@ def _upload(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _profile(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise PipelineError(f"--profile '{text}' must be three batch sizes MIN,OPT,MAX such as 1,8,16")
+    low, opt, high = (int(p) for p in parts)
+    return low, opt, high
+
+
+def _build_engine(args: argparse.Namespace, out: TextIO) -> int:
+    from model_pipeline.engine_job import EngineJobRequest, build_engine_job
+    from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
+
+    request = EngineJobRequest(args.repository, args.model, args.precision, _profile(args.profile),
+                               args.endpoint_url, args.region)
+    try:
+        result = build_engine_job(request, args.work_dir)
+    except (EngineBuildError, EngineCompatibilityError, ModelValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    record = result.record
+    if result.already_built:
+        print(f"already built: {args.model} for TensorRT {record.get('tensorrt_version')} on "
+              f"sm{str(record.get('compute_capability', '')).replace('.', '')} (nothing sent)", file=out)
+        return EXIT_OK
+    diffs = ", ".join(f"batch {b}: {d:.3g}" for b, d in record["max_abs_diff"].items())
+    print(f"built {args.model}: TensorRT {record['tensorrt_version']} on {record['gpu']} "
+          f"({record['precision']}, profile {record['profile']}), golden max abs diff {diffs}", file=out)
+    for key in result.keys_written:
+        print(f"uploaded s3://{args.repository.removeprefix('s3://').split('/', 1)[0]}/{key}", file=out)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = _parser().parse_args(argv)
     stream = out or sys.stdout
     logging.getLogger("model_pipeline").addHandler(logging.NullHandler())  # the build reports through `say`
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.onnx's deprecation chatter
-    commands = {"build": _build, "verify": _verify, "upload": _upload}
+    commands = {"build": _build, "verify": _verify, "upload": _upload, "build-engine": _build_engine}
     try:
         return commands[args.command](args, stream)
     except PipelineError as exc:
