@@ -30,6 +30,9 @@ KUBE_PROMETHEUS_STACK = ChartPin(
 )
 PROMETHEUS_ADAPTER = ChartPin("prometheus-adapter", "5.3.0", "https://prometheus-community.github.io/helm-charts")
 ENVOY_GATEWAY = ChartPin("oci://docker.io/envoyproxy/gateway-helm", "v1.9.0")
+# Envoy Gateway's own CRDs only (crds.envoyGateway.enabled); gateway-helm bundles experimental Gateway API CRDs,
+# which the standard channel's safe-upgrades policy refuses, so we install the standard ones ourselves.
+ENVOY_GATEWAY_CRDS = ChartPin("oci://docker.io/envoyproxy/gateway-crds-helm", "v1.9.0")
 
 GATEWAY_API_VERSION = "v1.6.1"
 GATEWAY_API_STANDARD_CRDS = (
