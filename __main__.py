@@ -5,6 +5,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
+from components.load_balancer import LoadBalancer, LoadBalancerArgs, data_plane_namespace
 from components.triton_cluster import TritonCluster, TritonClusterArgs
 
 cfg = load_platform_config()
@@ -32,7 +33,7 @@ triton = TritonCluster(
         model_names=tuple(m.name for m in cfg.models),
         irsa_role_arn=cfg.model_repository.irsa_role_arn,
         autoscaled=cfg.autoscaling.enabled,
-        client_namespaces=(cfg.load_balancer.namespace,) if cfg.load_balancer.enabled else (),
+        client_namespaces=(data_plane_namespace(cfg.load_balancer),) if cfg.load_balancer.enabled else (),
         monitoring_namespace=cfg.monitoring.namespace,
         gpu_metrics=cfg.gpu.mig_strategy == "none",
     ),
@@ -42,6 +43,21 @@ triton = TritonCluster(
 # [autoscaling]
 
 # [load-balancer]
+if cfg.load_balancer.enabled:
+    gateway = LoadBalancer(
+        "gateway",
+        LoadBalancerArgs(
+            settings=cfg.load_balancer,
+            backend_namespace=triton.namespace,
+            backend_service=triton.service_name,
+            backend_http_port=triton.ports.http,
+            backend_grpc_port=triton.ports.grpc,
+        ),
+        on_cluster,
+    )
+    pulumi.export("gateway_address", gateway.address)
+    pulumi.export("gateway_http", gateway.http_endpoint)
+    pulumi.export("gateway_grpc", gateway.grpc_endpoint)
 
 pulumi.export("triton_namespace", triton.namespace)
 pulumi.export("triton_service", triton.service_name)
