@@ -3,6 +3,7 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.autoscaling import Autoscaling, AutoscalingArgs, prometheus_operated_url
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs, data_plane_namespace
@@ -41,6 +42,18 @@ triton = TritonCluster(
 )
 
 # [autoscaling]
+if cfg.autoscaling.enabled:
+    Autoscaling(
+        "autoscaling",
+        AutoscalingArgs(
+            settings=cfg.autoscaling,
+            adapter_namespace=cfg.monitoring.namespace,
+            prometheus_url=prometheus_operated_url(cfg.monitoring.namespace),
+            target_namespace=triton.namespace,
+            deployment_name=triton.deployment_name,
+        ),
+        on_cluster,
+    )
 
 # [load-balancer]
 if cfg.load_balancer.enabled:

@@ -227,10 +227,10 @@ def test_dev_without_autoscaling_has_no_hpa_and_keeps_its_replica_count(dev: Rec
     assert deployment.inputs["spec"]["replicas"] == 1
 
 
-def test_a_stack_with_autoscaling_on_gets_the_configured_behavior() -> None:
-    from offline.harness import stack_config
+def test_a_stack_with_autoscaling_on_gets_the_configured_behavior(stack_repositories: dict[str, Path]) -> None:
+    from tests._stack_repository import config_with_build_dir
 
-    config = stack_config("dev")
+    config = config_with_build_dir("dev", stack_repositories["dev"])
     config["inference-platform:autoscaling"] = {
         "enabled": True, "minReplicas": 1, "maxReplicas": 3, "targetQueueTimeMs": 20,
         "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]},
