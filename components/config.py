@@ -7,6 +7,7 @@ declared. Components receive the frozen settings below and never read config the
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import pulumi
 
 from components import versions
+from components.prometheus_rules import duration_seconds
 
 NAMESPACE = "inference-platform"
 T = TypeVar("T")
@@ -32,6 +34,8 @@ _PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
 _ENDPOINT = re.compile(r"^https?://[0-9a-zA-Z.-]+:[0-9]{1,5}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}$")
+_OIDC_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/[A-Za-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
+_OIDC_ISSUER = re.compile(r"^[a-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
 _K8S_VERSION = re.compile(r"^v?(?P<v>[0-9]+\.[0-9]+\.[0-9]+)$")
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
@@ -289,6 +293,19 @@ class ModelRepositorySettings:
     irsa_role_arn: str | None = None
     access_key_id: pulumi.Output[str] | None = None
     secret_access_key: pulumi.Output[str] | None = None
+    create_bucket: bool = False  # create the bucket (AWS only); otherwise it must exist
+    build_dir: str = "build/model_repository"  # the pipeline's output, published under its digest
+    expire_after_days: int = 30  # replaced (noncurrent) object versions are deleted after this many days
+    oidc_provider_arn: str | None = None  # the EKS cluster's IAM OIDC provider: IRSA roles are created
+    oidc_provider_url: str | None = None  # its issuer without https://, e.g. oidc.eks.<region>.amazonaws.com/id/X
+    build_namespace: str = "model-build"  # where engine-build Jobs run
+    engine_timeout_seconds: int = 3600  # activeDeadlineSeconds of one engine build
+    engine_ttl_seconds: int = 86400  # finished Jobs are removed after this long
+
+    @property
+    def creates_roles(self) -> bool:
+        """IRSA roles for Triton and the engine builds are created from the cluster's OIDC provider."""
+        return self.oidc_provider_arn is not None
 
     @property
     def uses_static_keys(self) -> bool:
@@ -305,12 +322,45 @@ class ModelRepositorySettings:
 
 
 @dataclass(frozen=True)
+class AlertThresholds:
+    """What the platform's alerts compare against (see components/prometheus_rules.py)."""
+
+    queue_time_slo_ms: float = 100.0
+    failure_ratio: float = 0.05
+    min_request_rate: float = 0.1  # req/s per model below which ratios are noise
+    restarts: int = 2  # container restarts within 30 minutes
+    gpu_utilisation: float = 0.9
+    gpu_memory_ratio: float = 0.9  # used / HAMi limit
+
+
+@dataclass(frozen=True)
 class MonitoringSettings:
-    """kube-prometheus-stack, scraping and alerting (filled by the monitoring work)."""
+    """kube-prometheus-stack: scraping, rule evaluation, storage, Grafana and alert routing."""
 
     namespace: str = "monitoring"
     release_name: str = "monitoring"
     scrape_interval: str = "15s"
+    rule_interval: str = "15s"
+    recording_window: str = "1m"  # window of the per-request latency records the HPA reads
+    alert_window: str = "5m"
+    retention: str = "15d"
+    retention_size: str | None = None  # e.g. 45GB; Prometheus deletes oldest blocks beyond it
+    storage_size: str = "50Gi"
+    storage_class: str | None = None
+    grafana_storage_size: str | None = None
+    slack_channel: str = "#inference-alerts"
+    runbook_base_url: str = "README.md"
+    alerts: AlertThresholds = AlertThresholds()
+    # Secrets (Outputs); each alert URL that is set adds its receiver, none routes everything to 'null'.
+    grafana_admin_password: pulumi.Output[str] | None = None
+    alert_webhook_url: pulumi.Output[str] | None = None
+    alert_slack_webhook_url: pulumi.Output[str] | None = None
+
+    @property
+    def receivers(self) -> tuple[str, ...]:
+        """Alertmanager receivers that have a URL: webhook and/or slack."""
+        urls = (("webhook", self.alert_webhook_url), ("slack", self.alert_slack_webhook_url))
+        return tuple(name for name, url in urls if url is not None)
 
 
 @dataclass(frozen=True)
@@ -598,7 +648,20 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
         irsa_role_arn=s.string("irsaRoleArn", None, pattern=_ROLE_ARN, allowed="an IAM role ARN"),
         access_key_id=secrets.get("s3AccessKeyId"),
         secret_access_key=secrets.get("s3SecretAccessKey"),
+        create_bucket=s.boolean("createBucket", False),
+        build_dir=s.string("buildDir", ModelRepositorySettings.build_dir),
+        expire_after_days=s.integer("expireAfterDays", ModelRepositorySettings.expire_after_days, low=1, high=3650),
+        oidc_provider_arn=s.string("oidcProviderArn", None, pattern=_OIDC_ARN, allowed="an IAM OIDC provider ARN"),
+        oidc_provider_url=s.string("oidcProviderUrl", None, pattern=_OIDC_ISSUER,
+                                   allowed="the issuer without https://: oidc.eks.<region>.amazonaws.com/id/<ID>"),
+        build_namespace=s.string("buildNamespace", ModelRepositorySettings.build_namespace, pattern=_DNS_LABEL,
+                                 allowed="a DNS label"),
+        engine_timeout_seconds=s.integer("engineTimeoutSeconds", ModelRepositorySettings.engine_timeout_seconds,
+                                         low=300, high=86400),
+        engine_ttl_seconds=s.integer("engineTtlSeconds", ModelRepositorySettings.engine_ttl_seconds,
+                                     low=60, high=30 * 86400),
     )
+    _check_repository_access(s, settings)
     if (settings.access_key_id is None) != (settings.secret_access_key is None):
         s.problems.append("s3AccessKeyId and s3SecretAccessKey must be set together (as secrets)")
     if settings.uses_static_keys and settings.irsa_role_arn:
@@ -607,12 +670,78 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
     return settings
 
 
+_SIZE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")  # Prometheus sizes are base 2
+_RETENTION_SIZE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>B|KB|MB|GB|TB|PB)$")
+
+
+def _alert_thresholds(s: _Section) -> AlertThresholds:
+    d = AlertThresholds()
+    thresholds = AlertThresholds(
+        queue_time_slo_ms=s.number("queueTimeSloMs", d.queue_time_slo_ms, low=0.001, high=600_000),
+        failure_ratio=s.number("failureRatio", d.failure_ratio, low=0.0001, high=1),
+        min_request_rate=s.number("minRequestRate", d.min_request_rate, low=0, high=100_000),
+        restarts=s.integer("restarts", d.restarts, low=1, high=100),
+        gpu_utilisation=s.number("gpuUtilisation", d.gpu_utilisation, low=0.01, high=1),
+        gpu_memory_ratio=s.number("gpuMemoryRatio", d.gpu_memory_ratio, low=0.01, high=1),
+    )
+    s.finish()
+    return thresholds
+
+
+def _check_repository_access(s: _Section, settings: ModelRepositorySettings) -> None:
+    """Bucket and IAM are only created on AWS; IRSA roles come either from config or from the OIDC provider."""
+    if settings.endpoint and settings.create_bucket:
+        s.problem("createBucket", True, "must be false with an S3-compatible endpoint: that bucket must already exist")
+    if (settings.oidc_provider_arn is None) != (settings.oidc_provider_url is None):
+        s.problems.append("modelRepository.oidcProviderArn and modelRepository.oidcProviderUrl must be set together")
+    if settings.creates_roles and settings.endpoint:
+        s.problem("oidcProviderArn", settings.oidc_provider_arn, "cannot be used with an S3-compatible endpoint")
+    if settings.creates_roles and settings.irsa_role_arn:
+        s.problem("irsaRoleArn", settings.irsa_role_arn,
+                  "cannot be combined with oidcProviderArn: the roles for Triton and engine builds are created then")
+    if settings.creates_roles and settings.uses_static_keys:
+        s.problem("oidcProviderArn", settings.oidc_provider_arn, "cannot be combined with static S3 keys")
+
+
 def _monitoring(s: _Section) -> MonitoringSettings:
     d = MonitoringSettings()
-    return MonitoringSettings(
+    settings = MonitoringSettings(
         namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
         release_name=s.string("releaseName", d.release_name, pattern=_DNS_LABEL, allowed="a DNS label"),
         scrape_interval=s.duration("scrapeInterval", d.scrape_interval),
+        rule_interval=s.duration("ruleInterval", d.rule_interval),
+        recording_window=s.duration("recordingWindow", d.recording_window),
+        alert_window=s.duration("alertWindow", d.alert_window),
+        retention=s.duration("retention", d.retention),
+        retention_size=s.string("retentionSize", None, pattern=_RETENTION_SIZE, allowed="a size such as 45GB"),
+        storage_size=s.quantity("storageSize", d.storage_size),
+        storage_class=s.string("storageClass", None, pattern=_DNS_LABEL, allowed="a StorageClass name"),
+        grafana_storage_size=s.string("grafanaStorageSize", None, pattern=_QUANTITY, allowed="a quantity like 10Gi"),
+        slack_channel=s.string("slackChannel", d.slack_channel, pattern=re.compile(r"^[#@][\w.-]{1,80}$"),
+                               allowed="a Slack channel such as #inference-alerts"),
+        runbook_base_url=s.string("runbookBaseUrl", d.runbook_base_url, pattern=re.compile(r"^\S+$"),
+                                  allowed="a URL of the README that holds the runbooks"),
+        alerts=_alert_thresholds(s.section("alerts")),
+    )
+    for window, key in ((settings.recording_window, "recordingWindow"), (settings.alert_window, "alertWindow")):
+        # rate()/increase() need several samples in the window; Prometheus' guidance is 4 scrape intervals.
+        if duration_seconds(window) < 4 * duration_seconds(settings.scrape_interval):
+            s.problem(key, window, f"must be at least 4 x monitoring.scrapeInterval ({settings.scrape_interval})")
+    size = _RETENTION_SIZE.match(settings.retention_size or "")
+    if size and int(size["n"]) * 1024 ** _SIZE_UNITS.index(size["unit"]) >= quantity_value(settings.storage_size):
+        s.problem("retentionSize", settings.retention_size,
+                  f"must be smaller than monitoring.storageSize ({settings.storage_size}) or Prometheus fills its disk")
+    return settings
+
+
+def _with_monitoring_secrets(settings: MonitoringSettings,
+                             secrets: Mapping[str, pulumi.Output[str] | None]) -> MonitoringSettings:
+    """Grafana's admin password and the alert receiver URLs come only from secrets."""
+    return dataclasses.replace(
+        settings,
+        grafana_admin_password=secrets.get("grafanaAdminPassword"),
+        alert_webhook_url=secrets.get("alertWebhookUrl"),
+        alert_slack_webhook_url=secrets.get("alertSlackWebhookUrl"),
     )
 
 
@@ -763,7 +892,7 @@ _SECTIONS: dict[str, Callable[[_Section], Any]] = {
     "autoscaling": _autoscaling,
     "loadBalancer": _load_balancer,
 }
-SECRET_KEYS = ("s3AccessKeyId", "s3SecretAccessKey")
+SECRET_KEYS = ("s3AccessKeyId", "s3SecretAccessKey", "grafanaAdminPassword", "alertWebhookUrl", "alertSlackWebhookUrl")
 _OTHER_KEYS = ("models", "modelRepository")
 
 
@@ -782,6 +911,8 @@ def _cross_checks(cfg: PlatformConfig, problems: list[str]) -> None:
         namespaces["gpu.hami.namespace"] = cfg.gpu.hami.namespace
     if cfg.load_balancer.enabled:
         namespaces["loadBalancer.namespace"] = cfg.load_balancer.namespace
+    if any(m.backend == "tensorrt" for m in cfg.models):
+        namespaces["modelRepository.buildNamespace"] = cfg.model_repository.build_namespace
     seen: dict[str, str] = {}
     for key, value in namespaces.items():
         if value in seen and key != seen[value]:
@@ -824,7 +955,7 @@ def parse_config(
         triton=parsed["triton"],
         models=_models(values.get("models"), problems),
         model_repository=model_repository,
-        monitoring=parsed["monitoring"],
+        monitoring=_with_monitoring_secrets(parsed["monitoring"], secrets),
         autoscaling=parsed["autoscaling"],
         load_balancer=parsed["loadBalancer"],
     )
