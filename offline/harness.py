@@ -218,6 +218,10 @@ def run_program(
         )
         # set_mocks installs a finished root stack; the program gets a fresh one, as under the language host.
         pulumi_settings.set_root_resource(None)  # type: ignore[arg-type]
+        # Outputs created earlier on another event loop would never resolve on this one; the runtime waits for
+        # every output it tracks, so start clean exactly as @pulumi.runtime.test does.
+        pulumi_settings.SETTINGS.rpc_manager.clear()
+        pulumi_settings.SETTINGS.outputs.clear()
         set_all_config(
             {key: _config_string(value) for key, value in values.items()},
             secret_keys=list(secrets or {}),

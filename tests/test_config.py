@@ -1,0 +1,172 @@
+"""Stack configuration: defaults, typed settings, and one clear error listing every problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+
+from components import versions
+from components.config import ConfigError, parse_config, quantity_value
+from offline.harness import run_program, stack_config
+
+REPO = {"modelRepository": {"uri": "s3://models/triton"}}
+
+
+def _parse(**sections: Any) -> Any:
+    return parse_config("test", {**REPO, **sections})
+
+
+def _problems(values: dict[str, Any], secrets: dict[str, Any] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse_config("test", values, secrets)
+    return raised.value.problems
+
+
+def test_minimal_config_gets_documented_defaults() -> None:
+    cfg = _parse()
+    assert cfg.triton.image == versions.TRITON_IMAGE
+    assert cfg.triton.replicas == 1
+    assert cfg.gpu.sharing == "whole" and not cfg.gpu.uses_hami
+    assert [m.name for m in cfg.models] == ["mnist"]
+    assert (cfg.models[0].batch_min, cfg.models[0].batch_opt, cfg.models[0].batch_max) == (1, 4, 8)
+    assert cfg.model_repository.triton_uri == "s3://models/triton"
+
+
+def test_numbers_and_booleans_given_as_strings_are_accepted() -> None:
+    cfg = _parse(triton={"replicas": "3"}, gpu={"driver": "false"})
+    assert cfg.triton.replicas == 3 and cfg.gpu.driver is False
+
+
+def test_resnet50_gets_its_own_default_profile() -> None:
+    cfg = _parse(models=[{"name": "resnet50", "backend": "tensorrt"}])
+    model = cfg.models[0]
+    assert (model.architecture, model.backend, model.batch_max) == ("resnet50", "tensorrt", 16)
+
+
+@pytest.mark.parametrize(("endpoint", "uri"), [
+    ("http://minio.minio.svc:9000", "s3://minio.minio.svc:9000/models/triton"),
+    ("https://minio.example.com:443", "s3://https://minio.example.com:443/models/triton"),
+])
+def test_custom_endpoints_are_written_in_tritons_own_uri_syntax(endpoint: str, uri: str) -> None:
+    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton", "endpoint": endpoint}})
+    assert cfg.model_repository.triton_uri == uri
+
+
+# Each case: (config values, a fragment the single error must contain). Together they cover wrong types, bad
+# choices, ranges, malformed URIs and images, typo'd keys and cross-key rules.
+BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
+    ("replicas not a number", {"triton": {"replicas": "two"}}, "triton.replicas ('two') must be an integer"),
+    ("replicas zero", {"triton": {"replicas": 0}}, "triton.replicas (0) must be between 1 and 64"),
+    ("replicas too many", {"triton": {"replicas": 500}}, "triton.replicas (500) must be between 1 and 64"),
+    ("replicas a boolean", {"triton": {"replicas": True}}, "triton.replicas (True) must be an integer"),
+    ("image latest", {"triton": {"image": "nvcr.io/nvidia/tritonserver:latest"}}, "must not use the 'latest' tag"),
+    ("image untagged", {"triton": {"image": "nvcr.io/nvidia/tritonserver"}}, "must carry an explicit version tag"),
+    ("image malformed", {"triton": {"image": "Not An Image"}}, "triton.image ('Not An Image') must be an image"),
+    ("typo in triton key", {"triton": {"replcias": 2}}, "triton.replcias is not a known key; did you mean 'replicas'?"),
+    ("typo in top-level key", {"trition": {}}, "inference-platform:trition is not a known configuration key; "
+                                               "did you mean 'triton'?"),
+    ("unknown sharing mode", {"gpu": {"sharing": "timeslice"}}, "gpu.sharing ('timeslice') must be one of whole, hami"),
+    ("unknown MIG strategy", {"gpu": {"migStrategy": "all"}}, "gpu.migStrategy ('all') must be one of none, single, "
+                                                             "mixed"),
+    ("driver not a boolean", {"gpu": {"driver": "yes"}}, "gpu.driver ('yes') must be true or false"),
+    ("hami without nodes", {"gpu": {"sharing": "hami"}}, "gpu.gpuNodes ([]) must name the GPU nodes HAMi manages"),
+    ("hami share without hami", {"gpu": {"hami": {"gpuCoresPercent": 30}}}, "only apply when gpu.sharing is hami"),
+    ("hami cores out of range", {"gpu": {"sharing": "hami", "gpuNodes": ["n"], "hami": {"gpuCoresPercent": 150}}},
+     "gpu.hami.gpuCoresPercent (150) must be between 1 and 100"),
+    ("hami memory two ways", {"gpu": {"sharing": "hami", "gpuNodes": ["n"],
+                                      "hami": {"gpuMemoryMiB": 4000, "gpuMemoryPercent": 50}}},
+     "cannot be set together with gpuMemoryMiB"),
+    ("hami needs guaranteed QoS", {"gpu": {"sharing": "hami", "gpuNodes": ["n"]}},
+     "triton.cpuRequest ('2') must equal triton.cpuLimit ('4') when gpu.sharing is hami"),
+    ("tolerations not a list", {"gpu": {"tolerations": "nvidia"}}, "gpu.tolerations ('nvidia') must be a list"),
+    ("toleration operator", {"gpu": {"tolerations": [{"key": "k", "operator": "In"}]}},
+     "gpu.tolerations[0].operator ('In') must be Equal or Exists"),
+    ("node selector values", {"gpu": {"nodeSelector": {"pool": 3}}}, "gpu.nodeSelector ({'pool': 3}) must be an object "
+                                                                     "of string values"),
+    ("cpu not a quantity", {"triton": {"cpuLimit": "four"}}, "triton.cpuLimit ('four') must be a Kubernetes quantity"),
+    ("request above limit", {"triton": {"memoryRequest": "16Gi", "memoryLimit": "8Gi"}},
+     "triton.memoryRequest ('16Gi') must not exceed triton.memoryLimit (8Gi)"),
+    ("startup budget too short", {"triton": {"startupBudgetSeconds": 5}},
+     "triton.startupBudgetSeconds (5) must be between 30 and 7200"),
+    ("poll mode refused", {"triton": {"modelControlMode": "poll"}}, "triton.modelControlMode ('poll') must be one of "
+                                                                    "none, explicit"),
+    ("namespace not a DNS label", {"triton": {"namespace": "Triton_NS"}}, "triton.namespace ('Triton_NS') must be a "
+                                                                          "DNS label"),
+    ("section not an object", {"triton": ["replicas", 2]}, "triton (['replicas', 2]) must be an object"),
+    ("uri not s3", {"modelRepository": {"uri": "gs://models/x"}}, "modelRepository.uri ('gs://models/x') must be an "
+                                                                  "S3 URI"),
+    ("bucket name invalid", {"modelRepository": {"uri": "s3://Models_Bucket/x"}}, "must name a valid bucket"),
+    ("uri missing", {"modelRepository": {}}, "modelRepository.uri (None) is required"),
+    ("endpoint without port", {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio"}},
+     "modelRepository.endpoint ('http://minio') must be http(s)://host:port"),
+    ("bad region", {"modelRepository": {"uri": "s3://models/x", "region": "Europe"}}, "must be an AWS region"),
+    ("bad role arn", {"modelRepository": {"uri": "s3://models/x", "irsaRoleArn": "triton-reader"}},
+     "modelRepository.irsaRoleArn ('triton-reader') must be an IAM role ARN"),
+    ("models empty", {"models": []}, "models ([]) must be a non-empty list of models"),
+    ("model unknown architecture", {"models": [{"name": "bert"}]}, "models[0].architecture (None) is required for "
+                                                                   "model 'bert'"),
+    ("model unknown backend", {"models": [{"name": "mnist", "backend": "tflite"}]},
+     "models[0].backend ('tflite') must be one of onnxruntime, tensorrt"),
+    ("model profile order", {"models": [{"name": "mnist", "batch": {"min": 4, "opt": 2, "max": 8}}]},
+     "models[0].batch ([4, 2, 8]) must satisfy min <= opt <= max"),
+    ("model duplicated", {"models": [{"name": "mnist"}, {"name": "mnist"}]}, "models ('mnist') is listed more than "
+                                                                            "once"),
+    ("model name invalid", {"models": [{"name": "My Model", "architecture": "resnet50"}]},
+     "models[0].name ('My Model') must be a lower-case model name"),
+    ("secret key in plain config", {"s3SecretAccessKey": "hunter2"}, "s3SecretAccessKey must be set as a secret"),
+    ("kubernetes version malformed", {"kubernetes": {"version": "1.31"}}, "kubernetes.version ('1.31') must be the "
+                                                                          "control plane's version"),
+    ("namespaces collide", {"monitoring": {"namespace": "triton"}}, "monitoring.namespace ('triton') must differ from "
+                                                                    "triton.namespace"),
+]
+
+
+@pytest.mark.parametrize(("values", "fragment"), [c[1:] for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_reported_with_key_value_and_what_is_allowed(values: dict[str, Any], fragment: str) -> None:
+    problems = _problems({**REPO, **values})
+    assert any(fragment in p for p in problems), problems
+
+
+def test_there_are_at_least_25_distinct_bad_inputs() -> None:
+    assert len({fragment for _, _, fragment in BAD_INPUTS}) >= 25
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = _problems({"triton": {"replicas": 0, "image": "x:latest"}, "gpu": {"sharing": "nope"},
+                          "modelRepository": {"uri": "http://x"}})
+    assert len(problems) == 4
+    assert "4 problem(s)" in str(ConfigError(problems))
+
+
+def test_static_keys_must_come_in_pairs() -> None:
+    problems = _problems(REPO, {"s3AccessKeyId": pulumi.Output.secret("AKIA")})
+    assert problems == ["s3AccessKeyId and s3SecretAccessKey must be set together (as secrets)"]
+
+
+def test_static_keys_and_irsa_are_exclusive() -> None:
+    values = {"modelRepository": {"uri": "s3://models/x", "irsaRoleArn": "arn:aws:iam::123456789012:role/r"}}
+    secrets = {"s3AccessKeyId": pulumi.Output.secret("a"), "s3SecretAccessKey": pulumi.Output.secret("b")}
+    assert any("cannot be combined with static S3 keys" in p for p in _problems(values, secrets))
+
+
+def test_quantities_compare_across_units() -> None:
+    assert quantity_value("500m") == 0.5
+    assert quantity_value("1Gi") > quantity_value("1000Mi") > quantity_value("1G")
+
+
+def test_a_bad_stack_file_stops_the_program_before_any_resource() -> None:
+    config = {f"inference-platform:{k}": v for k, v in {
+        **{key.split(":", 1)[1]: value for key, value in stack_config("dev").items()},
+        "triton": {"replicas": -1},
+    }.items()}
+    with pytest.raises(ConfigError, match=r"triton.replicas \(-1\)") as raised:
+        run_program("dev", config=config)
+    assert raised.value.problems
+
+
+def test_no_stack_file_needs_a_decrypted_secret() -> None:
+    for stack in ("dev", "prod"):
+        for key, value in stack_config(stack).items():
+            assert not (isinstance(value, dict) and "secure" in value), f"Pulumi.{stack}.yaml {key} is encrypted"
