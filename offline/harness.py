@@ -25,6 +25,7 @@ from pulumi.runtime.config import set_all_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "inference-platform"
+MOCK_ACCOUNT = "123456789012"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 
@@ -120,6 +121,16 @@ def _secret_paths(value: Any, path: str = "") -> Iterator[str]:
             yield from _secret_paths(child, f"{path}[{index}]")
 
 
+def _mock_arn(type_: str, name: str) -> str:
+    """ARNs in the real formats, so code that parses them is exercised."""
+    if type_.startswith("aws:iam/"):
+        kind = type_.rsplit(":", 1)[-1]
+        return f"arn:aws:iam::{MOCK_ACCOUNT}:{kind[0].lower() + kind[1:]}/{name}"
+    if type_.startswith("aws:s3/"):
+        return f"arn:aws:s3:::{name}"
+    return f"arn:aws:{type_.split(':')[1].split('/')[0]}:us-east-1:{MOCK_ACCOUNT}:{name}"
+
+
 class _RecordingMocks(pulumi.runtime.Mocks):
     """Echoes inputs back as outputs, adding the few computed fields the program reads."""
 
@@ -128,7 +139,7 @@ class _RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "kubernetes:helm.sh/v3:Release":
             outputs.setdefault("status", {"name": args.inputs.get("name", args.name), "status": "deployed"})
         if args.typ.startswith("aws:"):
-            outputs.setdefault("arn", f"arn:aws:mock:::{args.name}")
+            outputs.setdefault("arn", _mock_arn(args.typ, args.inputs.get("name") or args.name))
             outputs.setdefault("bucket", args.inputs.get("bucket", args.name))
         return f"{args.name}-id", outputs
 

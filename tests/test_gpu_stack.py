@@ -1,0 +1,88 @@
+"""GpuStack: the operator's features per stack, HAMi wiring, and what GPU pods must request."""
+
+from __future__ import annotations
+
+from components.config import GpuSettings, HamiSettings
+from components.gpu_stack import (
+    HAMI_SCHEDULER,
+    gpu_operator_values,
+    gpu_placement,
+    hami_values,
+)
+from offline.harness import Recording
+
+HAMI = GpuSettings(sharing="hami", gpu_nodes=("gpu-a",), hami=HamiSettings(gpu_memory_mib=8000, gpu_cores_percent=30))
+
+
+def test_whole_gpu_mode_requests_nvidia_gpus_with_the_default_scheduler() -> None:
+    placement = gpu_placement(GpuSettings(gpus_per_pod=2))
+    assert placement.limits == {"nvidia.com/gpu": "2"}
+    assert "schedulerName" not in placement.pod_fields()
+    assert placement.pod_fields()["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                      "effect": "NoSchedule"}]
+
+
+def test_hami_mode_requests_slices_through_hamis_scheduler_on_labelled_nodes() -> None:
+    placement = gpu_placement(HAMI)
+    assert placement.limits == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8000", "nvidia.com/gpucores": "30"}
+    fields = placement.pod_fields()
+    assert fields["schedulerName"] == HAMI_SCHEDULER
+    assert fields["nodeSelector"]["gpu"] == "on"
+    assert fields["runtimeClassName"] == "nvidia"
+
+
+def test_operator_device_plugin_is_off_exactly_when_hami_shares_gpus() -> None:
+    assert gpu_operator_values(GpuSettings())["devicePlugin"] == {"enabled": True}
+    assert gpu_operator_values(HAMI)["devicePlugin"] == {"enabled": False}
+
+
+def test_driver_and_toolkit_follow_the_stack() -> None:
+    values = gpu_operator_values(GpuSettings(driver=False, toolkit=False))
+    assert values["driver"] == {"enabled": False} and values["toolkit"] == {"enabled": False}
+
+
+def test_mig_strategy_drives_the_operator_and_its_mig_manager() -> None:
+    assert gpu_operator_values(GpuSettings(mig_strategy="mixed"))["mig"] == {"strategy": "mixed"}
+    assert gpu_operator_values(GpuSettings(mig_strategy="mixed"))["migManager"] == {"enabled": True}
+    assert gpu_operator_values(GpuSettings())["migManager"] == {"enabled": False}
+
+
+def test_dcgm_exporter_ships_its_service_monitor() -> None:
+    dcgm = gpu_operator_values(GpuSettings(dcgm_interval="10s"))["dcgmExporter"]
+    assert dcgm["enabled"] and dcgm["serviceMonitor"] == {"enabled": True, "interval": "10s"}
+
+
+def test_hami_scheduler_image_comes_from_upstream_at_the_cluster_version() -> None:
+    image = hami_values(HAMI, "1.31.4")["scheduler"]["kubeScheduler"]["image"]
+    assert image == {"registry": "registry.k8s.io", "repository": "kube-scheduler", "tag": "v1.31.4"}
+
+
+def test_hami_uses_the_operators_runtime_class_and_waits_for_its_toolkit() -> None:
+    plugin = hami_values(HAMI, "1.31.4")["devicePlugin"]
+    assert plugin["runtimeClassName"] == "nvidia" and plugin["createRuntimeClass"] is False
+    assert plugin["gpuOperatorToolkitReady"] == {"enabled": True}
+
+
+def test_hami_metrics_are_on() -> None:
+    assert hami_values(HAMI, "1.31.4")["prometheus"] == {"enabled": True}
+
+
+def test_dev_installs_only_the_operator(dev: Recording) -> None:
+    releases = {r.inputs["name"] for r in dev.children_of("inference:platform:GpuStack")
+                if r.type == "kubernetes:helm.sh/v3:Release"}
+    assert releases == {"gpu-operator"}
+
+
+def test_prod_labels_every_configured_gpu_node_and_installs_hami_after_the_operator(prod: Recording) -> None:
+    patches = prod.of_type("kubernetes:core/v1:NodePatch")
+    assert {p.inputs["metadata"]["name"] for p in patches} == {"gpu-node-a", "gpu-node-b"}
+    assert all(p.inputs["metadata"]["labels"] == {"gpu": "on"} for p in patches)
+    hami = prod.one("kubernetes:helm.sh/v3:Release", "gpu-hami")
+    operator = prod.one("kubernetes:helm.sh/v3:Release", "gpu-gpu-operator")
+    assert operator.urn in hami.dependencies
+    assert {p.urn for p in patches} <= set(hami.dependencies)
+
+
+def test_gpu_namespaces_allow_the_privileged_daemonsets(prod: Recording) -> None:
+    namespaces = [r for r in prod.children_of("inference:platform:GpuStack") if r.kind == "Namespace"]
+    assert {n.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] for n in namespaces} == {"privileged"}
