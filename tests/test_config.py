@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pulumi
@@ -140,14 +142,24 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "4 problem(s)" in str(ConfigError(problems))
 
 
-def test_static_keys_must_come_in_pairs() -> None:
-    problems = _problems(REPO, {"s3AccessKeyId": pulumi.Output.secret("AKIA")})
+@pytest.fixture
+def secret() -> Iterator[Callable[[str], pulumi.Output[str]]]:
+    """Pulumi secrets as get_secret returns them; Outputs need an event loop of their own."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield pulumi.Output.secret
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def test_static_keys_must_come_in_pairs(secret: Callable[[str], pulumi.Output[str]]) -> None:
+    problems = _problems(REPO, {"s3AccessKeyId": secret("AKIA")})
     assert problems == ["s3AccessKeyId and s3SecretAccessKey must be set together (as secrets)"]
 
 
-def test_static_keys_and_irsa_are_exclusive() -> None:
+def test_static_keys_and_irsa_are_exclusive(secret: Callable[[str], pulumi.Output[str]]) -> None:
     values = {"modelRepository": {"uri": "s3://models/x", "irsaRoleArn": "arn:aws:iam::123456789012:role/r"}}
-    secrets = {"s3AccessKeyId": pulumi.Output.secret("a"), "s3SecretAccessKey": pulumi.Output.secret("b")}
+    secrets = {"s3AccessKeyId": secret("a"), "s3SecretAccessKey": secret("b")}
     assert any("cannot be combined with static S3 keys" in p for p in _problems(values, secrets))
 
 
