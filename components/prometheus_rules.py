@@ -106,7 +106,8 @@ class AlertSettings:
         for name in ("interval", "window", "restart_window", "target_down_for", "no_replicas_for", "queue_time_for",
                      "failure_ratio_for", "hpa_max_for", "hpa_metric_for", "not_ready_for", "gpu_utilisation_for",
                      "gpu_memory_for"):
-            duration_seconds(getattr(self, name))
+            if not _DURATION.match(getattr(self, name)):
+                raise RuleSettingsError(f"{name} ({getattr(self, name)!r}) must be a Prometheus duration such as 5m")
         for name in ("failure_ratio", "gpu_utilisation", "gpu_memory_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise RuleSettingsError(f"{name} ({getattr(self, name)!r}) must be a ratio in (0, 1]")
@@ -248,7 +249,8 @@ def _gpu_alerts(s: AlertSettings) -> list[dict[str, Any]]:
                f"{s.gpu_utilisation_for}: add GPU capacity or spread replicas."),
         _alert(s, "GpuMemoryNearHamiLimit", memory, s.gpu_memory_for, "warning", "gpu",
                f"A vGPU uses most of its HAMi memory limit ({workload})",
-               f"Container {{{{ $labels.container }}}} of {workload} uses {{{{ $value | humanizePercentage }}}} of "
+               "Container {{ or $labels.exported_container $labels.container }} of "
+               f"{workload} uses {{{{ $value | humanizePercentage }}}} of "
                "its HAMi GPU memory limit: the next allocation fails with CUDA out-of-memory. Raise "
                "gpu.hami.gpuMemoryMiB or lower Triton's memory pools."),
     ]
