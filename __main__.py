@@ -6,6 +6,7 @@ import pulumi_kubernetes as k8s
 from components.autoscaling import Autoscaling, AutoscalingArgs, prometheus_operated_url
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
+from components.model_repository import ModelRepository, ModelRepositoryArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs, data_plane_namespace
 from components.triton_cluster import TritonCluster, TritonClusterArgs
 
@@ -24,6 +25,18 @@ on_cluster = pulumi.ResourceOptions(providers={"kubernetes": provider})
 gpu = GpuStack("gpu", GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version), on_cluster)
 
 # [model-repository]
+models = ModelRepository(
+    "models",
+    ModelRepositoryArgs(
+        settings=cfg.model_repository,
+        models=cfg.models,
+        triton_namespace=cfg.triton.namespace,
+        triton_image=cfg.triton.image,
+        placement=gpu.placement,
+        wait_for=[gpu.operator],
+    ),
+    on_cluster,
+)
 
 triton = TritonCluster(
     "triton",
@@ -32,7 +45,9 @@ triton = TritonCluster(
         repository=cfg.model_repository,
         placement=gpu.placement,
         model_names=tuple(m.name for m in cfg.models),
-        irsa_role_arn=cfg.model_repository.irsa_role_arn,
+        repository_uri=models.repository_uri,
+        irsa_role_arn=models.triton_role_arn or cfg.model_repository.irsa_role_arn,
+        wait_for=models.ready,
         autoscaled=cfg.autoscaling.enabled,
         client_namespaces=(data_plane_namespace(cfg.load_balancer),) if cfg.load_balancer.enabled else (),
         monitoring_namespace=cfg.monitoring.namespace,
@@ -77,3 +92,6 @@ pulumi.export("triton_service", triton.service_name)
 pulumi.export("triton_http", pulumi.Output.concat("http://", triton.service_name, ".", triton.namespace, ".svc:8000"))
 pulumi.export("triton_grpc", pulumi.Output.concat(triton.service_name, ".", triton.namespace, ".svc:8001"))
 pulumi.export("gpu_limits", dict(gpu.placement.limits))
+pulumi.export("model_bucket", models.bucket)
+pulumi.export("model_repository_uri", models.repository_uri)
+pulumi.export("model_repository_digest", models.digest)

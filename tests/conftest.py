@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from offline.harness import Recording, run_program
+from tests._stack_repository import STACK_MODELS, config_with_build_dir, stack_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
@@ -21,10 +24,44 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_default_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stack runs that keep the default modelRepository.buildDir publish a tiny repository of their own models.
+
+    Tests that run the program with their own config need no trained models; an explicit buildDir is untouched.
+    """
+    import components.model_repository as model_repository
+    from components.config import ModelRepositorySettings
+
+    real = model_repository.load_local_repository
+    built: dict[tuple[str, ...], Path] = {}
+
+    def load(build_dir: str, models: Sequence[Any], root: Path = model_repository.ROOT) -> Any:
+        if build_dir != ModelRepositorySettings.build_dir:
+            return real(build_dir, models, root)
+        names = tuple(m.name for m in models)
+        if names not in built:
+            built[names] = stack_repository(tmp_path_factory.mktemp("default-models"), names)
+        return real(str(built[names]), models, root)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(model_repository, "load_local_repository", load)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
-def recordings() -> dict[str, Recording]:
-    """Every stack file's program, run once per test session."""
-    return {stack: run_program(stack) for stack in STACKS}
+def stack_repositories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny built model repository per stack, holding exactly that stack's models."""
+    return {stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), STACK_MODELS[stack])
+            for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def recordings(stack_repositories: dict[str, Path]) -> dict[str, Recording]:
+    """Every stack file's program, run once per test session, publishing its tiny repository."""
+    return {stack: run_program(stack, config=config_with_build_dir(stack, stack_repositories[stack]))
+            for stack in STACKS}
 
 
 @pytest.fixture(scope="session")

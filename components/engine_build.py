@@ -1,0 +1,304 @@
+"""EngineBuild: TensorRT engines built in the cluster, on a GPU node, by the TensorRT release Triton runs.
+
+One hardened Kubernetes Job per TensorRT model runs ``python -m model_pipeline build-engine`` in the TensorRT
+container with the Triton image's YY.MM. The pipeline's code is shipped, not copied: a ConfigMap generated at
+deploy time from the model_pipeline sources is mounted and put on PYTHONPATH, so the Job runs the same build and
+golden check as a local build. Pulumi awaits each Job; Triton's Deployment waits for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu_stack import GpuPlacement
+from components.kube import labels, namespace, restricted_container_security, restricted_pod_security
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_ACCOUNT = "engine-build"
+PIPELINE_MOUNT = "/opt/pipeline"
+DEPS_DIR = "/opt/deps"
+WORK_DIR = "/work"
+BUILD_CONTAINER = "build"
+JOB_UID = 10001
+EXIT_REJECTED = 3  # model_pipeline.cli.EXIT_REJECTED: the engine failed its build or check; retrying cannot help
+# Runtime packages of the Job's code path that the TensorRT container lacks; the same pins as requirements-dev.txt.
+ENGINE_JOB_REQUIREMENTS = (
+    "onnx==1.23.2",
+    "onnxruntime==1.31.1",
+    "tritonclient[grpc]==2.73.0",
+    "boto3==1.44.5",
+)
+# Files shipped to the Job: the pipeline package and the pins it imports.
+SHIPPED_SOURCES = ("model_pipeline/*.py", "components/versions.py")
+_RELEASE = re.compile(r":(?P<release>\d{2}\.\d{2})-py3(@sha256:[a-f0-9]{64})?$")
+# Written reasons for the checkov checks this Job does not satisfy (read by checkov from the annotations).
+CHECKOV_SKIPS = {
+    "CKV_K8S_43": "the TensorRT image is pinned by its release tag, which must match Triton's; NGC rebuilds "
+                  "digests per architecture",
+    "CKV_K8S_15": "a pinned release tag of a 10 GB image; IfNotPresent avoids pulling it again for every build",
+}
+
+
+class EngineBuildError(ValueError):
+    """The engine-build Job cannot be declared as configured."""
+
+
+@dataclass(frozen=True)
+class EngineModel:
+    """One model whose engine the Job builds."""
+
+    name: str
+    precision: str
+    profile: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class EngineBuildArgs:
+    """Inputs of :class:`EngineBuild`."""
+
+    models: tuple[EngineModel, ...]
+    repository: str  # s3://bucket/prefix/<digest>: the published repository the engines join
+    namespace: str
+    triton_image: str
+    placement: GpuPlacement
+    region: str
+    endpoint: str | None = None
+    role_arn: pulumi.Input[str] | None = None  # IRSA role that may write under the prefix
+    access_key_id: pulumi.Input[str] | None = None  # static keys: MinIO/dev only
+    secret_access_key: pulumi.Input[str] | None = None
+    timeout_seconds: int = 3600
+    ttl_seconds: int = 86400
+    cpu: str = "4"
+    memory: str = "16Gi"
+    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # the published files the Jobs read
+
+
+def tensorrt_image_for(triton_image: str) -> str:
+    """``nvcr.io/nvidia/tensorrt:<YY.MM>-py3`` for ``tritonserver:<YY.MM>-py3``: plans load only in that release."""
+    match = _RELEASE.search(triton_image)
+    if not match:
+        raise EngineBuildError(
+            f"triton.image ({triton_image!r}) must carry an NGC release tag such as :26.07-py3 when a model uses "
+            "backend tensorrt: the engine is built in the TensorRT container of the same release"
+        )
+    return f"nvcr.io/nvidia/tensorrt:{match.group('release')}-py3"
+
+
+def pipeline_sources(root: Path = ROOT) -> dict[str, str]:
+    """The files the Job runs, by repository path, read now: what is deployed is what is checked out."""
+    files = sorted({p for pattern in SHIPPED_SOURCES for p in root.glob(pattern)})
+    sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in files}
+    sources["components/__init__.py"] = ""  # a bare package for versions.py; the real one may import pulumi
+    sources["requirements-engine.txt"] = "\n".join(ENGINE_JOB_REQUIREMENTS) + "\n"
+    return sources
+
+
+def config_map_key(path: str) -> str:
+    """ConfigMap keys cannot hold '/'; the volume's items map each key back to its path."""
+    return path.replace("/", "__")
+
+
+def sources_digest(sources: Mapping[str, str]) -> str:
+    """Short content hash of the shipped code, so a code change shows as a new Job in the preview."""
+    digest = hashlib.sha256()
+    for path in sorted(sources):
+        digest.update(f"{path}\0{sources[path]}\0".encode())
+    return digest.hexdigest()[:12]
+
+
+def build_command(args: EngineBuildArgs, model: EngineModel) -> list[str]:
+    """The Job's entrypoint: the pipeline's own CLI."""
+    command = [
+        "python3", "-m", "model_pipeline", "build-engine",
+        "--repository", args.repository,
+        "--model", model.name,
+        "--precision", model.precision,
+        "--profile", ",".join(str(b) for b in model.profile),
+        "--region", args.region,
+        "--work-dir", WORK_DIR,
+    ]
+    if args.endpoint:
+        command += ["--endpoint-url", args.endpoint]
+    return command
+
+
+def _env(args: EngineBuildArgs, secret_name: pulumi.Input[str] | None) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "PYTHONPATH", "value": f"{PIPELINE_MOUNT}:{DEPS_DIR}"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the code is mounted read-only
+        {"name": "HOME", "value": WORK_DIR},
+        {"name": "TMPDIR", "value": WORK_DIR},
+        {"name": "AWS_DEFAULT_REGION", "value": args.region},
+    ]
+    if secret_name is not None:
+        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+    return env
+
+
+def _mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "pipeline", "mountPath": PIPELINE_MOUNT, "readOnly": True},
+        {"name": "deps", "mountPath": DEPS_DIR},
+        {"name": "work", "mountPath": WORK_DIR},
+    ]
+
+
+def _volumes(config_map: pulumi.Input[str], sources: Mapping[str, str]) -> list[dict[str, Any]]:
+    items = [{"key": config_map_key(path), "path": path} for path in sorted(sources)]
+    return [
+        {"name": "pipeline", "configMap": {"name": config_map, "items": items, "defaultMode": 0o444}},
+        {"name": "deps", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "work", "emptyDir": {"sizeLimit": "20Gi"}},
+    ]
+
+
+def install_then_build(args: EngineBuildArgs, model: EngineModel) -> list[str]:
+    """Install the few packages the TensorRT image lacks, then exec the build (its exit code is the Job's)."""
+    install = (f"python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-warn-script-location"
+               f" --target {DEPS_DIR} -r {PIPELINE_MOUNT}/requirements-engine.txt")
+    return ["/bin/sh", "-c", f'{install} && exec "$@"', "build-engine", *build_command(args, model)]
+
+
+def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input[str],
+             sources: Mapping[str, str], secret_name: pulumi.Input[str] | None) -> dict[str, Any]:
+    """One GPU container in the TensorRT image: install, build, check and upload the engine."""
+    build = {
+        "name": BUILD_CONTAINER,
+        "image": tensorrt_image_for(args.triton_image),
+        "imagePullPolicy": "IfNotPresent",
+        "command": install_then_build(args, model),
+        "workingDir": WORK_DIR,
+        "env": _env(args, secret_name),
+        "resources": {
+            "requests": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": "20Gi",
+                         **args.placement.limits},
+            "limits": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": "24Gi",
+                       **args.placement.limits},
+        },
+        "securityContext": {**restricted_container_security(), "runAsUser": JOB_UID, "runAsGroup": JOB_UID},
+        "volumeMounts": _mounts(),
+    }
+    return {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,  # IRSA projects its own token; the Job never calls the API
+        "enableServiceLinks": False,
+        "restartPolicy": "Never",
+        "securityContext": restricted_pod_security(JOB_UID),
+        "containers": [build],
+        "volumes": _volumes(config_map, sources),
+        **args.placement.pod_fields(),
+    }
+
+
+def job_annotations(args: EngineBuildArgs) -> dict[str, str]:
+    """Pulumi waits past the Job's own deadline (so it reports the Job's failure) and replaces a failed Job."""
+    annotations = {
+        "pulumi.com/timeoutSeconds": str(args.timeout_seconds + 300),
+        "pulumi.com/replaceUnready": "true",
+    }
+    for index, (check, reason) in enumerate(sorted(CHECKOV_SKIPS.items()), start=1):
+        annotations[f"checkov.io/skip{index}"] = f"{check}={reason}"
+    return annotations
+
+
+def job_spec(args: EngineBuildArgs, pod: dict[str, Any], pod_labels: Mapping[str, str]) -> dict[str, Any]:
+    """Bounded in time and retries; a rejected engine (exit 3) fails the Job at once instead of being retried."""
+    return {
+        "backoffLimit": 2,
+        "activeDeadlineSeconds": args.timeout_seconds,
+        "ttlSecondsAfterFinished": args.ttl_seconds,
+        "podFailurePolicy": {"rules": [{
+            "action": "FailJob",
+            "onExitCodes": {"containerName": BUILD_CONTAINER, "operator": "In", "values": [EXIT_REJECTED]},
+        }]},
+        "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod},
+    }
+
+
+def egress_policy_spec(endpoint: str | None, pod_labels: Mapping[str, str]) -> dict[str, Any]:
+    """No ingress; egress to DNS, HTTPS (S3, the package index) and the custom S3 endpoint's port."""
+    ports = [{"protocol": "TCP", "port": 443}]
+    if endpoint:
+        ports.append({"protocol": "TCP", "port": int(endpoint.rsplit(":", 1)[1])})
+    return {
+        "podSelector": {"matchLabels": dict(pod_labels)},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [],
+        "egress": [
+            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            {"ports": ports},
+        ],
+    }
+
+
+def _job_spec_output(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Output[str],
+                     secret_name: pulumi.Output[str | None], sources: Mapping[str, str],
+                     pod_labels: Mapping[str, str]) -> pulumi.Output[dict[str, Any]]:
+    def render(values: list[Any]) -> dict[str, Any]:
+        return job_spec(args, pod_spec(args, model, values[0], sources, values[1]), pod_labels)
+
+    return pulumi.Output.all(config_map, secret_name).apply(render)
+
+
+class EngineBuild(pulumi.ComponentResource):
+    """Namespace, ServiceAccount, the shipped pipeline code, and one awaited engine-build Job per model."""
+
+    jobs: list[k8s.batch.v1.Job]
+
+    def __init__(self, name: str, args: EngineBuildArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference:platform:EngineBuild", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        pod_labels = labels("engine-build", name)
+        sources = pipeline_sources()
+        ns = namespace(f"{name}-ns", args.namespace, "restricted", child)
+        meta: dict[str, Any] = {"namespace": ns.metadata.name, "labels": pod_labels}
+        annotations = {"eks.amazonaws.com/role-arn": args.role_arn} if args.role_arn else {}
+        sa = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata={**meta, "name": SERVICE_ACCOUNT, "annotations": annotations},
+            automount_service_account_token=False, opts=child,
+        )
+        code_name = f"engine-build-pipeline-{sources_digest(sources)}"  # named by content: new code, new Job
+        code = k8s.core.v1.ConfigMap(
+            f"{name}-pipeline",
+            metadata={**meta, "name": code_name,
+                      "annotations": {"inference-platform/sources": ", ".join(SHIPPED_SOURCES)}},
+            data={config_map_key(path): text for path, text in sources.items()},
+            immutable=True,
+            opts=child,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol", metadata={**meta, "name": "engine-build"},
+            spec=egress_policy_spec(args.endpoint, pod_labels), opts=child,
+        )
+        secret_name = self._credentials(name, args, meta, child)
+        after_inputs = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[sa, *args.wait_for]))
+        self.jobs = []
+        job_meta: dict[str, Any] = {**meta, "annotations": job_annotations(args)}
+        for model in args.models:
+            spec = _job_spec_output(args, model, code.metadata.name, secret_name, sources, pod_labels)
+            job = k8s.batch.v1.Job(f"{name}-{model.name}", metadata=job_meta, spec=spec, opts=after_inputs)
+            self.jobs.append(job)
+        self.register_outputs({"jobs": [job.metadata.name for job in self.jobs]})
+
+    @staticmethod
+    def _credentials(name: str, args: EngineBuildArgs, meta: dict[str, Any],
+                     child: pulumi.ResourceOptions) -> pulumi.Output[str | None]:
+        if args.access_key_id is None or args.secret_access_key is None:
+            return pulumi.Output.from_input(None)
+        secret = k8s.core.v1.Secret(
+            f"{name}-s3-credentials",
+            metadata={**meta, "name": "engine-build-s3-credentials"},
+            type="Opaque",
+            string_data={"AWS_ACCESS_KEY_ID": args.access_key_id, "AWS_SECRET_ACCESS_KEY": args.secret_access_key},
+            opts=child,
+        )
+        return secret.metadata.name

@@ -1,0 +1,390 @@
+"""ModelRepository: the built model repository published to S3 under its digest, before Triton rolls to it.
+
+The pipeline's output directory (``python -m model_pipeline build``) is checked against its manifest and the
+stack's models while the program is evaluated - with hashlib and json only, never torch, onnx or tensorrt - and
+each file becomes an S3 object at ``<prefix>/<digest>/<path>``, so ``pulumi preview`` shows a model change as new
+objects and a new Triton argument. Engines for ``backend: tensorrt`` models are built in the cluster by
+:class:`~components.engine_build.EngineBuild` after the files are there; ``manifest.json`` goes last, after the
+engines, and Triton's repository URI is derived from it: Triton only rolls to a complete, verified repository.
+On AWS the bucket can be created hardened and IRSA roles scoped to the prefix; an S3-compatible store (MinIO)
+is used as it is, through a provider with its endpoint, path-style addressing and the static keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import ModelRepositorySettings, ModelSettings
+from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
+from components.gpu_stack import GpuPlacement
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST_FILE = "manifest.json"  # model_pipeline.repository.MANIFEST_FILE
+SHA256_METADATA_KEY = "sha256"  # model_pipeline.publish.SHA256_METADATA_KEY: `model_pipeline upload` reads it
+TRITON_SERVICE_ACCOUNT = "triton"  # the ServiceAccount TritonCluster creates
+ENGINE_SERVICE_ACCOUNT = "engine-build"  # components.engine_build.SERVICE_ACCOUNT
+_CHUNK = 1 << 20
+
+
+class ModelRepositoryError(ValueError):
+    """The local model repository cannot be published as it is (missing, stale, or built for other models)."""
+
+
+@dataclass(frozen=True)
+class LocalRepository:
+    """A built repository on disk whose files match its manifest."""
+
+    path: Path
+    digest: str
+    files: Mapping[str, str]  # relative path -> sha256, manifest.json excluded
+    models: Mapping[str, Mapping[str, Any]]  # the manifest's per-model entries
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The local repository: hashed and checked with the standard library only.
+
+
+def build_command(models: Sequence[ModelSettings], build_dir: str) -> str:
+    """The command that (re)builds the repository this stack serves."""
+    return f"python -m model_pipeline build --models {','.join(m.name for m in models)} --out {build_dir}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_digest(files: Mapping[str, str]) -> str:
+    """The manifest digest: SHA-256 of the sorted ``[path, sha256]`` list as compact JSON (CONTRACTS.md)."""
+    pairs = sorted([path, sha] for path, sha in files.items())
+    return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+
+
+def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSettings]) -> list[str]:
+    recorded = {rel: str(entry.get("sha256")) for rel, entry in manifest.get("files", {}).items()}
+    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    on_disk = [rel for rel in on_disk if rel != MANIFEST_FILE]
+    problems = [f"{rel} is missing" for rel in sorted(set(recorded) - set(on_disk))]
+    problems += [f"{rel} is not in {MANIFEST_FILE}" for rel in sorted(set(on_disk) - set(recorded))]
+    problems += [f"{rel} changed since the build" for rel in sorted(set(recorded) & set(on_disk))
+                 if _sha256(root / rel) != recorded[rel]]
+    if not problems and content_digest(recorded) != manifest.get("digest"):
+        problems.append(f"the digest in {MANIFEST_FILE} does not match its files")
+    built = manifest.get("models", {})
+    wanted = {m.name: m for m in models}
+    if sorted(built) != sorted(wanted):
+        problems.append(f"it holds models {sorted(built)} but the stack serves {sorted(wanted)}")
+    for name in sorted(set(built) & set(wanted)):
+        setting = wanted[name]
+        profile = [setting.batch_min, setting.batch_opt, setting.batch_max]
+        if list(built[name].get("profile") or []) != profile:
+            problems.append(f"{name} has batch profile {built[name].get('profile')} but the stack wants {profile}")
+    return problems
+
+
+def load_local_repository(build_dir: str, models: Sequence[ModelSettings], root: Path = ROOT) -> LocalRepository:
+    """The built repository at ``build_dir``, or ONE ModelRepositoryError saying what is wrong and what to run."""
+    path = Path(build_dir) if Path(build_dir).is_absolute() else root / build_dir
+    rebuild = f"run `{build_command(models, build_dir)}` and try again"
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelRepositoryError(
+            f"model repository {path} is not built (no {MANIFEST_FILE}); {rebuild}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ModelRepositoryError(
+            f"model repository {path}: {MANIFEST_FILE} is unreadable ({exc}); {rebuild}"
+        ) from None
+    problems = _problems(path, manifest, models)
+    if problems:
+        raise ModelRepositoryError(f"model repository {path} is stale: {'; '.join(problems)}; {rebuild}")
+    files = {rel: str(entry["sha256"]) for rel, entry in manifest["files"].items()}
+    return LocalRepository(path, str(manifest["digest"]), files, dict(manifest["models"]))
+
+
+def engine_models(local: LocalRepository, models: Sequence[ModelSettings]) -> tuple[EngineModel, ...]:
+    """Models the stack wants on TensorRT whose published repository does not already carry a plan."""
+    return tuple(
+        EngineModel(m.name, m.precision, (m.batch_min, m.batch_opt, m.batch_max))
+        for m in models
+        if m.backend == "tensorrt" and local.models[m.name].get("platform") != "tensorrt_plan"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# IAM and bucket policies: pure JSON documents.
+
+
+def partition(region: str) -> str:
+    """The AWS partition of a region (ARNs differ in China and GovCloud)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def bucket_arn(bucket: str, region: str) -> str:
+    return f"arn:{partition(region)}:s3:::{bucket}"
+
+
+def _objects_under(bucket: str, prefix: str, region: str) -> str:
+    return f"{bucket_arn(bucket, region)}/{prefix}/*" if prefix else f"{bucket_arn(bucket, region)}/*"
+
+
+def _list_prefix(bucket: str, prefix: str, region: str) -> dict[str, Any]:
+    statement: dict[str, Any] = {
+        "Sid": "ListTheRepositoryPrefix",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": bucket_arn(bucket, region),
+    }
+    if prefix:
+        statement["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    return statement
+
+
+def reader_policy(bucket: str, prefix: str, region: str) -> dict[str, Any]:
+    """Triton: read objects under the prefix and list that prefix; nothing else."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadTheRepository", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": _objects_under(bucket, prefix, region)},
+        _list_prefix(bucket, prefix, region),
+    ]}
+
+
+def builder_policy(bucket: str, prefix: str, region: str) -> dict[str, Any]:
+    """The engine-build Job: Triton's read access plus writing (and aborting multipart uploads of) plans."""
+    objects = _objects_under(bucket, prefix, region)
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadAndWriteTheRepository", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], "Resource": objects},
+        _list_prefix(bucket, prefix, region),
+    ]}
+
+
+def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace: str,
+                      service_account: str) -> dict[str, Any]:
+    """Only this ServiceAccount's projected token, issued for STS, may assume the role."""
+    issuer = oidc_provider_url.removeprefix("https://")
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Federated": oidc_provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {
+            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+            f"{issuer}:aud": "sts.amazonaws.com",
+        }},
+    }]}
+
+
+def tls_only_policy(bucket: str, region: str) -> dict[str, Any]:
+    """Refuse every request that does not come over TLS."""
+    arn = bucket_arn(bucket, region)
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }]}
+
+
+def lifecycle_rules(prefix: str, expire_after_days: int) -> list[dict[str, Any]]:
+    """Replaced repository versions (noncurrent objects) expire; served ones never do."""
+    scope = {"prefix": f"{prefix}/" if prefix else ""}
+    return [
+        {"id": "expire-replaced-repository-versions", "status": "Enabled", "filter": scope,
+         "noncurrent_version_expiration": {"noncurrent_days": expire_after_days},
+         "expiration": {"expired_object_delete_marker": True}},
+        {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": scope,
+         "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The component
+
+
+@dataclass(frozen=True)
+class ModelRepositoryArgs:
+    """Inputs of :class:`ModelRepository`."""
+
+    settings: ModelRepositorySettings
+    models: tuple[ModelSettings, ...]
+    triton_namespace: str
+    triton_image: str
+    placement: GpuPlacement
+    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # e.g. the GPU stack, for engine builds
+
+
+class ModelRepository(pulumi.ComponentResource):
+    """The S3 bucket (created or existing), IRSA roles, the published repository and its TensorRT engines."""
+
+    bucket: pulumi.Output[str]
+    digest: str
+    repository_uri: pulumi.Output[str]  # Triton's --model-repository, known once manifest.json is uploaded
+    triton_role_arn: pulumi.Output[str] | None
+    ready: list[pulumi.Resource]  # what Triton must wait for
+
+    def __init__(self, name: str, args: ModelRepositoryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("inference:platform:ModelRepository", name, None, opts)
+        s = args.settings
+        local = load_local_repository(s.build_dir, args.models)
+        self.digest = local.digest
+        provider = self._s3_provider(name, s)
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+
+        bucket_ready: list[pulumi.Resource] = self._declare_bucket(name, s, child) if s.create_bucket else []
+        self.bucket = pulumi.Output.from_input(s.bucket)
+        roles = self._declare_roles(name, args, child) if s.creates_roles else {}
+        self.triton_role_arn = roles["triton"].arn if roles else None
+
+        files = self._declare_files(name, s, local, child, bucket_ready)
+        engines = engine_models(local, args.models)
+        jobs: list[pulumi.Resource] = []
+        if engines:
+            jobs = list(self._declare_engines(name, args, engines, roles, files).jobs)
+        manifest = aws.s3.BucketObjectv2(
+            f"{name}-file-{MANIFEST_FILE}",
+            bucket=s.bucket,
+            key=self._object_key(s, MANIFEST_FILE),
+            source=pulumi.FileAsset(str(local.path / MANIFEST_FILE)),
+            content_type="application/json",
+            metadata={SHA256_METADATA_KEY: _sha256(local.path / MANIFEST_FILE)},
+            # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[*files, *jobs])),
+        )
+        uri = f"{s.triton_uri}/{local.digest}"
+        self.repository_uri = manifest.key.apply(lambda _: uri)
+        self.ready = [manifest, *jobs]
+        self.register_outputs({"bucket": self.bucket, "digest": self.digest, "repository_uri": self.repository_uri})
+
+    def _object_key(self, s: ModelRepositorySettings, relative: str) -> str:
+        return "/".join(p for p in (s.prefix, self.digest, relative) if p)
+
+    @staticmethod
+    def _s3_provider(name: str, s: ModelRepositorySettings) -> aws.Provider:
+        """AWS in the configured region, or the S3-compatible endpoint with path-style addressing.
+
+        Publishing authenticates as whoever runs ``pulumi up`` (AWS_* environment, profile or an ESC
+        environment), also against MinIO: the policy pack refuses static keys as provider arguments, where
+        they would sit in the state. The s3AccessKeyId/s3SecretAccessKey secrets are for the cluster's readers.
+        """
+        if s.endpoint is None:
+            return aws.Provider(f"{name}-aws", region=s.region)
+        return aws.Provider(
+            f"{name}-s3-compatible",
+            region=s.region,
+            endpoints=[{"s3": s.endpoint}],
+            s3_use_path_style=True,
+            skip_credentials_validation=True,
+            skip_metadata_api_check=True,
+            skip_region_validation=True,
+            skip_requesting_account_id=True,
+        )
+
+    def _declare_bucket(self, name: str, s: ModelRepositorySettings,
+                        child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=s.bucket, force_destroy=False, opts=child)
+        on_bucket = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[bucket]))
+        versioning = aws.s3.BucketVersioning(
+            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
+        )
+        encryption = aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption", bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
+                    "bucket_key_enabled": True}],
+            opts=child,
+        )
+        public_block = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access-block", bucket=bucket.id, block_public_acls=True, block_public_policy=True,
+            ignore_public_acls=True, restrict_public_buckets=True, opts=child,
+        )
+        ownership = aws.s3.BucketOwnershipControls(
+            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
+        )
+        policy = aws.s3.BucketPolicy(
+            f"{name}-tls-only", bucket=bucket.id, policy=json.dumps(tls_only_policy(s.bucket, s.region)),
+            # S3 refuses policy writes while the public access block is being changed.
+            opts=pulumi.ResourceOptions.merge(on_bucket, pulumi.ResourceOptions(depends_on=[public_block])),
+        )
+        lifecycle = aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules(s.prefix, s.expire_after_days),
+            # Noncurrent-version rules need versioning switched on first.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[versioning])),
+        )
+        return [bucket, versioning, encryption, public_block, ownership, policy, lifecycle]
+
+    def _declare_roles(self, name: str, args: ModelRepositoryArgs,
+                       child: pulumi.ResourceOptions) -> dict[str, aws.iam.Role]:
+        s = args.settings
+        if not (s.oidc_provider_arn and s.oidc_provider_url):
+            raise ModelRepositoryError("IRSA roles need modelRepository.oidcProviderArn and oidcProviderUrl")
+        roles: dict[str, aws.iam.Role] = {}
+        for role, namespace, account, policy in (
+            ("triton", args.triton_namespace, TRITON_SERVICE_ACCOUNT, reader_policy(s.bucket, s.prefix, s.region)),
+            ("engine-build", s.build_namespace, ENGINE_SERVICE_ACCOUNT, builder_policy(s.bucket, s.prefix, s.region)),
+        ):
+            trust = irsa_trust_policy(s.oidc_provider_arn, s.oidc_provider_url, namespace, account)
+            roles[role] = aws.iam.Role(
+                f"{name}-{role}-role", assume_role_policy=json.dumps(trust), max_session_duration=3600,
+                description=f"IRSA role of {namespace}/{account}: model repository s3://{s.bucket}/{s.prefix}",
+                opts=child,
+            )
+            aws.iam.RolePolicy(f"{name}-{role}-s3", role=roles[role].id, policy=json.dumps(policy), opts=child)
+        return roles
+
+    def _declare_files(self, name: str, s: ModelRepositorySettings, local: LocalRepository,
+                 child: pulumi.ResourceOptions, bucket_ready: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """One object per file at <prefix>/<digest>/<path>; the manifest is written separately, last."""
+        after_bucket = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=bucket_ready))
+        return [
+            aws.s3.BucketObjectv2(
+                f"{name}-file-{rel}",
+                bucket=s.bucket,
+                key=self._object_key(s, rel),
+                source=pulumi.FileAsset(str(local.path / rel)),
+                content_type="text/plain" if rel.endswith(".pbtxt") else "application/octet-stream",
+                metadata={SHA256_METADATA_KEY: sha},
+                # The engine-build Job rewrites a TensorRT model's config under the same key; the key names the
+                # content (it carries the digest), so a changed build is a new key, never an in-place update.
+                opts=pulumi.ResourceOptions.merge(after_bucket, pulumi.ResourceOptions(ignore_changes=["etag"])),
+            )
+            for rel, sha in sorted(local.files.items())
+        ]
+
+    def _declare_engines(self, name: str, args: ModelRepositoryArgs, engines: tuple[EngineModel, ...],
+                 roles: Mapping[str, aws.iam.Role], files: list[pulumi.Resource]) -> EngineBuild:
+        s = args.settings
+        static = s.uses_static_keys
+        return EngineBuild(
+            f"{name}-engines",
+            EngineBuildArgs(
+                models=engines,
+                repository=f"s3://{s.bucket}/{self._object_key(s, '')}".rstrip("/"),
+                namespace=s.build_namespace,
+                triton_image=args.triton_image,
+                placement=args.placement,
+                region=s.region,
+                endpoint=s.endpoint,
+                role_arn=roles["engine-build"].arn if "engine-build" in roles else None,
+                access_key_id=s.access_key_id if static else None,
+                secret_access_key=s.secret_access_key if static else None,
+                timeout_seconds=s.engine_timeout_seconds,
+                ttl_seconds=s.engine_ttl_seconds,
+                wait_for=[*files, *args.wait_for],
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )

@@ -1,0 +1,64 @@
+"""Tiny, valid model repositories for the whole-stack runs: the stacks' model names and specs, tiny graphs.
+
+Written with the pipeline's own writer, so they carry real manifests; no torch training is involved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from model_pipeline.onnx_export import write_golden
+from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
+from model_pipeline.specs import DEFAULT_SPECS, ModelSpec
+from offline.harness import PROJECT, stack_config
+from tests._pipeline_helpers import tiny_onnx
+
+STACK_MODELS = {"dev": ("mnist",), "prod": ("mnist", "resnet50")}
+REPOSITORY_KEY = f"{PROJECT}:modelRepository"
+
+
+def pooled_onnx(path: Path, spec: ModelSpec) -> Path:
+    """ResNet-50's tensors ([3,224,224] -> [1000]) through a global average pool and one small MatMul."""
+    channels, classes = spec.inputs[0].dims[0], spec.outputs[0].dims[0]
+    weights = np.random.default_rng(0).standard_normal((channels, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[2, 3], keepdims=0),
+         helper.make_node("MatMul", ["pooled", "weights"], ["logits"])],
+        "pooled",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *spec.inputs[0].dims])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[numpy_helper.from_array(weights, "weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def stack_repository(work: Path, names: tuple[str, ...]) -> Path:
+    """A verified repository of the named default specs, TensorRT left to the cluster."""
+    artifacts = []
+    for name in names:
+        spec = DEFAULT_SPECS[name]
+        make = tiny_onnx if spec.architecture == "mnist_mlp" else pooled_onnx
+        onnx_path = make(work / "artifacts" / name / "model.onnx", spec)
+        golden = write_golden(spec, onnx_path, work / "artifacts" / name / "golden.npz")
+        status = TensorRTStatus("pending", reason="built by the engine-build Job in the cluster")
+        artifacts.append(ModelArtifacts(spec, onnx_path, golden, status, weights="tiny test graph"))
+    out = work / "repository"
+    write_repository(out, artifacts, collect_tool_versions())
+    return out
+
+
+def config_with_build_dir(stack: str, build_dir: Path) -> dict[str, Any]:
+    """The stack file's config with modelRepository.buildDir pointing at ``build_dir``."""
+    config = stack_config(stack)
+    config[REPOSITORY_KEY] = {**config.get(REPOSITORY_KEY, {}), "buildDir": str(build_dir)}
+    return config

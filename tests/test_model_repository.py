@@ -1,0 +1,233 @@
+"""ModelRepository: the hardened bucket, least-privilege IRSA roles, publication under the digest, Triton's URI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components import model_repository as mr
+from components.config import ModelSettings
+from model_pipeline import publish, repository
+from offline.harness import Recording, run_program
+from tests._stack_repository import config_with_build_dir, stack_repository
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+MNIST = ModelSettings(name="mnist", architecture="mnist_mlp")
+RESNET = ModelSettings(name="resnet50", architecture="resnet50", backend="tensorrt", batch_min=1, batch_opt=8,
+                       batch_max=16)
+
+
+def _one_of(recording: Recording, type_suffix: str) -> dict[str, Any]:
+    (found,) = [r for r in recording.resources if r.type.endswith(type_suffix)]
+    return found.inputs
+
+
+def _policy(recording: Recording, role: str) -> dict[str, Any]:
+    return json.loads(recording.one("aws:iam/rolePolicy:RolePolicy", f"models-{role}-s3").inputs["policy"])
+
+
+def _trust(recording: Recording, role: str) -> dict[str, Any]:
+    return json.loads(recording.one("aws:iam/role:Role", f"models-{role}-role").inputs["assumeRolePolicy"])
+
+
+def _triton_args(recording: Recording) -> list[str]:
+    deployment = recording.one("kubernetes:apps/v1:Deployment", "triton-deployment")
+    return list(deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+# --- the local repository ------------------------------------------------------------------------------------
+
+
+def test_digest_is_the_pipelines_own(stack_repositories: dict[str, Path]) -> None:
+    local = mr.load_local_repository(str(stack_repositories["dev"]), [MNIST])
+    verified = repository.verify_repository(stack_repositories["dev"], replay_golden=False)
+    assert local.digest == verified.digest == mr.content_digest(local.files)
+    assert (mr.MANIFEST_FILE, mr.SHA256_METADATA_KEY) == (repository.MANIFEST_FILE, publish.SHA256_METADATA_KEY)
+
+
+def test_missing_build_is_one_error_naming_the_build_command(tmp_path: Path) -> None:
+    with pytest.raises(mr.ModelRepositoryError) as raised:
+        mr.load_local_repository(str(tmp_path / "nothing"), [MNIST, RESNET])
+    message = str(raised.value)
+    assert "is not built" in message
+    assert f"python -m model_pipeline build --models mnist,resnet50 --out {tmp_path / 'nothing'}" in message
+
+
+def test_file_edited_after_the_build_is_stale(tmp_path: Path) -> None:
+    repo = stack_repository(tmp_path, ("mnist",))
+    (repo / "mnist" / "config.pbtxt").write_text("max_batch_size: 4\n")
+    stale = r"mnist/config.pbtxt changed since the build.*model_pipeline build"
+    with pytest.raises(mr.ModelRepositoryError, match=stale):
+        mr.load_local_repository(str(repo), [MNIST])
+
+
+def test_repository_of_other_models_is_stale(stack_repositories: dict[str, Path]) -> None:
+    with pytest.raises(mr.ModelRepositoryError, match=r"holds models \['mnist'\] but the stack serves"):
+        mr.load_local_repository(str(stack_repositories["dev"]), [MNIST, RESNET])
+
+
+def test_other_batch_profile_than_configured_is_stale(stack_repositories: dict[str, Path]) -> None:
+    wider = ModelSettings(name="mnist", architecture="mnist_mlp", batch_max=16)
+    with pytest.raises(mr.ModelRepositoryError, match=r"mnist has batch profile \[1, 4, 8\] but the stack wants"):
+        mr.load_local_repository(str(stack_repositories["dev"]), [wider])
+
+
+def test_evaluating_the_program_imports_neither_torch_onnx_nor_tensorrt(stack_repositories: dict[str, Path]) -> None:
+    code = (
+        "import json, sys; from offline.harness import run_program; "
+        "run_program('prod', config=json.loads(sys.argv[1])); "
+        "print(json.dumps(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'onnxruntime') if m in sys.modules)))"
+    )
+    config = json.dumps(config_with_build_dir("prod", stack_repositories["prod"]))
+    result = subprocess.run([sys.executable, "-c", code, config], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# --- publication and Triton ----------------------------------------------------------------------------------
+
+
+def test_every_file_is_published_under_the_digest_and_the_manifest_last(stack: Recording) -> None:
+    digest = stack.outputs["model_repository_digest"]
+    objects = {r.name: r for r in stack.of_type(OBJECT)}
+    manifest = objects.pop(f"models-file-{mr.MANIFEST_FILE}")
+    prefix = "triton"
+    for name, obj in objects.items():
+        relative = name.removeprefix("models-file-")
+        assert obj.inputs["key"] == f"{prefix}/{digest}/{relative}"
+        assert obj.inputs["metadata"][mr.SHA256_METADATA_KEY]
+    assert manifest.inputs["key"] == f"{prefix}/{digest}/{mr.MANIFEST_FILE}"
+    assert {o.urn for o in objects.values()} <= set(manifest.dependencies)
+
+
+def test_triton_serves_exactly_the_published_digest(dev: Recording, prod: Recording) -> None:
+    dev_digest, prod_digest = dev.outputs["model_repository_digest"], prod.outputs["model_repository_digest"]
+    assert ("--model-repository=s3://minio.minio.svc.cluster.local:9000/models/triton/" + dev_digest
+            in _triton_args(dev))
+    assert f"--model-repository=s3://acme-inference-models/triton/{prod_digest}" in _triton_args(prod)
+    assert prod.outputs["model_repository_uri"] == f"s3://acme-inference-models/triton/{prod_digest}"
+    assert prod.outputs["model_bucket"] == "acme-inference-models"
+
+
+def test_triton_rolls_only_after_the_manifest(stack: Recording) -> None:
+    deployment = stack.one("kubernetes:apps/v1:Deployment", "triton-deployment")
+    manifest = stack.one(OBJECT, f"models-file-{mr.MANIFEST_FILE}")
+    assert manifest.urn in deployment.dependencies
+
+
+def test_a_model_change_shows_as_new_keys_and_a_new_triton_argument(tmp_path: Path, dev: Recording) -> None:
+    changed = stack_repository(tmp_path, ("mnist",))
+    golden = changed / "mnist" / "golden.npz"
+    # A rebuilt model: different content, same layout; the manifest is rewritten by the pipeline's writer.
+    manifest = json.loads((changed / "manifest.json").read_text())
+    golden.write_bytes(golden.read_bytes() + b"\0")
+    manifest["files"]["mnist/golden.npz"] = {"sha256": repository.file_sha256(golden), "size": golden.stat().st_size}
+    manifest["digest"] = repository.content_digest(manifest["files"])
+    repository.write_manifest(changed, manifest)
+
+    after = run_program("dev", config=config_with_build_dir("dev", changed))
+
+    assert after.outputs["model_repository_digest"] == manifest["digest"] != dev.outputs["model_repository_digest"]
+    before_keys = {r.inputs["key"] for r in dev.of_type(OBJECT)}
+    after_keys = {r.inputs["key"] for r in after.of_type(OBJECT)}
+    assert before_keys.isdisjoint(after_keys)
+    assert _triton_args(after) != _triton_args(dev)
+
+
+def test_unchanged_repository_declares_identical_objects_and_triton(dev: Recording,
+                                                                    stack_repositories: dict[str, Path]) -> None:
+    again = run_program("dev", config=config_with_build_dir("dev", stack_repositories["dev"]))
+    assert {r.name: r.inputs for r in again.of_type(OBJECT)} == {r.name: r.inputs for r in dev.of_type(OBJECT)}
+    assert _triton_args(again) == _triton_args(dev)
+
+
+# --- the bucket (prod creates it; dev uses MinIO's) ----------------------------------------------------------
+
+
+def test_prod_bucket_is_versioned_encrypted_private_and_expires_replaced_versions(prod: Recording) -> None:
+    assert _one_of(prod, ":Bucket")["bucket"] == "acme-inference-models"
+    assert _one_of(prod, ":BucketVersioning")["versioningConfiguration"]["status"] == "Enabled"
+    (rule,) = _one_of(prod, ":BucketServerSideEncryptionConfiguration")["rules"]
+    assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+    block = _one_of(prod, ":BucketPublicAccessBlock")
+    assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                          "restrictPublicBuckets"))
+    rules = {r["id"]: r for r in _one_of(prod, ":BucketLifecycleConfiguration")["rules"]}
+    expiry = rules["expire-replaced-repository-versions"]
+    assert expiry["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+    assert expiry["filter"]["prefix"] == "triton/"
+    assert "days" not in expiry.get("expiration", {}), "served (current) objects must never expire"
+
+
+def test_prod_bucket_refuses_plain_http(prod: Recording) -> None:
+    (statement,) = json.loads(_one_of(prod, ":BucketPolicy")["policy"])["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert set(statement["Resource"]) == {"arn:aws:s3:::acme-inference-models", "arn:aws:s3:::acme-inference-models/*"}
+
+
+def test_dev_creates_no_bucket_and_no_iam_on_minio(dev: Recording) -> None:
+    assert not [r for r in dev.resources if r.type.startswith(("aws:s3/bucket:", "aws:iam/"))]
+    provider = dev.one("pulumi:providers:aws", "models-s3-compatible").inputs
+    assert json.loads(provider["s3UsePathStyle"]) is True
+    assert json.loads(provider["endpoints"])[0]["s3"] == "http://minio.minio.svc.cluster.local:9000"
+
+
+# --- IAM -----------------------------------------------------------------------------------------------------
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+@pytest.mark.parametrize("role", ["triton", "engine-build"])
+def test_policies_grant_no_wildcards_and_nothing_beyond_the_prefix(prod: Recording, role: str) -> None:
+    for statement in _policy(prod, role)["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert not any("*" in action for action in _actions(statement))
+        resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        for resource in resources:
+            assert resource in ("arn:aws:s3:::acme-inference-models/triton/*", "arn:aws:s3:::acme-inference-models")
+            if resource == "arn:aws:s3:::acme-inference-models":
+                assert _actions(statement) == ["s3:ListBucket"]
+                assert statement["Condition"] == {"StringLike": {"s3:prefix": ["triton", "triton/*"]}}
+
+
+def test_triton_may_only_read(prod: Recording) -> None:
+    actions = {a for s in _policy(prod, "triton")["Statement"] for a in _actions(s)}
+    assert actions == {"s3:GetObject", "s3:ListBucket"}
+
+
+def test_engine_build_may_also_write_plans(prod: Recording) -> None:
+    actions = {a for s in _policy(prod, "engine-build")["Statement"] for a in _actions(s)}
+    assert actions == {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"}
+
+
+@pytest.mark.parametrize(("role", "subject"), [("triton", "system:serviceaccount:triton:triton"),
+                                               ("engine-build", "system:serviceaccount:model-build:engine-build")])
+def test_trust_names_exactly_one_service_account_through_the_clusters_oidc_provider(
+    prod: Recording, role: str, subject: str
+) -> None:
+    (statement,) = _trust(prod, role)["Statement"]
+    issuer = "oidc.eks.eu-west-1.amazonaws.com/id/5C0FFEE5C0FFEE5C0FFEE5C0FFEE5C0F"
+    assert statement["Principal"] == {"Federated": f"arn:aws:iam::123456789012:oidc-provider/{issuer}"}
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert statement["Condition"] == {"StringEquals": {f"{issuer}:sub": subject, f"{issuer}:aud": "sts.amazonaws.com"}}
+
+
+def test_service_accounts_carry_the_roles_they_are_trusted_for(prod: Recording) -> None:
+    triton_sa = prod.one("kubernetes:core/v1:ServiceAccount", "triton-sa").inputs["metadata"]
+    engine_sa = prod.one("kubernetes:core/v1:ServiceAccount", "models-engines-sa").inputs["metadata"]
+    assert (triton_sa["namespace"], triton_sa["name"]) == ("triton", mr.TRITON_SERVICE_ACCOUNT)
+    assert (engine_sa["namespace"], engine_sa["name"]) == ("model-build", mr.ENGINE_SERVICE_ACCOUNT)
+    assert triton_sa["annotations"]["eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/models-triton-role"
+    engine_role = "arn:aws:iam::123456789012:role/models-engine-build-role"
+    assert engine_sa["annotations"]["eks.amazonaws.com/role-arn"] == engine_role
