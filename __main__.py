@@ -6,9 +6,10 @@ import pulumi_kubernetes as k8s
 from components.autoscaling import Autoscaling, AutoscalingArgs, prometheus_operated_url
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
-from components.model_repository import ModelRepository, ModelRepositoryArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs, data_plane_namespace
-from components.triton_cluster import TritonCluster, TritonClusterArgs
+from components.model_repository import ModelRepository, ModelRepositoryArgs
+from components.monitoring import MonitoringStack, MonitoringStackArgs
+from components.triton_cluster import TritonCluster, TritonClusterArgs, pod_selector
 
 cfg = load_platform_config()
 
@@ -21,8 +22,24 @@ provider = k8s.Provider(
 on_cluster = pulumi.ResourceOptions(providers={"kubernetes": provider})
 
 # [monitoring]
+monitoring = MonitoringStack(
+    "monitoring",
+    MonitoringStackArgs(
+        settings=cfg.monitoring,
+        triton_namespace=cfg.triton.namespace,
+        triton_pod_selector=pod_selector("triton"),
+        startup_budget_seconds=cfg.triton.startup_budget_seconds,
+        mig=cfg.gpu.mig_strategy != "none",
+    ),
+    on_cluster,
+)
 
-gpu = GpuStack("gpu", GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version), on_cluster)
+# HAMi's chart renders its ServiceMonitors only if the CRD exists when it installs: after kube-prometheus-stack.
+gpu = GpuStack(
+    "gpu",
+    GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version, wait_for=[monitoring.release]),
+    on_cluster,
+)
 
 # [model-repository]
 models = ModelRepository(
@@ -92,6 +109,9 @@ pulumi.export("triton_service", triton.service_name)
 pulumi.export("triton_http", pulumi.Output.concat("http://", triton.service_name, ".", triton.namespace, ".svc:8000"))
 pulumi.export("triton_grpc", pulumi.Output.concat(triton.service_name, ".", triton.namespace, ".svc:8001"))
 pulumi.export("gpu_limits", dict(gpu.placement.limits))
+pulumi.export("grafana_url", monitoring.grafana_url)
+pulumi.export("grafana_admin_password", monitoring.grafana_admin_password)
+pulumi.export("prometheus_url", monitoring.prometheus_url)
 pulumi.export("model_bucket", models.bucket)
 pulumi.export("model_repository_uri", models.repository_uri)
 pulumi.export("model_repository_digest", models.digest)
