@@ -282,3 +282,12 @@ def test_stack_exports_grafana_and_prometheus(stack):
 
 def _args(settings: MonitoringSettings) -> MonitoringStackArgs:
     return MonitoringStackArgs(settings=settings, triton_namespace="triton", triton_pod_selector=pod_selector("triton"))
+
+
+def test_every_alert_has_a_runbook_heading_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("<!-- section:monitoring -->")[1].split("<!-- section:")[0]
+    headings = {line.removeprefix("#### ").strip().lower() for line in section.splitlines() if line.startswith("#### ")}
+    alerts = {r["alert"] for r in monitoring.rule_groups(_args(MonitoringSettings()))[1]["rules"]}
+    anchors = {monitoring.alert_settings(_args(MonitoringSettings())).runbook(a).split("#")[1] for a in alerts}
+    assert anchors == headings
