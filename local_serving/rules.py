@@ -30,7 +30,10 @@ def default_alert_settings(interval: str) -> Any:
     """The monitoring helper's default alert settings, evaluated every ``interval``."""
     from components import prometheus_rules
 
-    return prometheus_rules.AlertSettings(interval=interval)
+    from local_serving.prometheus import LOCAL_NAMESPACE
+
+    # The local scrape job is "triton" in namespace "local"; in the cluster it is the PodMonitor's job.
+    return prometheus_rules.AlertSettings(interval=interval, namespace=LOCAL_NAMESPACE, job="triton")
 
 
 def platform_adapter_rules() -> dict[str, Any]:

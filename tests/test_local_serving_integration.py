@@ -51,10 +51,10 @@ def _require_rule_builders():
 
 
 def _fast_alert_settings():
-    """The monitoring defaults with short evaluation and `for` so alerts move within seconds."""
+    """The monitoring defaults evaluated every second over the test's window, aimed at the local scrape job."""
     from components import prometheus_rules
 
-    return prometheus_rules.AlertSettings(interval=INTERVAL)
+    return prometheus_rules.AlertSettings(interval=INTERVAL, window=WINDOW, namespace=LOCAL_NAMESPACE, job="triton")
 
 
 @pytest.fixture(scope="module")
