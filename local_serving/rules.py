@@ -29,7 +29,6 @@ def platform_rule_groups(window: str, interval: str, alert_settings: Any = None)
 def default_alert_settings(interval: str) -> Any:
     """The monitoring helper's default alert settings, evaluated every ``interval``."""
     from components import prometheus_rules
-
     from local_serving.prometheus import LOCAL_NAMESPACE
 
     # The local scrape job is "triton" in namespace "local"; in the cluster it is the PodMonitor's job.
