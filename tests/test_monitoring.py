@@ -291,3 +291,56 @@ def test_every_alert_has_a_runbook_heading_in_the_readme():
     alerts = {r["alert"] for r in monitoring.rule_groups(_args(MonitoringSettings()))[1]["rules"]}
     anchors = {monitoring.alert_settings(_args(MonitoringSettings())).runbook(a).split("#")[1] for a in alerts}
     assert anchors == headings
+
+
+# --- config -----------------------------------------------------------------------------------------------------
+
+def _parse(monitoring_values: dict[str, Any], secrets: dict[str, Any] | None = None) -> MonitoringSettings:
+    from components.config import parse_config
+
+    values = {"modelRepository": {"uri": "s3://models/triton"}, "monitoring": monitoring_values}
+    return parse_config("dev", values, secrets).monitoring
+
+
+def test_monitoring_config_problems_name_key_value_and_what_is_allowed():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        _parse({"recordingWindow": "30s", "retentionSize": "60GB", "storageSize": "50Gi", "slackChannel": "alerts",
+                "alerts": {"failureRatio": 1.5, "gpuUtilisaton": 0.8}})
+    problems = error.value.problems
+    assert "monitoring.recordingWindow ('30s') must be at least 4 x monitoring.scrapeInterval (15s)" in problems
+    assert any(p.startswith("monitoring.retentionSize ('60GB') must be smaller than monitoring.storageSize")
+               for p in problems)
+    assert "monitoring.alerts.failureRatio (1.5) must be between 0.0001 and 1" in problems
+    assert any(p.startswith("monitoring.slackChannel ('alerts') must be a Slack channel") for p in problems)
+    assert any("monitoring.alerts.gpuUtilisaton is not a known key; did you mean 'gpuUtilisation'?" in p
+               for p in problems)
+
+
+def test_receivers_follow_the_secrets_that_are_set():
+    assert _parse({}).receivers == ()
+    assert _parse({}, {"alertSlackWebhookUrl": "x"}).receivers == ("slack",)
+    assert _parse({}, {"alertWebhookUrl": "y", "alertSlackWebhookUrl": "x"}).receivers == ("webhook", "slack")
+
+
+def test_receiver_urls_and_grafana_password_are_refused_in_plain_config():
+    from components.config import ConfigError, parse_config
+
+    values = {"modelRepository": {"uri": "s3://models/triton"}, "alertSlackWebhookUrl": "https://hooks.slack.com/x",
+              "grafanaAdminPassword": "hunter2"}
+    with pytest.raises(ConfigError) as error:
+        parse_config("dev", values)
+    assert "alertSlackWebhookUrl must be set as a secret: pulumi config set --secret alertSlackWebhookUrl <value>" \
+        in error.value.problems
+    assert any(p.startswith("grafanaAdminPassword must be set as a secret") for p in error.value.problems)
+
+
+def test_alert_thresholds_reach_the_rules():
+    settings = _parse({"alertWindow": "10m", "alerts": {"queueTimeSloMs": 250, "gpuMemoryRatio": 0.8}})
+    args = MonitoringStackArgs(settings=settings, triton_namespace="serving", triton_pod_selector=pod_selector("t"))
+    alerts = {r["alert"]: r for r in monitoring.rule_groups(args)[1]["rules"]}
+    assert ") > 250000\n" in alerts["TritonQueueTimeAboveSlo"]["expr"]
+    assert "[10m]" in alerts["TritonQueueTimeAboveSlo"]["expr"]
+    assert alerts["GpuMemoryNearHamiLimit"]["expr"].endswith("> 0.8")
+    assert 'namespace="serving"' in alerts["TritonNoReadyReplicas"]["expr"]
