@@ -303,7 +303,7 @@ class MonitoringStack(pulumi.ComponentResource):
     def _admin_password(name: str, s: MonitoringSettings, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
         """The configured secret, or a generated one kept in the stack state (stable across updates)."""
         if s.grafana_admin_password is not None:
-            return pulumi.Output.secret(s.grafana_admin_password)
+            return s.grafana_admin_password  # a secret Output already (config.get_secret)
         generated = random.RandomPassword(f"{name}-grafana-admin-password", length=32, special=False, opts=child)
         return pulumi.Output.secret(generated.result)
 
