@@ -65,11 +65,14 @@ typecheck:
 unit:
 	$(PY) -m pytest -q
 
-build-models:
-	$(PY) -m model_pipeline build --models mnist,resnet50 --out $(REPO_DIR)
+# The models the stack serves (the program refuses a build that holds other models).
+MODELS = $(shell $(PY) -c 'from offline.harness import stack_config; print(",".join(m["name"] for m in stack_config("$(STACK)").get("inference-platform:models", [{"name": "mnist"}])))')
+
+build-models: setup
+	$(PY) -m model_pipeline build --models $(MODELS) --out $(REPO_DIR)
 
 ## render: the whole stack, offline, under Pulumi mocks: manifests per component, Helm releases, a summary
-render:
+render: setup
 	$(PY) -m offline.render $(STACK) --out $(RENDER_DIR)
 
 serve: setup triton-env
