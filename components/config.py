@@ -643,7 +643,8 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
     settings = ModelRepositorySettings(
         bucket=bucket,
         prefix=prefix,
-        endpoint=s.string("endpoint", None, pattern=_ENDPOINT, allowed="http(s)://host:port (an S3-compatible endpoint)"),
+        endpoint=s.string("endpoint", None, pattern=_ENDPOINT,
+                          allowed="http(s)://host:port (an S3-compatible endpoint)"),
         region=s.string("region", "us-east-1", pattern=_REGION, allowed="an AWS region such as eu-west-1"),
         irsa_role_arn=s.string("irsaRoleArn", None, pattern=_ROLE_ARN, allowed="an IAM role ARN"),
         access_key_id=secrets.get("s3AccessKeyId"),

@@ -171,7 +171,7 @@ def install_then_build(args: EngineBuildArgs, model: EngineModel) -> list[str]:
 def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input[str],
              sources: Mapping[str, str], secret_name: pulumi.Input[str] | None) -> dict[str, Any]:
     """One GPU container in the TensorRT image: install, build, check and upload the engine."""
-    build = {
+    build: dict[str, Any] = {
         "name": BUILD_CONTAINER,
         "image": tensorrt_image_for(args.triton_image),
         "imagePullPolicy": "IfNotPresent",
@@ -262,30 +262,37 @@ class EngineBuild(pulumi.ComponentResource):
         ns = namespace(f"{name}-ns", args.namespace, "restricted", child)
         meta: dict[str, Any] = {"namespace": ns.metadata.name, "labels": pod_labels}
         annotations = {"eks.amazonaws.com/role-arn": args.role_arn} if args.role_arn else {}
+        sa_meta: dict[str, Any] = {**meta, "name": SERVICE_ACCOUNT, "annotations": annotations}
         sa = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata={**meta, "name": SERVICE_ACCOUNT, "annotations": annotations},
+            f"{name}-sa", metadata=sa_meta,
             automount_service_account_token=False, opts=child,
         )
         code_name = f"engine-build-pipeline-{sources_digest(sources)}"  # named by content: new code, new Job
+        code_meta: dict[str, Any] = {**meta, "name": code_name,
+                                     "annotations": {"inference-platform/sources": ", ".join(SHIPPED_SOURCES)}}
+        code_data: dict[str, str] = {config_map_key(path): text for path, text in sources.items()}
         code = k8s.core.v1.ConfigMap(
             f"{name}-pipeline",
-            metadata={**meta, "name": code_name,
-                      "annotations": {"inference-platform/sources": ", ".join(SHIPPED_SOURCES)}},
-            data={config_map_key(path): text for path, text in sources.items()},
+            metadata=code_meta,
+            data=code_data,
             immutable=True,
             opts=child,
         )
+        netpol_meta: dict[str, Any] = {**meta, "name": "engine-build"}
         k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol", metadata={**meta, "name": "engine-build"},
+            f"{name}-netpol", metadata=netpol_meta,
             spec=egress_policy_spec(args.endpoint, pod_labels), opts=child,
         )
         secret_name = self._credentials(name, args, meta, child)
         after_inputs = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[sa, *args.wait_for]))
         self.jobs = []
-        job_meta: dict[str, Any] = {**meta, "annotations": job_annotations(args)}
+        # Typed as Any on purpose: mypy's overload matching of Job's metadata/spec TypedDicts takes over 16 GB here;
+        # the Job is validated against the Kubernetes schema in the tests instead.
+        job_meta: Any = {**meta, "annotations": job_annotations(args)}
         for model in args.models:
             spec = _job_spec_output(args, model, code.metadata.name, secret_name, sources, pod_labels)
-            job = k8s.batch.v1.Job(f"{name}-{model.name}", metadata=job_meta, spec=spec, opts=after_inputs)
+            job_spec_input: Any = spec  # see job_meta
+            job = k8s.batch.v1.Job(f"{name}-{model.name}", metadata=job_meta, spec=job_spec_input, opts=after_inputs)
             self.jobs.append(job)
         self.register_outputs({"jobs": [job.metadata.name for job in self.jobs]})
 
@@ -294,11 +301,15 @@ class EngineBuild(pulumi.ComponentResource):
                      child: pulumi.ResourceOptions) -> pulumi.Output[str | None]:
         if args.access_key_id is None or args.secret_access_key is None:
             return pulumi.Output.from_input(None)
+        secret_meta: dict[str, Any] = {**meta, "name": "engine-build-s3-credentials"}
+        credentials: dict[str, pulumi.Input[str]] = {
+            "AWS_ACCESS_KEY_ID": args.access_key_id, "AWS_SECRET_ACCESS_KEY": args.secret_access_key,
+        }
         secret = k8s.core.v1.Secret(
             f"{name}-s3-credentials",
-            metadata={**meta, "name": "engine-build-s3-credentials"},
+            metadata=secret_meta,
             type="Opaque",
-            string_data={"AWS_ACCESS_KEY_ID": args.access_key_id, "AWS_SECRET_ACCESS_KEY": args.secret_access_key},
+            string_data=credentials,
             opts=child,
         )
         return secret.metadata.name
