@@ -276,7 +276,7 @@ class _Builder:
         if weights.state_path is not None:
             model.load_state_dict(torch.load(weights.state_path, map_location="cpu", weights_only=True))
         elif "weights_sha256" in weights.identity and self.settings.resnet50_weights is not None:
-            load_resnet50_weights(model, self.settings.resnet50_weights)  # type: ignore[arg-type]
+            load_resnet50_weights(model, self.settings.resnet50_weights)
         return model.eval()
 
     # -- export and engine --------------------------------------------------------------------------------
