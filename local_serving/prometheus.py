@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -20,6 +18,7 @@ import yaml
 from local_serving.errors import LocalServingError
 from local_serving.installation import find_prometheus
 from local_serving.ports import LOOPBACK, ensure_free
+from local_serving.processes import stop_process_group
 
 # What a PodMonitor adds in the cluster; the recording rules group by these, the adapter matches on them.
 LOCAL_NAMESPACE = "local"
@@ -137,14 +136,7 @@ class PrometheusServer:
     def stop(self) -> None:
         """SIGTERM and wait; SIGKILL the group if it hangs. Idempotent."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process_group(process)
 
     def __enter__(self) -> PrometheusServer:
         return self.start()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -17,6 +15,7 @@ from types import TracebackType
 from local_serving.errors import LocalServingError, ModelLoadError
 from local_serving.installation import TritonInstallation, find_triton
 from local_serving.ports import LOOPBACK, ensure_free
+from local_serving.processes import stop_process_group
 
 # Lines of Triton's log that explain a failed start: load failures and server errors.
 _ERROR_LINE = re.compile(r"^E\d{4} |^error: ", re.IGNORECASE)
@@ -141,14 +140,7 @@ class TritonServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL of the whole process group (Triton and its stubs); idempotent."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process_group(process)
 
     def __enter__(self) -> TritonServer:
         return self.start()
