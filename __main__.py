@@ -3,7 +3,7 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.autoscaling import Autoscaling, AutoscalingArgs, prometheus_operated_url
+from components.autoscaling import Autoscaling, AutoscalingArgs
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs, data_plane_namespace
@@ -80,7 +80,7 @@ if cfg.autoscaling.enabled:
         AutoscalingArgs(
             settings=cfg.autoscaling,
             adapter_namespace=cfg.monitoring.namespace,
-            prometheus_url=prometheus_operated_url(cfg.monitoring.namespace),
+            prometheus_url=f"{monitoring.prometheus_url}:{monitoring.prometheus_port}",
             target_namespace=triton.namespace,
             deployment_name=triton.deployment_name,
         ),

@@ -21,8 +21,7 @@ from components.hpa_model import desired_replicas
 from components.kube import labels
 from components.prometheus_rules import record_name
 
-__all__ = ["Autoscaling", "AutoscalingArgs", "adapter_rules", "adapter_values", "desired_replicas", "hpa_spec",
-           "prometheus_operated_url"]
+__all__ = ["Autoscaling", "AutoscalingArgs", "adapter_rules", "adapter_values", "desired_replicas", "hpa_spec"]
 
 QUEUE_TIME_METRIC = "triton_queue_time_per_request_us"  # µs per request, per pod
 PENDING_METRIC = "triton_pending_requests"  # requests waiting in Triton's queues, per pod
@@ -61,11 +60,6 @@ def prometheus_endpoint(url: str) -> dict[str, Any]:
         raise AutoscalingError(f"prometheus url {url!r} must be http(s)://host[:port][/path]")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return {"url": f"{parts.scheme}://{parts.hostname}", "port": port, "path": parts.path.rstrip("/")}
-
-
-def prometheus_operated_url(monitoring_namespace: str) -> str:
-    """The Prometheus Operator's governing Service for every Prometheus in a namespace (release-name independent)."""
-    return f"http://prometheus-operated.{monitoring_namespace}.svc:9090"
 
 
 def adapter_values(settings: AutoscalingSettings, prometheus_url: str) -> dict[str, Any]:
