@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
@@ -80,6 +81,16 @@ def tiny_repository(tmp_path: Path, names: tuple[str, ...] = ("tiny",), seed: in
     out = tmp_path / f"repo-{seed}"
     write_repository(out, artifacts, collect_tool_versions())
     return out
+
+
+def isolate_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy keys for moto, and no developer AWS profile or config leaking into a test."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 def free_port() -> int:

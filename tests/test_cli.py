@@ -12,7 +12,14 @@ import boto3
 import pytest
 
 from model_pipeline.cli import format_table, main
-from tests._pipeline_helpers import free_port, moto_s3_server, tiny_onnx, tiny_repository, tiny_spec
+from tests._pipeline_helpers import (
+    free_port,
+    isolate_aws_credentials,
+    moto_s3_server,
+    tiny_onnx,
+    tiny_repository,
+    tiny_spec,
+)
 from tests.test_repository import _rehash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +33,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 @pytest.fixture(autouse=True)
 def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    isolate_aws_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")

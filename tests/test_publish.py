@@ -15,7 +15,14 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from model_pipeline.errors import ModelValidationError, PublishError, RepositoryError
 from model_pipeline.publish import S3Location, list_published, make_s3_client, upload_repository
-from tests._pipeline_helpers import free_port, moto_s3_server, tiny_onnx, tiny_repository, tiny_spec
+from tests._pipeline_helpers import (
+    free_port,
+    isolate_aws_credentials,
+    moto_s3_server,
+    tiny_onnx,
+    tiny_repository,
+    tiny_spec,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +36,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    isolate_aws_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
