@@ -239,6 +239,9 @@ def run_program(
         )
         loop.run_until_complete(pulumi_stack.run_in_stack(lambda: _run_main(main)))
     finally:
+        # The mock monitor runs in the loop's executor threads, each with an event loop of its own: end them now,
+        # while the interpreter is intact, rather than at exit.
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         asyncio.set_event_loop(None)
     return recording
