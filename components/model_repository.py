@@ -12,7 +12,6 @@ is used as it is, through a provider with its endpoint, path-style addressing an
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +24,12 @@ import pulumi_aws as aws
 from components.config import ModelRepositorySettings, ModelSettings
 from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
 from components.gpu_stack import GpuPlacement
+from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFEST_FILE = "manifest.json"  # model_pipeline.repository.MANIFEST_FILE
 SHA256_METADATA_KEY = "sha256"  # model_pipeline.publish.SHA256_METADATA_KEY: `model_pipeline upload` reads it
 TRITON_SERVICE_ACCOUNT = "triton"  # the ServiceAccount TritonCluster creates
 ENGINE_SERVICE_ACCOUNT = "engine-build"  # components.engine_build.SERVICE_ACCOUNT
-_CHUNK = 1 << 20
 
 
 class ModelRepositoryError(ValueError):
@@ -57,29 +55,15 @@ def build_command(models: Sequence[ModelSettings], build_dir: str) -> str:
     return f"python -m model_pipeline build --models {','.join(m.name for m in models)} --out {build_dir}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_digest(files: Mapping[str, str]) -> str:
-    """The manifest digest: SHA-256 of the sorted ``[path, sha256]`` list as compact JSON (CONTRACTS.md)."""
-    pairs = sorted([path, sha] for path, sha in files.items())
-    return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
-
-
 def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSettings]) -> list[str]:
-    recorded = {rel: str(entry.get("sha256")) for rel, entry in manifest.get("files", {}).items()}
-    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    on_disk = [rel for rel in on_disk if rel != MANIFEST_FILE]
+    entries = manifest.get("files", {})
+    recorded = {rel: str(entry.get("sha256")) for rel, entry in entries.items()}
+    on_disk = list_files(root)
     problems = [f"{rel} is missing" for rel in sorted(set(recorded) - set(on_disk))]
     problems += [f"{rel} is not in {MANIFEST_FILE}" for rel in sorted(set(on_disk) - set(recorded))]
     problems += [f"{rel} changed since the build" for rel in sorted(set(recorded) & set(on_disk))
-                 if _sha256(root / rel) != recorded[rel]]
-    if not problems and content_digest(recorded) != manifest.get("digest"):
+                 if file_sha256(root / rel) != recorded[rel]]
+    if not problems and content_digest(entries) != manifest.get("digest"):
         problems.append(f"the digest in {MANIFEST_FILE} does not match its files")
     built = manifest.get("models", {})
     wanted = {m.name: m for m in models}
@@ -262,7 +246,7 @@ class ModelRepository(pulumi.ComponentResource):
             key=self._object_key(s, MANIFEST_FILE),
             source=pulumi.FileAsset(str(local.path / MANIFEST_FILE)),
             content_type="application/json",
-            metadata={SHA256_METADATA_KEY: _sha256(local.path / MANIFEST_FILE)},
+            metadata={SHA256_METADATA_KEY: file_sha256(local.path / MANIFEST_FILE)},
             # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[*files, *jobs])),
         )

@@ -14,7 +14,6 @@ the digest, and ``verify_repository`` re-hashes and re-checks everything before 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from components.versions import TRITON_IMAGE, TRITON_TENSORRT_VERSION
+from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
 from model_pipeline.errors import ModelValidationError, RepositoryError
 from model_pipeline.specs import MODEL_FILE_BY_PLATFORM, ModelSpec
 from model_pipeline.triton_config import (
@@ -39,11 +39,9 @@ from model_pipeline.triton_config import (
     validate_config,
 )
 
-MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 GOLDEN_FILE = "golden.npz"
 TENSORRT_STATUSES = ("built", "skipped", "pending")
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -106,32 +104,12 @@ class VerifiedRepository:
 # Hashing
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (ResNet-50's ONNX is ~100 MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def list_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` except manifest.json, as sorted POSIX paths relative to ``root``."""
-    found = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
-    return sorted(f for f in found if f != MANIFEST_FILE)
-
-
 def hash_files(root: Path, relative_paths: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{path: {"sha256", "size"}}`` for the given files under ``root``."""
     return {
         rel: {"sha256": file_sha256(root / rel), "size": (root / rel).stat().st_size} for rel in sorted(relative_paths)
     }
 
-
-def content_digest(files: Mapping[str, Mapping[str, Any]]) -> str:
-    """SHA-256 of the sorted ``[path, sha256]`` list as compact JSON; manifest.json is not part of it."""
-    pairs = sorted([path, str(entry["sha256"])] for path, entry in files.items())
-    return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
