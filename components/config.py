@@ -18,6 +18,7 @@ import pulumi
 
 from components import versions
 from components.prometheus_rules import duration_seconds
+from model_pipeline.specs import DEFAULT_SPECS
 
 NAMESPACE = "inference-platform"
 T = TypeVar("T")
@@ -579,19 +580,23 @@ def _triton(s: _Section) -> TritonSettings:
     return settings
 
 
-_ARCHITECTURES = {"mnist": "mnist_mlp", "resnet50": "resnet50"}
-_DEFAULT_PROFILES = {"mnist_mlp": (1, 4, 8), "resnet50": (1, 8, 16)}
+# Defaults per architecture come from the pipeline's own specs, so config and build cannot drift apart.
+_SPECS_BY_ARCHITECTURE = {spec.architecture: spec for spec in DEFAULT_SPECS.values()}
+_ARCHITECTURES = {name: spec.architecture for name, spec in DEFAULT_SPECS.items()}
 
 
 def _model(s: _Section) -> ModelSettings | None:
     name = s.string("name", "", pattern=_MODEL_NAME, allowed="a lower-case model name (letters, digits, - and _)")
     if not s.has("name"):
         s.problem("name", None, "is required")
-    architecture = s.string("architecture", _ARCHITECTURES.get(name, ""), choices=tuple(_DEFAULT_PROFILES))
+    architectures = tuple(_SPECS_BY_ARCHITECTURE)
+    architecture = s.string("architecture", _ARCHITECTURES.get(name, ""), choices=architectures)
     if not architecture:
-        s.problem("architecture", None, f"is required for model {name!r}: one of {', '.join(_DEFAULT_PROFILES)}")
+        s.problem("architecture", None, f"is required for model {name!r}: one of {', '.join(architectures)}")
         return None
-    low, opt, high = _DEFAULT_PROFILES[architecture]
+    spec = _SPECS_BY_ARCHITECTURE[architecture]
+    low, opt, high = spec.profile.min, spec.profile.opt, spec.profile.max
+    queue_delay = spec.dynamic_batching.max_queue_delay_us if spec.dynamic_batching else 0
     batch = s.section("batch")
     settings = ModelSettings(
         name=name,
@@ -601,7 +606,7 @@ def _model(s: _Section) -> ModelSettings | None:
         batch_min=batch.integer("min", low, low=1, high=1024),
         batch_opt=batch.integer("opt", opt, low=1, high=1024),
         batch_max=batch.integer("max", high, low=1, high=1024),
-        max_queue_delay_us=s.integer("maxQueueDelayUs", 100, low=0, high=1_000_000),
+        max_queue_delay_us=s.integer("maxQueueDelayUs", queue_delay, low=0, high=1_000_000),
         instances=s.integer("instances", 1, low=1, high=16),
     )
     batch.finish()
