@@ -1,0 +1,253 @@
+"""Build the pinned toolchain from the Go module proxy into ``.toolchain/`` (``make toolchain``).
+
+Each tool is pinned by a go.mod/go.sum of ours under ``toolchain/<tool>/``. Binaries are cached per tool under
+``$XDG_CACHE_HOME/inference-platform/toolchain/<tool>-<key>/``, the key being a hash of the Go version, the
+tool's pins and its build recipe: a warm machine links them into place and rebuilds nothing.
+
+| tool | module and version | why that version |
+|---|---|---|
+| pulumi | github.com/pulumi/pulumi/pkg/v3 v3.274.1 | the CLI of the SDK's 3.27x series |
+| pulumi-language-python | github.com/pulumi/pulumi/sdk/v3 v3.68.0 | the host is its own module now, published only as pseudo-versions, and the proxy serves none of them; v3.68.0 is the newest release that carries it. It predates runtime options sent per request, so it runs the interpreter it finds on PATH: the harness puts the project's .venv first. Its RunPlugin predates the engine's, so Python policy packs cannot run through it (the policy pack is exercised over gRPC by tests/test_policy_pack.py instead) |
+| pulumi-language-python-exec, pulumi-resource-pulumi-python | github.com/pulumi/pulumi/sdk/v3 v3.274.1 | the scripts of the CLI's own SDK release |
+| pulumi-resource-kubernetes | github.com/pulumi/pulumi-kubernetes/provider/v4 v4.0.0-20260115033456-f47bc2d6f199 (= v4.25.0) | the SDK asks for 4.34.2; the provider module has no tags and this is the only pseudo-version the proxy serves. Installed under 4.34.2, the version the SDK requests |
+| kube-apiserver, kube-controller-manager, kube-scheduler, kubectl | k8s.io/kubernetes v1.37.2 | the newest 1.37 patch |
+| etcd | go.etcd.io/etcd/server/v3 v3.7.0 | the version Kubernetes 1.37.2 pins |
+| kwok | sigs.k8s.io/kwok v0.8.0 | the newest release |
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PINS = ROOT / "toolchain"
+OUT = ROOT / ".toolchain"
+BIN = OUT / "bin"
+PLUGINS = OUT / "plugins"
+SHARE = OUT / "share"
+PULUMI_HOME = ROOT / ".cache" / "pulumi-home"
+RECIPE_VERSION = "1"  # bump when a recipe below changes how a tool is built
+
+PULUMI_VERSION = "v3.274.1"
+KUBERNETES_VERSION = "v1.37.2"
+K8S_PROVIDER_MODULE = "github.com/pulumi/pulumi-kubernetes/provider/v4"
+K8S_PROVIDER_PSEUDO = "v4.0.0-20260115033456-f47bc2d6f199"
+K8S_PROVIDER_REAL_VERSION = "4.25.0"
+KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+               "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
+
+
+def cache_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "inference-platform" / "toolchain"
+
+
+def go(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(["go", *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"toolchain: `go {' '.join(args)}` in {cwd} failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def module_dir(pins: Path, module: str) -> Path:
+    return Path(go("list", "-mod=readonly", "-m", "-f", "{{.Dir}}", module, cwd=pins).strip())
+
+
+def _version_ldflags(package: str, version: str) -> str:
+    major, minor = version.lstrip("v").split(".")[:2]
+    return " ".join(f"-X {package}.{key}={value}" for key, value in (
+        ("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"),
+        ("buildDate", "2026-01-01T00:00:00Z")))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recipes: each writes its files into `dest`.
+
+
+def build_pulumi(dest: Path) -> None:
+    pins = PINS / "pulumi"
+    go("build", "-mod=readonly", "-trimpath", "-tags", "osusergo,grpcnotrace", "-ldflags",
+       f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}",
+       "-o", str(dest / "pulumi"), "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi", cwd=pins)
+    sdk = module_dir(pins, "github.com/pulumi/pulumi/sdk/v3") / "python"
+    for script in (sdk / "cmd" / "pulumi-language-python-exec", sdk / "dist" / "pulumi-resource-pulumi-python"):
+        shutil.copyfile(script, dest / script.name)
+        (dest / script.name).chmod(0o755)
+
+
+def build_language_host(dest: Path) -> None:
+    go("build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "pulumi-language-python"),
+       "github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python", cwd=PINS / "langhost")
+
+
+def build_kubernetes_provider(dest: Path) -> None:
+    """The provider embeds generated files its module zip lacks: build from a copy, with our go.mod."""
+    pins = PINS / "kubernetes-provider"
+    info = json.loads(go("mod", "download", "-json", f"{K8S_PROVIDER_MODULE}@{K8S_PROVIDER_PSEUDO}", cwd=pins))
+    source = OUT / "src" / "pulumi-kubernetes-provider"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(info["Dir"], source)
+    for path in [source, *source.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+    # Our go.mod is upstream's without its local `replace .../sdk/v4 => ../sdk`, which a module copy cannot use.
+    for name in ("go.mod", "go.sum"):
+        shutil.copyfile(pins / name, source / name)
+    command = source / "cmd" / "pulumi-resource-kubernetes"
+    schema = json.loads((command / "schema.json").read_text())
+    schema["version"] = K8S_PROVIDER_REAL_VERSION  # what upstream's generate.go does at release time
+    (command / "schema-embed.json").write_text(json.dumps(schema, separators=(",", ":")))
+    mapping = json.loads((command / "terraform-mapping.json").read_text())
+    (command / "terraform-mapping-embed.json").write_text(json.dumps(mapping, separators=(",", ":")))
+    go("build", "-mod=readonly", "-trimpath", "-ldflags",
+       f"-s -w -X {K8S_PROVIDER_MODULE}/pkg/version.Version={K8S_PROVIDER_REAL_VERSION}",
+       "-o", str(dest / "pulumi-resource-kubernetes"), ".", cwd=command)
+    shutil.rmtree(source)
+
+
+def build_control_plane(dest: Path) -> None:
+    ldflags = " ".join(["-s -w", _version_ldflags("k8s.io/component-base/version", KUBERNETES_VERSION),
+                        _version_ldflags("k8s.io/client-go/pkg/version", KUBERNETES_VERSION)])
+    go("build", "-mod=readonly", "-trimpath", "-ldflags", ldflags, "-o", str(dest) + "/",
+       *(f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                                                 "kubectl")), cwd=PINS / "kube")
+    go("build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "etcd"),
+       "go.etcd.io/etcd/server/v3", cwd=PINS / "kube")
+
+
+def build_kwok(dest: Path) -> None:
+    pins = PINS / "kwok"
+    go("build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "kwok"),
+       "sigs.k8s.io/kwok/cmd/kwok", cwd=pins)
+    stages = module_dir(pins, "sigs.k8s.io/kwok") / "kustomize" / "stage"
+    (dest / "kwok-stages").mkdir()
+    for stage in KWOK_STAGES:
+        shutil.copyfile(stages / stage, dest / "kwok-stages" / Path(stage).name)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    pins: str
+    recipe: Callable[[Path], None]
+    binaries: tuple[str, ...]
+    plugins: tuple[str, ...] = ()  # installed into the Pulumi plugin cache, not onto PATH
+    share: tuple[str, ...] = field(default_factory=tuple)
+
+    def key(self, go_version: str) -> str:
+        digest = hashlib.sha256(f"{RECIPE_VERSION}\n{go_version}\n{self}".encode())
+        for path in sorted((PINS / self.pins).iterdir()):
+            digest.update(path.name.encode() + path.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+TOOLS = (
+    Tool("pulumi", "pulumi", build_pulumi,
+         ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python")),
+    Tool("language-host", "langhost", build_language_host, ("pulumi-language-python",)),
+    Tool("kubernetes-provider", "kubernetes-provider", build_kubernetes_provider, (),
+         plugins=("pulumi-resource-kubernetes",)),
+    Tool("control-plane", "kube", build_control_plane,
+         ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd")),
+    Tool("kwok", "kwok", build_kwok, ("kwok",), share=("kwok-stages",)),
+)
+
+
+def _link(source: Path, target: Path) -> None:
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    if source.is_dir():
+        shutil.copytree(source, target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def ensure(tool: Tool, go_version: str) -> tuple[str, float]:
+    """Build `tool` unless its cached build exists; link it into .toolchain. Returns (what happened, seconds)."""
+    cached = cache_root() / f"{tool.name}-{tool.key(go_version)}"
+    started = time.monotonic()
+    state = "cached"
+    if not (cached / ".complete").is_file():
+        state = "built"
+        partial = cached.with_name(cached.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        tool.recipe(partial)
+        (partial / ".complete").write_text(tool.name)
+        shutil.rmtree(cached, ignore_errors=True)
+        partial.rename(cached)
+    for name in tool.binaries:
+        _link(cached / name, BIN / name)
+    for name in tool.plugins:
+        _link(cached / name, PLUGINS / name)
+    for name in tool.share:
+        _link(cached / name, SHARE / name)
+    return state, time.monotonic() - started
+
+
+def requested_kubernetes_plugin() -> str:
+    """The provider version the installed pulumi_kubernetes SDK asks the engine for."""
+    metadata = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c",
+         "import importlib.resources as r, json; "
+         "print(json.loads((r.files('pulumi_kubernetes') / 'pulumi-plugin.json').read_text())['version'])"],
+        capture_output=True, text=True, check=True)
+    return metadata.stdout.strip()
+
+
+def install_plugins() -> None:
+    version = requested_kubernetes_plugin()
+    target = PULUMI_HOME / "plugins" / f"resource-kubernetes-v{version}"
+    binary = PLUGINS / "pulumi-resource-kubernetes"
+    installed = target / "pulumi-resource-kubernetes"
+    if installed.is_file() and installed.stat().st_ino == binary.stat().st_ino:
+        return
+    env = {**os.environ, "PULUMI_HOME": str(PULUMI_HOME), "PULUMI_SKIP_UPDATE_CHECK": "true"}
+    subprocess.run([str(BIN / "pulumi"), "plugin", "install", "resource", "kubernetes", version, "--file",
+                    str(binary), "--reinstall"], env=env, check=True, capture_output=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolchain.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--report", type=Path, help="write per-tool build/cached seconds as JSON here")
+    args = parser.parse_args(argv)
+    if shutil.which("go") is None:
+        print("toolchain: Go is needed (https://go.dev/doc/install); the tools are built from the module proxy",
+              file=sys.stderr)
+        return 2
+    go_version = go("env", "GOVERSION", cwd=ROOT).strip()
+    for folder in (BIN, PLUGINS, SHARE):
+        folder.mkdir(parents=True, exist_ok=True)
+    report: dict[str, dict[str, object]] = {}
+    started = time.monotonic()
+    for tool in TOOLS:
+        print(f"toolchain: {tool.name} ...", end=" ", flush=True)
+        state, seconds = ensure(tool, go_version)
+        report[tool.name] = {"state": state, "seconds": round(seconds, 1)}
+        print(f"{state} in {seconds:.1f} s", flush=True)
+    install_plugins()
+    total = time.monotonic() - started
+    built = [name for name, r in report.items() if r["state"] == "built"]
+    print(f"toolchain: ready in {total:.0f} s ({'built ' + ', '.join(built) if built else 'all cached'})")
+    if args.report:
+        args.report.write_text(json.dumps({"total_seconds": round(total, 1), "tools": report}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
