@@ -78,6 +78,7 @@ class EngineBuildArgs:
     ttl_seconds: int = 86400
     cpu: str = "4"
     memory: str = "16Gi"
+    ephemeral_storage: str = "6Gi"  # the pod's whole scratch disk: wheels + work dir
     wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # the published files the Jobs read
 
 
@@ -152,12 +153,15 @@ def _mounts() -> list[dict[str, Any]]:
     ]
 
 
-def _volumes(config_map: pulumi.Input[str], sources: Mapping[str, str]) -> list[dict[str, Any]]:
+DEPS_SIZE = "2Gi"  # onnx, onnxruntime, tritonclient and boto3 wheels, unpacked
+
+
+def _volumes(config_map: pulumi.Input[str], sources: Mapping[str, str], scratch: str) -> list[dict[str, Any]]:
     items = [{"key": config_map_key(path), "path": path} for path in sorted(sources)]
     return [
         {"name": "pipeline", "configMap": {"name": config_map, "items": items, "defaultMode": 0o444}},
-        {"name": "deps", "emptyDir": {"sizeLimit": "4Gi"}},
-        {"name": "work", "emptyDir": {"sizeLimit": "20Gi"}},
+        {"name": "deps", "emptyDir": {"sizeLimit": DEPS_SIZE}},
+        {"name": "work", "emptyDir": {"sizeLimit": scratch}},
     ]
 
 
@@ -179,9 +183,9 @@ def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input
         "workingDir": WORK_DIR,
         "env": _env(args, secret_name),
         "resources": {
-            "requests": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": "20Gi",
+            "requests": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": args.ephemeral_storage,
                          **args.placement.limits},
-            "limits": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": "24Gi",
+            "limits": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": args.ephemeral_storage,
                        **args.placement.limits},
         },
         "securityContext": {**restricted_container_security(), "runAsUser": JOB_UID, "runAsGroup": JOB_UID},
@@ -194,7 +198,7 @@ def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input
         "restartPolicy": "Never",
         "securityContext": restricted_pod_security(JOB_UID),
         "containers": [build],
-        "volumes": _volumes(config_map, sources),
+        "volumes": _volumes(config_map, sources, args.ephemeral_storage),
         **args.placement.pod_fields(),
     }
 

@@ -2,12 +2,13 @@
 
 The pipeline's output directory (``python -m model_pipeline build``) is checked against its manifest and the
 stack's models while the program is evaluated - with hashlib and json only, never torch, onnx or tensorrt - and
-each file becomes an S3 object at ``<prefix>/<digest>/<path>``, so ``pulumi preview`` shows a model change as new
-objects and a new Triton argument. Engines for ``backend: tensorrt`` models are built in the cluster by
+published to ``<prefix>/<digest>/`` by a dynamic resource running the pipeline's own publisher
+(:mod:`components.s3_publication`), so ``pulumi preview`` shows a model change as a replaced publication and a new
+Triton argument. Engines for ``backend: tensorrt`` models are built in the cluster by
 :class:`~components.engine_build.EngineBuild` after the files are there; ``manifest.json`` goes last, after the
 engines, and Triton's repository URI is derived from it: Triton only rolls to a complete, verified repository.
-On AWS the bucket can be created hardened and IRSA roles scoped to the prefix; an S3-compatible store (MinIO)
-is used as it is, through a provider with its endpoint, path-style addressing and the static keys.
+On AWS the bucket can be created hardened and IRSA roles scoped to the prefix (pulumi-aws); an S3-compatible
+store (MinIO) is used as it is, and such a stack declares no pulumi-aws resource at all.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import pulumi_aws as aws
 from components.config import ModelRepositorySettings, ModelSettings
 from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
 from components.gpu_stack import GpuPlacement
+from components.s3_publication import FILES_PHASE, MANIFEST_PHASE, PublicationArgs, RepositoryPublication
 from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
 
 ROOT = Path(__file__).resolve().parents[1]
-SHA256_METADATA_KEY = "sha256"  # model_pipeline.publish.SHA256_METADATA_KEY: `model_pipeline upload` reads it
 TRITON_SERVICE_ACCOUNT = "triton"  # the ServiceAccount TritonCluster creates
 ENGINE_SERVICE_ACCOUNT = "engine-build"  # components.engine_build.SERVICE_ACCOUNT
 
@@ -227,57 +228,56 @@ class ModelRepository(pulumi.ComponentResource):
         s = args.settings
         local = load_local_repository(s.build_dir, args.models)
         self.digest = local.digest
-        provider = self._s3_provider(name, s)
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        child = pulumi.ResourceOptions(parent=self)
 
-        bucket_ready: list[pulumi.Resource] = self._declare_bucket(name, s, child) if s.create_bucket else []
+        # pulumi-aws only where AWS itself is managed (the config refuses both with an S3-compatible endpoint):
+        # publishing needs no aws provider, so a MinIO stack declares no aws resource at all.
+        bucket_ready: list[pulumi.Resource] = []
+        roles: dict[str, aws.iam.Role] = {}
+        if s.create_bucket or s.creates_roles:
+            on_aws = self._aws_options(name, s)
+            if s.create_bucket:
+                bucket_ready = self._declare_bucket(name, s, on_aws)
+            if s.creates_roles:
+                roles = self._declare_roles(name, args, on_aws)
         self.bucket = pulumi.Output.from_input(s.bucket)
-        roles = self._declare_roles(name, args, child) if s.creates_roles else {}
         self.triton_role_arn = roles["triton"].arn if roles else None
 
-        files = self._declare_files(name, s, local, child, bucket_ready)
+        publication = PublicationArgs(
+            bucket=s.bucket, prefix=s.prefix, digest=local.digest, endpoint=s.endpoint, region=s.region,
+            build_dir=str(local.path), files=dict(local.files),
+        )
+        # The files first; the resource owns the whole digest prefix, the Jobs' plans included (no drift).
+        files = RepositoryPublication(
+            f"{name}-files", publication, FILES_PHASE,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=bucket_ready)),
+        )
         engines = engine_models(local, args.models)
         jobs: list[pulumi.Resource] = []
         if engines:
-            jobs = list(self._declare_engines(name, args, engines, roles, files).jobs)
-        manifest = aws.s3.BucketObjectv2(
-            f"{name}-file-{MANIFEST_FILE}",
-            bucket=s.bucket,
-            key=self._object_key(s, MANIFEST_FILE),
-            source=pulumi.FileAsset(str(local.path / MANIFEST_FILE)),
-            content_type="application/json",
-            metadata={SHA256_METADATA_KEY: file_sha256(local.path / MANIFEST_FILE)},
-            # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[*files, *jobs])),
+            jobs = list(self._declare_engines(name, args, engines, roles, [files]).jobs)
+        # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
+        manifest = RepositoryPublication(
+            f"{name}-manifest", publication, MANIFEST_PHASE,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[files, *jobs])),
         )
         uri = f"{s.triton_uri}/{local.digest}"
-        self.repository_uri = manifest.key.apply(lambda _: uri)
+        self.repository_uri = manifest.digest.apply(lambda _: uri)
         self.ready = [manifest, *jobs]
         self.register_outputs({"bucket": self.bucket, "digest": self.digest, "repository_uri": self.repository_uri})
 
     def _object_key(self, s: ModelRepositorySettings, relative: str) -> str:
         return "/".join(p for p in (s.prefix, self.digest, relative) if p)
 
-    @staticmethod
-    def _s3_provider(name: str, s: ModelRepositorySettings) -> aws.Provider:
-        """AWS in the configured region, or the S3-compatible endpoint with path-style addressing.
+    def _aws_options(self, name: str, s: ModelRepositorySettings) -> pulumi.ResourceOptions:
+        """Options for the bucket and IAM resources: an AWS provider in the configured region.
 
-        Publishing authenticates as whoever runs ``pulumi up`` (AWS_* environment, profile or an ESC
-        environment), also against MinIO: the policy pack refuses static keys as provider arguments, where
-        they would sit in the state. The s3AccessKeyId/s3SecretAccessKey secrets are for the cluster's readers.
+        Publishing (components.s3_publication) and this provider authenticate as whoever runs ``pulumi up``
+        (AWS_* environment, profile, an ESC environment or IRSA): the policy pack refuses static keys as
+        provider arguments, where they would sit in the state.
         """
-        if s.endpoint is None:
-            return aws.Provider(f"{name}-aws", region=s.region)
-        return aws.Provider(
-            f"{name}-s3-compatible",
-            region=s.region,
-            endpoints=[{"s3": s.endpoint}],
-            s3_use_path_style=True,
-            skip_credentials_validation=True,
-            skip_metadata_api_check=True,
-            skip_region_validation=True,
-            skip_requesting_account_id=True,
-        )
+        provider = aws.Provider(f"{name}-aws", region=s.region)
+        return pulumi.ResourceOptions(parent=self, provider=provider)
 
     def _declare_bucket(self, name: str, s: ModelRepositorySettings,
                         child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
@@ -330,27 +330,8 @@ class ModelRepository(pulumi.ComponentResource):
             aws.iam.RolePolicy(f"{name}-{role}-s3", role=roles[role].id, policy=json.dumps(policy), opts=child)
         return roles
 
-    def _declare_files(self, name: str, s: ModelRepositorySettings, local: LocalRepository,
-                 child: pulumi.ResourceOptions, bucket_ready: list[pulumi.Resource]) -> list[pulumi.Resource]:
-        """One object per file at <prefix>/<digest>/<path>; the manifest is written separately, last."""
-        after_bucket = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=bucket_ready))
-        return [
-            aws.s3.BucketObjectv2(
-                f"{name}-file-{rel}",
-                bucket=s.bucket,
-                key=self._object_key(s, rel),
-                source=pulumi.FileAsset(str(local.path / rel)),
-                content_type="text/plain" if rel.endswith(".pbtxt") else "application/octet-stream",
-                metadata={SHA256_METADATA_KEY: sha},
-                # The engine-build Job rewrites a TensorRT model's config under the same key; the key names the
-                # content (it carries the digest), so a changed build is a new key, never an in-place update.
-                opts=pulumi.ResourceOptions.merge(after_bucket, pulumi.ResourceOptions(ignore_changes=["etag"])),
-            )
-            for rel, sha in sorted(local.files.items())
-        ]
-
     def _declare_engines(self, name: str, args: ModelRepositoryArgs, engines: tuple[EngineModel, ...],
-                 roles: Mapping[str, aws.iam.Role], files: list[pulumi.Resource]) -> EngineBuild:
+                         roles: Mapping[str, aws.iam.Role], files: list[pulumi.Resource]) -> EngineBuild:
         s = args.settings
         static = s.uses_static_keys
         return EngineBuild(
@@ -368,6 +349,9 @@ class ModelRepository(pulumi.ComponentResource):
                 secret_access_key=s.secret_access_key if static else None,
                 timeout_seconds=s.engine_timeout_seconds,
                 ttl_seconds=s.engine_ttl_seconds,
+                cpu=s.engine_cpu,
+                memory=s.engine_memory,
+                ephemeral_storage=s.engine_ephemeral_storage,
                 wait_for=[*files, *args.wait_for],
             ),
             pulumi.ResourceOptions(parent=self),

@@ -10,10 +10,10 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from components import versions
 from components.config import MonitoringSettings
+from components.generated_secret import GeneratedSecret
 from components.kube import PART_OF, namespace
 from components.prometheus_rules import (
     AlertSettings,
@@ -251,9 +251,7 @@ class MonitoringStack(pulumi.ComponentResource):
         self.release = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack",
             name=s.release_name,
-            chart=versions.KUBE_PROMETHEUS_STACK.chart,
-            version=versions.KUBE_PROMETHEUS_STACK.version,
-            repository_opts={"repo": versions.KUBE_PROMETHEUS_STACK.repository},
+            **s.sources.release_args(versions.KUBE_PROMETHEUS_STACK),
             namespace=ns.metadata.name,
             values=kps_values(s),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=before_release)),
@@ -304,7 +302,7 @@ class MonitoringStack(pulumi.ComponentResource):
         """The configured secret, or a generated one kept in the stack state (stable across updates)."""
         if s.grafana_admin_password is not None:
             return s.grafana_admin_password  # a secret Output already (config.get_secret)
-        generated = random.RandomPassword(f"{name}-grafana-admin-password", length=32, special=False, opts=child)
+        generated = GeneratedSecret(f"{name}-grafana-admin-password", length=32, opts=child)
         return pulumi.Output.secret(generated.result)
 
     @staticmethod

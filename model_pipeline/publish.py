@@ -4,21 +4,28 @@ Every repository goes to ``s3://<bucket>/<prefix>/<digest>/`` with the files in 
 ``manifest.json`` last. A digest whose manifest is already there is never written again; a digest without a
 manifest is an unfinished upload that no one may serve, and the next upload completes it, sending only the
 files that are missing or differ (compared by the SHA-256 kept in each object's metadata).
+
+Two phases, each a function: :func:`publish_files` (everything but the manifest) and :func:`publish_manifest`.
+``upload_repository`` (the CLI) runs both after a full verification; the Pulumi program runs them as two
+resources with the in-cluster engine builds in between (components/s3_publication.py), after a hash-only
+verification (:func:`model_pipeline.digest.verify_hashes`). Importing this module needs the standard library
+only; boto3 is imported when a client is made, tqdm only for a progress bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from model_pipeline.digest import MANIFEST_FILE, verify_hashes
 from model_pipeline.errors import PublishError
-from model_pipeline.repository import MANIFEST_FILE, VerifiedRepository, verify_repository
 
 SHA256_METADATA_KEY = "sha256"  # stored as x-amz-meta-sha256
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -32,6 +39,9 @@ _CREDENTIAL_ERRORS = {
 }
 _MISSING_OBJECT = {"404", "NoSuchKey", "NotFound"}
 _MULTIPART_THRESHOLD = 64 * 1024 * 1024
+ENGINE_RECORD_FILE = "engine.json"  # model_pipeline.engine_job.ENGINE_RECORD_FILE: a model the Job switched
+CONFIG_FILE = "config.pbtxt"  # model_pipeline.triton_config.CONFIG_FILE
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
 
 @dataclass(frozen=True)
@@ -159,15 +169,29 @@ def _upload_order(relative_paths: list[str]) -> list[str]:
     return sorted(relative_paths, key=rank)
 
 
-class _Publisher:
-    """One upload of one verified repository to one location."""
+@contextlib.contextmanager
+def _progress_bar(total: int, desc: str, enabled: bool) -> Iterator[Callable[[int], Any] | None]:
+    """tqdm's bar update when asked for (tqdm is then imported), else None: the Pulumi provider has no tqdm."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
 
-    def __init__(self, repo: VerifiedRepository, location: S3Location, client: Any, progress: bool) -> None:
-        self.repo = repo
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+        yield bar.update
+
+
+class _Publisher:
+    """One publication of one repository (already verified) to one location."""
+
+    def __init__(self, path: Path, manifest: Mapping[str, Any], location: S3Location, client: Any,
+                 progress: bool) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
         self.location = location
         self.client = client
         self.progress = progress
-        self.digest = repo.digest
+        self.digest = str(manifest["digest"])
         self.result = UploadResult(self.digest, location.uri(self.digest), location.triton_uri(self.digest))
 
     def _call(self, action: str, function: Callable[..., Any], **kwargs: Any) -> Any:
@@ -180,7 +204,7 @@ class _Publisher:
             raise describe_s3_error(exc, self.location, action) from exc
 
     def remote_sha256(self, relative_path: str) -> str | None:
-        """The SHA-256 recorded on the object, or None when it does not exist."""
+        """The SHA-256 recorded on the object ('' when it has none), or None when it does not exist."""
         from botocore.exceptions import ClientError
 
         key = self.location.key(self.digest, relative_path)
@@ -192,39 +216,52 @@ class _Publisher:
             raise describe_s3_error(exc, self.location, f"read s3://{self.location.bucket}/{key}") from exc
         return str(head.get("Metadata", {}).get(SHA256_METADATA_KEY, "")) or ""
 
-    def run(self) -> UploadResult:
+    def open_bucket(self) -> None:
         self._call(f"open bucket '{self.location.bucket}'", self.client.head_bucket, Bucket=self.location.bucket)
+
+    def run(self) -> UploadResult:
+        """Both phases, unless the digest is published already (then nothing is sent)."""
+        self.open_bucket()
         if self.remote_sha256(MANIFEST_FILE) is not None:
             self.result.already_published = True
             return self.result
-        files: Mapping[str, Mapping[str, Any]] = self.repo.manifest["files"]
+        self.send_files()
+        self.send_manifest()
+        return self.result
+
+    def _switched_by_engine_build(self, relative_path: str) -> bool:
+        """A model's config that the engine-build Job replaced (its engine.json is there): never put back."""
+        model, _, name = relative_path.partition("/")
+        return name == CONFIG_FILE and self.remote_sha256(f"{model}/{ENGINE_RECORD_FILE}") is not None
+
+    def send_files(self) -> None:
+        """Every file but the manifest that is missing or differs; matching ones, and switched configs, are kept."""
+        files: Mapping[str, Mapping[str, Any]] = self.manifest["files"]
         pending = []
         for rel in _upload_order(list(files)):
-            if self.remote_sha256(rel) == files[rel]["sha256"]:
+            if self.remote_sha256(rel) == files[rel]["sha256"] or self._switched_by_engine_build(rel):
                 self.result.skipped.append(rel)
             else:
                 pending.append(rel)
-        self._send_files(pending, files)
-        self._send_manifest()
-        return self.result
+        self._send(pending, files)
 
-    def _send_files(self, pending: list[str], files: Mapping[str, Mapping[str, Any]]) -> None:
+    def _send(self, pending: list[str], files: Mapping[str, Mapping[str, Any]]) -> None:
         from boto3.s3.transfer import TransferConfig
-        from tqdm import tqdm
 
         total = sum(int(files[rel]["size"]) for rel in pending)
         transfer = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD, max_concurrency=4)
-        with tqdm(
-            total=total, unit="B", unit_scale=True, desc=f"upload {self.digest[:12]}", disable=not self.progress
-        ) as bar:
-            counter = _ByteCounter(bar.update)
+        with _progress_bar(total, f"upload {self.digest[:12]}", self.progress) as on_bytes:
+            counter = _ByteCounter(on_bytes)
             for rel in pending:
                 key = self.location.key(self.digest, rel)
-                extra = {"Metadata": {SHA256_METADATA_KEY: files[rel]["sha256"]}}
+                extra = {
+                    "Metadata": {SHA256_METADATA_KEY: files[rel]["sha256"]},
+                    "ContentType": "text/plain" if rel.endswith(".pbtxt") else "application/octet-stream",
+                }
                 self._call(
                     f"upload {rel}",
                     self.client.upload_file,
-                    Filename=str(self.repo.path / rel),
+                    Filename=str(self.path / rel),
                     Bucket=self.location.bucket,
                     Key=key,
                     ExtraArgs=extra,
@@ -234,10 +271,20 @@ class _Publisher:
                 self.result.uploaded.append(rel)
             self.result.bytes_sent += counter.total
 
-    def _send_manifest(self) -> None:
+    def check_files_present(self) -> None:
+        """Refuse to mark a repository complete while a file it lists is absent from the store."""
+        missing = [rel for rel in sorted(self.manifest["files"]) if self.remote_sha256(rel) is None]
+        if missing:
+            raise PublishError(
+                f"{self.location.uri(self.digest)} lacks {len(missing)} of its files ({', '.join(missing[:5])}"
+                f"{', ...' if len(missing) > 5 else ''}); publish the files first, then {MANIFEST_FILE}"
+            )
+
+    def send_manifest(self) -> None:
+        """manifest.json, once: a manifest already there (ours or a concurrent publisher's) is never overwritten."""
         from botocore.exceptions import ClientError
 
-        body = (self.repo.path / MANIFEST_FILE).read_bytes()
+        body = (self.path / MANIFEST_FILE).read_bytes()
         request = {
             "Bucket": self.location.bucket,
             "Key": self.location.key(self.digest, MANIFEST_FILE),
@@ -274,9 +321,108 @@ def upload_repository(
     Nothing is sent unless the local repository verifies: hashes match the manifest and every config
     matches its model file.
     """
+    from model_pipeline.repository import verify_repository  # numpy, onnx: the pipeline's environment
+
     verified = verify_repository(Path(repo_path), replay_golden=False)
     s3 = client if client is not None else make_s3_client(location)
-    return _Publisher(verified, location, s3, progress).run()
+    return _Publisher(verified.path, verified.manifest, location, s3, progress).run()
+
+
+def _hash_verified(repo_path: Path, expected_digest: str | None) -> dict[str, Any]:
+    manifest = verify_hashes(Path(repo_path))
+    if expected_digest is not None and manifest["digest"] != expected_digest:
+        raise PublishError(
+            f"{repo_path} holds repository {str(manifest['digest'])[:12]}…, not {expected_digest[:12]}…: "
+            "it was rebuilt since; run the deployment again so it publishes the new digest"
+        )
+    return manifest
+
+
+def publish_files(
+    repo_path: Path,
+    location: S3Location,
+    client: Any | None = None,
+    progress: bool = False,
+    expected_digest: str | None = None,
+) -> UploadResult:
+    """The files phase: every file of the repository but ``manifest.json``, under its digest.
+
+    Idempotent: an object whose SHA-256 metadata matches is not sent again (a second run sends 0 bytes), and a
+    config that the engine-build Job switched to ``tensorrt_plan`` (its ``engine.json`` is there) is kept.
+    Missing objects of an already published digest are put back with their exact content. Verification is
+    hash-only (hashlib): the repository was fully verified when the pipeline wrote it.
+    """
+    manifest = _hash_verified(Path(repo_path), expected_digest)
+    s3 = client if client is not None else make_s3_client(location)
+    publisher = _Publisher(Path(repo_path), manifest, location, s3, progress)
+    publisher.open_bucket()
+    publisher.send_files()
+    return publisher.result
+
+
+def publish_manifest(
+    repo_path: Path, location: S3Location, client: Any | None = None, expected_digest: str | None = None
+) -> UploadResult:
+    """The manifest phase: ``manifest.json`` last, only when every listed file is in the store.
+
+    A manifest already there is left as it is (``already_published``): a published digest is never rewritten.
+    """
+    manifest = _hash_verified(Path(repo_path), expected_digest)
+    s3 = client if client is not None else make_s3_client(location)
+    publisher = _Publisher(Path(repo_path), manifest, location, s3, False)
+    publisher.open_bucket()
+    if publisher.remote_sha256(MANIFEST_FILE) is not None:
+        publisher.result.already_published = True
+        return publisher.result
+    publisher.check_files_present()
+    publisher.send_manifest()
+    return publisher.result
+
+
+def published_keys(location: S3Location, digest: str, client: Any | None = None) -> list[str]:
+    """Every object under ``<prefix>/<digest>/``, as paths relative to it (the Job's plans included)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = client if client is not None else make_s3_client(location)
+    root = location.key(digest) + "/"
+    found: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=root):
+            found += [str(item["Key"])[len(root):] for item in page.get("Contents", [])]
+    except (BotoCoreError, ClientError) as exc:
+        if _error_code(exc) == "NoSuchBucket":
+            return []  # no bucket, no objects: a refresh reads the repository as gone, a delete has nothing to do
+        raise describe_s3_error(exc, location, f"list s3://{location.bucket}/{root}") from exc
+    return sorted(found)
+
+
+def delete_published(location: S3Location, digest: str, client: Any | None = None,
+                     only: list[str] | None = None) -> list[str]:
+    """Delete every object under ``<prefix>/<digest>/`` (or just the ``only`` paths there); returns what went.
+
+    Plain deletes: in a versioned bucket each becomes a delete marker over a noncurrent version, which the
+    bucket's lifecycle rule expires (components.model_repository.lifecycle_rules); nothing else is touched.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = client if client is not None else make_s3_client(location)
+    present = published_keys(location, digest, s3)
+    doomed = [rel for rel in present if only is None or rel in only]
+    for start in range(0, len(doomed), _DELETE_BATCH):
+        batch = doomed[start:start + _DELETE_BATCH]
+        objects = [{"Key": location.key(digest, rel)} for rel in batch]
+        try:
+            response = s3.delete_objects(Bucket=location.bucket, Delete={"Objects": objects, "Quiet": True})
+        except (BotoCoreError, ClientError) as exc:
+            raise describe_s3_error(exc, location, f"delete under {location.uri(digest)}") from exc
+        errors = response.get("Errors") or []
+        if errors:
+            first = errors[0]
+            raise PublishError(
+                f"S3 refused to delete {len(errors)} objects under {location.uri(digest)} "
+                f"(first: {first.get('Key')}: {first.get('Code')} {first.get('Message')})"
+            )
+    return doomed
 
 
 def list_published(location: S3Location, client: Any | None = None) -> list[str]:

@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 
 from components.versions import TRITON_IMAGE, TRITON_TENSORRT_VERSION
-from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
+from model_pipeline.digest import (
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    content_digest,
+    file_sha256,
+    list_files,
+    read_manifest,
+    verify_file_hashes,
+)
 from model_pipeline.errors import ModelValidationError, RepositoryError
 from model_pipeline.specs import MODEL_FILE_BY_PLATFORM, ModelSpec
 from model_pipeline.triton_config import (
@@ -39,7 +47,6 @@ from model_pipeline.triton_config import (
     validate_config,
 )
 
-MANIFEST_FORMAT = 1
 GOLDEN_FILE = "golden.npz"
 TENSORRT_STATUSES = ("built", "skipped", "pending")
 
@@ -239,47 +246,6 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 # Verification
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """Load and shape-check manifest.json."""
-    path = root / MANIFEST_FILE
-    if not root.is_dir():
-        raise RepositoryError(f"{root}: not a directory")
-    if not path.is_file():
-        raise RepositoryError(f"{root}: no {MANIFEST_FILE}; not a built model repository (or a partial one)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RepositoryError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise RepositoryError(f"{path}: unsupported manifest format; expected format {MANIFEST_FORMAT}")
-    for key in ("digest", "models", "files", "tools"):
-        if key not in manifest:
-            raise RepositoryError(f"{path}: manifest has no '{key}'")
-    return manifest
-
-
-def _verify_files(root: Path, manifest: Mapping[str, Any]) -> int:
-    recorded: Mapping[str, Mapping[str, Any]] = manifest["files"]
-    on_disk = set(list_files(root))
-    missing = sorted(set(recorded) - on_disk)
-    extra = sorted(on_disk - set(recorded))
-    if missing:
-        raise RepositoryError(f"{root}: files listed in {MANIFEST_FILE} are missing: {missing}")
-    if extra:
-        raise RepositoryError(f"{root}: files not in {MANIFEST_FILE} (would be served unverified): {extra}")
-    for rel, entry in sorted(recorded.items()):
-        size = (root / rel).stat().st_size
-        actual = file_sha256(root / rel)
-        if actual != entry.get("sha256") or size != entry.get("size"):
-            raise RepositoryError(
-                f"{root}: {rel} changed since the build (sha256 {actual[:12]}…, {size} bytes; manifest has "
-                f"{str(entry.get('sha256'))[:12]}…, {entry.get('size')} bytes)"
-            )
-    if content_digest(recorded) != manifest["digest"]:
-        raise RepositoryError(f"{root}: manifest digest does not match the files it lists")
-    return len(recorded)
-
-
 def _verify_model(root: Path, name: str, entry: Mapping[str, Any], replay_golden: bool) -> None:
     model_dir = root / name
     config = load_config(model_dir / CONFIG_FILE)
@@ -357,7 +323,7 @@ def verify_repository(path: Path, replay_golden: bool = True) -> VerifiedReposit
     """
     root = Path(path)
     manifest = read_manifest(root)
-    checked = _verify_files(root, manifest)
+    checked = verify_file_hashes(root, manifest)
     model_dirs = sorted({rel.split("/", 1)[0] for rel in manifest["files"] if "/" in rel})
     unlisted = sorted(set(model_dirs) - set(manifest["models"]))
     if unlisted:

@@ -3,12 +3,19 @@
 Needs neither the Pulumi CLI nor a cluster: the program's ``__main__.py`` runs inside a stack exactly as the
 language host would run it, against a mock engine that records type, name, inputs, parent, dependencies and
 which inputs are secret. Tests and the offline render query the resulting :class:`Recording`.
+
+Dynamic resources (``pulumi.dynamic``: the model repository's publication, the generated Grafana password) are
+all of type ``pulumi-python:dynamic:Resource``; the record names each one's provider class instead of keeping
+the pickled provider (``__provider``), which is read without being unpickled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
+import pickletools
 import runpy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +35,8 @@ PROJECT = "inference-platform"
 MOCK_ACCOUNT = "123456789012"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
+DYNAMIC_RESOURCE = "pulumi-python:dynamic:Resource"
+DYNAMIC_PROVIDER_KEY = "__provider"  # pulumi.dynamic's input holding the dill-pickled provider (base64)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class RecordedResource:
     secret_paths: tuple[str, ...]
     custom: bool
     provider: str | None = None  # "<provider urn>::<id>" for custom resources
+    dynamic_provider: str | None = None  # dynamic resources: "module.Class" of the pickled provider
+    additional_secret_outputs: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str | None:
@@ -79,6 +90,18 @@ class Recording:
         if len(found) != 1:
             names = [r.name for r in self.of_type(type_)]
             raise LookupError(f"expected one {type_} named {name!r}, found {len(found)} among {names}")
+        return found[0]
+
+    def dynamic_resources(self, provider: str | None = None) -> list[RecordedResource]:
+        """Dynamic resources, optionally only those of one provider class ("module.Class")."""
+        return [r for r in self.of_type(DYNAMIC_RESOURCE) if provider is None or r.dynamic_provider == provider]
+
+    def dynamic(self, provider: str, name: str) -> RecordedResource:
+        """The dynamic resource of that provider class and Pulumi name; fails loudly otherwise."""
+        found = [r for r in self.dynamic_resources(provider) if r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.dynamic_resources(provider)]
+            raise LookupError(f"expected one {provider} resource named {name!r}, found {len(found)} among {names}")
         return found[0]
 
     def kubernetes_objects(self) -> list[RecordedResource]:
@@ -119,6 +142,27 @@ def _secret_paths(value: Any, path: str = "") -> Iterator[str]:
     elif isinstance(value, list):
         for index, child in enumerate(value):
             yield from _secret_paths(child, f"{path}[{index}]")
+
+
+def pickled_class(serialized: str) -> str:
+    """The class a base64 pickle of an instance refers to ("module.Class"), read without unpickling it.
+
+    A provider pickled by reference names its own class; one pickled by value (defined in ``__main__``, or
+    capturing what dill cannot name) shows dill's constructors instead, e.g. ``dill._dill._create_type``.
+    """
+    try:
+        data = base64.b64decode(serialized, validate=True)
+        strings: list[str] = []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                strings.append(str(argument))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            elif opcode.name == "GLOBAL":
+                return str(argument).replace(" ", ".")
+    except (binascii.Error, ValueError):
+        pass
+    return "<unreadable>"
 
 
 def _mock_arn(type_: str, name: str) -> str:
@@ -163,17 +207,23 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             return response
         raw = json_format.MessageToDict(request.object)
+        inputs = _strip_secrets(raw)
+        dynamic_provider = None
+        if request.type == DYNAMIC_RESOURCE:
+            dynamic_provider = pickled_class(str(inputs.pop(DYNAMIC_PROVIDER_KEY, "")))
         self.recording.resources.append(
             RecordedResource(
                 urn=response.urn,
                 type=request.type,
                 name=request.name,
-                inputs=_strip_secrets(raw),
+                inputs=inputs,
                 parent=request.parent or None,
                 dependencies=tuple(request.dependencies),
-                secret_paths=tuple(_secret_paths(raw)),
+                secret_paths=tuple(p for p in _secret_paths(raw) if p != DYNAMIC_PROVIDER_KEY),
                 custom=bool(request.custom),
                 provider=request.provider or None,
+                dynamic_provider=dynamic_provider,
+                additional_secret_outputs=tuple(request.additionalSecretOutputs),
             )
         )
         return response

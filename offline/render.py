@@ -3,8 +3,10 @@
     python -m offline.render dev --out out/dev
 
 The program runs under the same mocks as the tests. Output: ``<component>.yaml`` (the Kubernetes objects each
-component declares), ``helm/<release>.yaml`` (chart, version, values), ``cloud.yaml`` (non-Kubernetes resources
-such as S3 objects and IAM roles) and ``summary.md``. Secret values are written as ``[secret]``.
+component declares), ``helm/<release>.yaml`` (chart, version, values), ``cloud.yaml`` (non-Kubernetes resources:
+the bucket and IAM roles, and the dynamic resources - the repository's publication, generated passwords - each
+with its provider class) and ``summary.md``. Secret values are written as ``[secret]``; a dynamic resource's
+secret outputs are named, never shown (under mocks they have no value anyway).
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def render(recording: Recording, out: Path) -> dict[str, Path]:
             written[f"helm/{resource.name}"] = path
         elif "apiVersion" in body:
             manifests[_component_name(recording, resource)].append(body)
+        elif resource.dynamic_provider is not None:
+            entry: dict[str, Any] = {"type": resource.type, "name": resource.name,
+                                     "provider": resource.dynamic_provider, "inputs": body}
+            if resource.additional_secret_outputs:
+                entry["secret_outputs"] = list(resource.additional_secret_outputs)
+            cloud.append(entry)
         else:
             cloud.append({"type": resource.type, "name": resource.name, "inputs": body})
     for component, objects in manifests.items():
@@ -106,6 +114,11 @@ def summary(recording: Recording, manifests: dict[str, list[dict[str, Any]]]) ->
     for release in recording.helm_releases():
         i = release.inputs
         lines.append(f"| {i.get('name')} | {i.get('chart')} | {i.get('version')} | {i.get('namespace')} |")
+    dynamic = recording.dynamic_resources()
+    if dynamic:
+        lines += ["", "## Dynamic resources (pulumi.dynamic, run in the pulumi-python provider process)", "",
+                  "| resource | provider |", "|---|---|"]
+        lines += [f"| {r.name} | `{r.dynamic_provider}` |" for r in dynamic]
     lines += ["", "## Outputs", "", "| output | value |", "|---|---|"]
     for key, value in sorted(recording.outputs.items()):
         shown = SECRET if key in recording.secret_outputs else value

@@ -29,7 +29,8 @@ DESCRIPTIONS = {
     "gpu-resource-names": "GPU pods request GPUs in limits through the configured resource names "
     "(nvidia.com/gpu; with HAMi also a memory share, and Guaranteed QoS).",
     "triton-probes": "Triton has startup, readiness (/v2/health/ready) and liveness (/v2/health/live) probes.",
-    "no-static-aws-keys": "No static AWS keys outside Secrets: no literal AWS_* env values, none in ConfigMaps.",
+    "no-static-aws-keys": "No static AWS keys outside Secrets: no literal AWS_* env values, none in ConfigMaps, "
+    "none as inputs of a dynamic provider.",
     "no-load-balancer-services": "No Service of type LoadBalancer; only the gateway (EnvoyProxy envoyService) is "
     "exposed.",
     "no-removed-api-versions": "No Kubernetes API versions that are no longer served (v2beta2 HPA, v1beta1 PDB, ...).",

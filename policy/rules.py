@@ -21,6 +21,8 @@ SERVICE = "kubernetes:core/v1:Service"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 ENVOY_PROXY = "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy"
 AWS_PROVIDER = "pulumi:providers:aws"
+DYNAMIC_RESOURCE = "pulumi-python:dynamic:Resource"
+DYNAMIC_PROVIDER_KEY = "__provider"  # a dynamic resource's pickled provider (base64): code, not configuration
 
 # Where each workload kind keeps its pod spec.
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
@@ -68,6 +70,12 @@ AWS_KEY_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SE
 AWS_ACCESS_KEY_ID_PATTERN = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 AWS_SECRET_IN_TEXT_PATTERN = re.compile(r"aws_secret_access_key\s*[=:]", re.IGNORECASE)
 TRITON_IMAGE_MARKER = "tritonserver"
+# Input names of credentials, compared lower-case without '_' and '-': a dynamic provider must read them from the
+# environment of whoever runs Pulumi, never take them as inputs (inputs and outputs are kept in the state).
+CREDENTIAL_INPUT_NAMES = frozenset({
+    "accesskey", "accesskeyid", "awsaccesskeyid", "secretkey", "secretaccesskey", "awssecretaccesskey",
+    "sessiontoken", "awssessiontoken", "token", "credentials", "profile", "awsprofile",
+})
 
 
 @dataclass(frozen=True)
@@ -429,6 +437,8 @@ def static_aws_keys(resource_type: str, props: Props) -> list[str]:
     if resource_type == SECRET:
         return []
     where = describe(resource_type, props)
+    if resource_type == DYNAMIC_RESOURCE:
+        props = {key: props[key] for key in props if key != DYNAMIC_PROVIDER_KEY}
     found = [
         f"{where}: env {name} at {path} is a literal value; read it from a Secret (valueFrom.secretKeyRef) "
         "or, on AWS, use IRSA"
@@ -440,6 +450,13 @@ def static_aws_keys(resource_type: str, props: Props) -> list[str]:
             f"{where}: provider argument {key} holds a static key; authenticate to AWS with OIDC / an assumed role"
             for key in ("accessKey", "secretKey", "token")
             if props.get(key)
+        ]
+    if resource_type == DYNAMIC_RESOURCE:
+        found += [
+            f"{where}: input {key} passes credentials to a dynamic provider, where they would sit in the state; "
+            "let it read them from the environment of whoever runs Pulumi (AWS_* variables, a profile, IRSA)"
+            for key in props
+            if str(key).lower().replace("_", "").replace("-", "") in CREDENTIAL_INPUT_NAMES
         ]
     if kind_of(resource_type, props) == "ConfigMap" and resource_type.startswith("kubernetes:"):
         for section in ("data", "binaryData"):

@@ -137,12 +137,15 @@ def test_pulumi_waits_past_the_jobs_deadline_and_replaces_a_failed_job(prod: Rec
 
 def test_order_is_files_then_job_then_manifest_then_triton(prod: Recording) -> None:
     job = _job(prod)
-    files = [r for r in prod.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if not r.name.endswith("manifest.json")]
-    manifest = prod.one("aws:s3/bucketObjectv2:BucketObjectv2", "models-file-manifest.json")
+    files = prod.dynamic("components.s3_publication.S3PublicationProvider", "models-files")
+    manifest = prod.dynamic("components.s3_publication.S3PublicationProvider", "models-manifest")
     deployment = prod.one("kubernetes:apps/v1:Deployment", "triton-deployment")
-    assert {f.urn for f in files} <= set(job.dependencies)
-    assert job.urn in manifest.dependencies
-    assert job.urn in deployment.dependencies
+    assert (files.inputs["phase"], manifest.inputs["phase"]) == ("files", "manifest")
+    assert files.urn in job.dependencies
+    assert job.urn in manifest.dependencies and files.urn in manifest.dependencies
+    assert manifest.urn in deployment.dependencies and job.urn in deployment.dependencies
+    order = [r.urn for r in prod.resources]
+    assert order.index(files.urn) < order.index(job.urn) < order.index(manifest.urn)
 
 
 def test_build_namespace_enforces_restricted_and_allows_only_dns_and_object_store_egress(prod: Recording) -> None:

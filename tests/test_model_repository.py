@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from components import model_repository as mr
+from components import s3_publication
 from components.config import ModelSettings
 from model_pipeline import publish, repository
-from offline.harness import Recording, run_program
+from offline.harness import DYNAMIC_RESOURCE, RecordedResource, Recording, run_program
 from tests._stack_repository import config_with_build_dir, stack_repository
 
 ROOT = Path(__file__).resolve().parents[1]
-OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"
+PUBLICATION = "components.s3_publication.S3PublicationProvider"
 MNIST = ModelSettings(name="mnist", architecture="mnist_mlp")
 RESNET = ModelSettings(name="resnet50", architecture="resnet50", backend="tensorrt", batch_min=1, batch_opt=8,
                        batch_max=16)
@@ -36,6 +37,14 @@ def _trust(recording: Recording, role: str) -> dict[str, Any]:
     return json.loads(recording.one("aws:iam/role:Role", f"models-{role}-role").inputs["assumeRolePolicy"])
 
 
+def _files(recording: Recording) -> RecordedResource:
+    return recording.dynamic(PUBLICATION, "models-files")
+
+
+def _manifest(recording: Recording) -> RecordedResource:
+    return recording.dynamic(PUBLICATION, "models-manifest")
+
+
 def _triton_args(recording: Recording) -> list[str]:
     deployment = recording.one("kubernetes:apps/v1:Deployment", "triton-deployment")
     return list(deployment.inputs["spec"]["template"]["spec"]["containers"][0]["args"])
@@ -49,7 +58,7 @@ def test_digest_is_the_pipelines_own(stack_repositories: dict[str, Path]) -> Non
     verified = repository.verify_repository(stack_repositories["dev"], replay_golden=False)
     assert local.digest == verified.digest
     assert mr.content_digest is repository.content_digest  # one formula for the program and the pipeline
-    assert (mr.MANIFEST_FILE, mr.SHA256_METADATA_KEY) == (repository.MANIFEST_FILE, publish.SHA256_METADATA_KEY)
+    assert mr.MANIFEST_FILE == repository.MANIFEST_FILE == publish.MANIFEST_FILE
 
 
 def test_missing_build_is_one_error_naming_the_build_command(tmp_path: Path) -> None:
@@ -95,17 +104,33 @@ def test_evaluating_the_program_imports_neither_torch_onnx_nor_tensorrt(stack_re
 # --- publication and Triton ----------------------------------------------------------------------------------
 
 
-def test_every_file_is_published_under_the_digest_and_the_manifest_last(stack: Recording) -> None:
+def test_the_build_is_published_under_its_digest_files_first_and_the_manifest_last(
+    stack: Recording, stack_repositories: dict[str, Path]
+) -> None:
     digest = stack.outputs["model_repository_digest"]
-    objects = {r.name: r for r in stack.of_type(OBJECT)}
-    manifest = objects.pop(f"models-file-{mr.MANIFEST_FILE}")
-    prefix = "triton"
-    for name, obj in objects.items():
-        relative = name.removeprefix("models-file-")
-        assert obj.inputs["key"] == f"{prefix}/{digest}/{relative}"
-        assert obj.inputs["metadata"][mr.SHA256_METADATA_KEY]
-    assert manifest.inputs["key"] == f"{prefix}/{digest}/{mr.MANIFEST_FILE}"
-    assert {o.urn for o in objects.values()} <= set(manifest.dependencies)
+    build = stack_repositories[stack.stack]
+    built = json.loads((build / mr.MANIFEST_FILE).read_text())
+    files, manifest = _files(stack), _manifest(stack)
+    assert len(stack.dynamic_resources(PUBLICATION)) == 2
+    for resource, phase in ((files, s3_publication.FILES_PHASE), (manifest, s3_publication.MANIFEST_PHASE)):
+        assert resource.type == DYNAMIC_RESOURCE
+        assert resource.inputs["phase"] == phase
+        assert (resource.inputs["prefix"], resource.inputs["digest"]) == ("triton", digest)
+        assert resource.inputs["files"] == {rel: entry["sha256"] for rel, entry in built["files"].items()}
+        assert mr.MANIFEST_FILE not in resource.inputs["files"]
+        assert resource.inputs["build_dir"] == str(build)
+        assert resource.inputs["region"]
+        assert stack.component_of(resource).type == "inference:platform:ModelRepository"  # type: ignore[union-attr]
+    assert files.urn in manifest.dependencies
+
+
+def test_publication_inputs_carry_no_credentials(recordings: dict[str, Recording]) -> None:
+    """Credentials come from whoever runs `pulumi up`; inputs (and so the state) hold where, never who."""
+    allowed = {"phase", "bucket", "prefix", "digest", "endpoint", "region", "build_dir", "files"}
+    for recording in recordings.values():
+        for resource in recording.dynamic_resources(PUBLICATION):
+            assert set(resource.inputs) <= allowed
+            assert resource.secret_paths == ()
 
 
 def test_triton_serves_exactly_the_published_digest(dev: Recording, prod: Recording) -> None:
@@ -119,11 +144,11 @@ def test_triton_serves_exactly_the_published_digest(dev: Recording, prod: Record
 
 def test_triton_rolls_only_after_the_manifest(stack: Recording) -> None:
     deployment = stack.one("kubernetes:apps/v1:Deployment", "triton-deployment")
-    manifest = stack.one(OBJECT, f"models-file-{mr.MANIFEST_FILE}")
-    assert manifest.urn in deployment.dependencies
+    assert _manifest(stack).urn in deployment.dependencies
 
 
-def test_a_model_change_shows_as_new_keys_and_a_new_triton_argument(tmp_path: Path, dev: Recording) -> None:
+def test_a_model_change_shows_as_a_new_digest_to_replace_and_a_new_triton_argument(tmp_path: Path,
+                                                                                    dev: Recording) -> None:
     changed = stack_repository(tmp_path, ("mnist",))
     golden = changed / "mnist" / "golden.npz"
     # A rebuilt model: different content, same layout; the manifest is rewritten by the pipeline's writer.
@@ -136,16 +161,22 @@ def test_a_model_change_shows_as_new_keys_and_a_new_triton_argument(tmp_path: Pa
     after = run_program("dev", config=config_with_build_dir("dev", changed))
 
     assert after.outputs["model_repository_digest"] == manifest["digest"] != dev.outputs["model_repository_digest"]
-    before_keys = {r.inputs["key"] for r in dev.of_type(OBJECT)}
-    after_keys = {r.inputs["key"] for r in after.of_type(OBJECT)}
-    assert before_keys.isdisjoint(after_keys)
+    provider = s3_publication.S3PublicationProvider()
+    for name in ("models-files", "models-manifest"):
+        before, now = dev.dynamic(PUBLICATION, name).inputs, after.dynamic(PUBLICATION, name).inputs
+        assert before["files"]["mnist/golden.npz"] != now["files"]["mnist/golden.npz"]
+        assert provider.diff("id", before, now).replaces == ["digest"]  # a new prefix, the old one deleted after
     assert _triton_args(after) != _triton_args(dev)
 
 
 def test_unchanged_repository_declares_identical_objects_and_triton(dev: Recording,
                                                                     stack_repositories: dict[str, Path]) -> None:
     again = run_program("dev", config=config_with_build_dir("dev", stack_repositories["dev"]))
-    assert {r.name: r.inputs for r in again.of_type(OBJECT)} == {r.name: r.inputs for r in dev.of_type(OBJECT)}
+    published = {r.name: r.inputs for r in again.dynamic_resources(PUBLICATION)}
+    assert published == {r.name: r.inputs for r in dev.dynamic_resources(PUBLICATION)}
+    provider = s3_publication.S3PublicationProvider()
+    assert all(provider.diff("id", dev.dynamic(PUBLICATION, name).inputs, inputs).changes is False
+               for name, inputs in published.items())
     assert _triton_args(again) == _triton_args(dev)
 
 
@@ -174,11 +205,23 @@ def test_prod_bucket_refuses_plain_http(prod: Recording) -> None:
     assert set(statement["Resource"]) == {"arn:aws:s3:::acme-inference-models", "arn:aws:s3:::acme-inference-models/*"}
 
 
-def test_dev_creates_no_bucket_and_no_iam_on_minio(dev: Recording) -> None:
-    assert not [r for r in dev.resources if r.type.startswith(("aws:s3/bucket:", "aws:iam/"))]
-    provider = dev.one("pulumi:providers:aws", "models-s3-compatible").inputs
-    assert json.loads(provider["s3UsePathStyle"]) is True
-    assert json.loads(provider["endpoints"])[0]["s3"] == "http://minio.minio.svc.cluster.local:9000"
+def test_dev_on_minio_declares_no_aws_resource_and_no_aws_provider(dev: Recording) -> None:
+    assert [r.type for r in dev.resources if r.type.startswith(("aws:", "pulumi:providers:aws"))] == []
+    assert {r.inputs.get("endpoint") for r in dev.dynamic_resources(PUBLICATION)} == {
+        "http://minio.minio.svc.cluster.local:9000"}
+
+
+def test_prod_keeps_the_bucket_and_roles_in_pulumi_aws_and_publishes_after_the_bucket(prod: Recording) -> None:
+    provider = prod.one("pulumi:providers:aws", "models-aws")
+    assert provider.inputs["region"] == "eu-west-1"
+    bucket_side = [r for r in prod.resources if r.type.startswith("aws:s3/")]
+    assert {r.type.rsplit(":", 1)[-1] for r in bucket_side} == {
+        "Bucket", "BucketVersioning", "BucketServerSideEncryptionConfiguration", "BucketPublicAccessBlock",
+        "BucketOwnershipControls", "BucketPolicy", "BucketLifecycleConfiguration"}
+    assert len(prod.of_type("aws:iam/role:Role")) == 2
+    assert all((r.provider or "").startswith(provider.urn + "::") for r in prod.resources if r.type.startswith("aws:"))
+    assert {r.urn for r in bucket_side} <= set(_files(prod).dependencies)
+    assert "endpoint" not in _files(prod).inputs  # None for AWS: the provider uses AWS S3 in the region
 
 
 # --- IAM -----------------------------------------------------------------------------------------------------

@@ -145,10 +145,17 @@ def test_configured_grafana_password_reaches_only_a_secret_input(with_secrets):
 
 
 def test_a_random_password_is_generated_when_none_is_configured(dev):
-    generated = dev.one("random:index/randomPassword:RandomPassword")
-    assert generated.inputs["length"] >= 32
+    generated = dev.dynamic("components.generated_secret.GeneratedSecretProvider", "monitoring-grafana-admin-password")
+    assert generated.inputs == {"length": 32}
+    assert generated.additional_secret_outputs == ("result",), "the state keeps the value encrypted"
+    assert dev.component_of(generated).type == COMPONENT
     assert child(dev, "Secret", "grafana-admin").is_secret("stringData")
     assert "grafana_admin_password" in dev.secret_outputs
+    assert not [r for r in dev.resources if r.type.startswith(("random:", "pulumi:providers:random"))]
+
+
+def test_a_configured_password_generates_none(with_secrets):
+    assert with_secrets.dynamic_resources("components.generated_secret.GeneratedSecretProvider") == []
 
 
 def test_without_receiver_secrets_every_alert_goes_to_the_null_receiver(dev):

@@ -308,6 +308,27 @@ def test_an_aws_provider_with_static_keys_is_refused() -> None:
     ]
 
 
+def test_a_dynamic_provider_given_credentials_as_inputs_is_refused() -> None:
+    props = {"bucket": "models", "digest": "d" * 64, "aws_secret_access_key": "abc", "accessKey": "minio"}
+    found = rules.static_aws_keys(rules.DYNAMIC_RESOURCE, props)
+    assert [m.split(": input ")[1].split(" ")[0] for m in found] == ["aws_secret_access_key", "accessKey"]
+    assert all("environment of whoever runs Pulumi" in m for m in found)
+
+
+def test_the_pickled_provider_of_a_dynamic_resource_is_code_not_configuration() -> None:
+    # A base64 pickle may contain anything that looks like a key id; it is the provider, not a value we set.
+    props = {rules.DYNAMIC_PROVIDER_KEY: "gASV+AKIAIOSFODNN7EXAMPLE+lAAAA", "bucket": "models"}
+    assert rules.static_aws_keys(rules.DYNAMIC_RESOURCE, props) == []
+    assert rules.static_aws_keys(rules.DYNAMIC_RESOURCE, {**props, "note": "AKIAIOSFODNN7EXAMPLE"})
+
+
+def test_the_stacks_dynamic_resources_are_checked_and_pass(stack: Recording) -> None:
+    dynamic = stack.dynamic_resources()
+    assert {r.dynamic_provider for r in dynamic} == {"components.s3_publication.S3PublicationProvider",
+                                                     "components.generated_secret.GeneratedSecretProvider"}
+    assert all(rules.resource_violations(r.type, r.inputs) == {} for r in dynamic)
+
+
 def test_a_provider_for_an_s3_compatible_store_may_use_its_keys() -> None:
     minio = {"region": "us-east-1", "accessKey": "minioadmin", "secretKey": "minio-secret",
              "endpoints": '[{"s3": "http://minio.minio.svc.cluster.local:9000"}]'}

@@ -41,3 +41,17 @@ def test_secrets_are_shown_as_secret_and_never_in_clear(stack_repositories: dict
     text = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
     assert "minio-password-91c2" not in text and "minio-user-7f3a" not in text
     assert SECRET in text
+
+
+def test_dynamic_resources_are_rendered_with_their_provider_and_without_the_pickle(dev: Recording,
+                                                                                   tmp_path: Path) -> None:
+    render(dev, tmp_path)
+    cloud = {entry["name"]: entry for entry in yaml.safe_load((tmp_path / "cloud.yaml").read_text())}
+    assert set(cloud) == {"models-files", "models-manifest", "monitoring-grafana-admin-password"}, "no aws in dev"
+    files = cloud["models-files"]
+    assert files["provider"] == "components.s3_publication.S3PublicationProvider"
+    assert files["inputs"]["phase"] == "files" and files["inputs"]["digest"] == dev.outputs["model_repository_digest"]
+    assert cloud["monitoring-grafana-admin-password"]["secret_outputs"] == ["result"]
+    assert "__provider" not in (tmp_path / "cloud.yaml").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| models-manifest | `components.s3_publication.S3PublicationProvider` |" in summary

@@ -12,11 +12,13 @@ from offline.harness import RecordedResource, Recording
 from offline.validate import (
     crd_groups,
     custom_resource_errors,
+    dynamic_resource_errors,
     kubernetes_errors,
     load_values,
     unknown_values_keys,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 # The oldest Kubernetes we support and the newest the validator ships.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 
@@ -111,6 +113,12 @@ def test_every_kubernetes_resource_uses_the_explicit_provider(stack: Recording) 
     assert wrong == [], "these would use the ambient kubeconfig instead of the stack's cluster"
 
 
+def test_every_dynamic_resource_runs_a_provider_class_of_the_project(stack: Recording) -> None:
+    dynamic = stack.dynamic_resources()
+    assert len(dynamic) == 3  # the repository's files and manifest, the generated Grafana password
+    assert [p for r in dynamic for p in dynamic_resource_errors(r.name, r.dynamic_provider, ROOT)] == []
+
+
 # --- the validators themselves must catch what they exist to catch -----------------------------------------------
 
 
@@ -144,3 +152,12 @@ def test_an_unknown_helm_value_is_reported() -> None:
     defaults = {"driver": {"enabled": True, "version": "1"}, "nodeSelector": {}}
     values = {"driver": {"enabeld": False}, "nodeSelector": {"any": "key"}}
     assert unknown_values_keys(values, defaults) == ["driver.enabeld: not a key of the chart's values"]
+
+
+def test_a_dynamic_provider_pickled_by_value_or_from_elsewhere_is_reported() -> None:
+    assert "pickled by value" in dynamic_resource_errors("x", "dill._dill._create_type", ROOT)[0]
+    assert "pickled by value" in dynamic_resource_errors("x", "__main__.Provider", ROOT)[0]
+    assert "not a module of the project" in dynamic_resource_errors("x", "json.JSONDecoder", ROOT)[0]
+    assert "not a pulumi.dynamic.ResourceProvider" in dynamic_resource_errors(
+        "x", "components.s3_publication.PublicationArgs", ROOT)[0]
+    assert "could not be read" in dynamic_resource_errors("x", None, ROOT)[0]
