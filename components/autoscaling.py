@@ -119,7 +119,8 @@ class AutoscalingArgs:
     prometheus_url: pulumi.Input[str]  # MonitoringStack.prometheus_url, e.g. http://<svc>.<ns>.svc:9090
     target_namespace: pulumi.Input[str]  # Triton's namespace
     deployment_name: pulumi.Input[str]
-    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # Prometheus, its recording rules
+    # Everything else the stack deploys: the adapter goes in last and, on destroy, first (see __main__.py).
+    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 class Autoscaling(pulumi.ComponentResource):
@@ -136,9 +137,7 @@ class Autoscaling(pulumi.ComponentResource):
         adapter = k8s.helm.v3.Release(
             f"{name}-prometheus-adapter",
             name="prometheus-adapter",
-            chart=versions.PROMETHEUS_ADAPTER.chart,
-            version=versions.PROMETHEUS_ADAPTER.version,
-            repository_opts={"repo": versions.PROMETHEUS_ADAPTER.repository},
+            **s.sources.release_args(versions.PROMETHEUS_ADAPTER),
             namespace=args.adapter_namespace,
             values=pulumi.Output.from_input(args.prometheus_url).apply(lambda url: adapter_values(s, url)),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.wait_for))),

@@ -12,7 +12,9 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -21,6 +23,7 @@ from components.prometheus_rules import duration_seconds
 from model_pipeline.specs import DEFAULT_SPECS
 
 NAMESPACE = "inference-platform"
+ROOT = Path(__file__).resolve().parents[1]  # the project root (Pulumi.yaml): relative config paths start here
 T = TypeVar("T")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -206,6 +209,27 @@ class _Section:
 
 
 @dataclass(frozen=True)
+class SourceSettings:
+    """Where the Helm charts and the Gateway API CRD manifest come from: upstream unless the stack names a mirror.
+
+    Each component that installs a chart carries a copy in its settings and turns a pin into Release arguments
+    with ``versions.ChartPin.release_args(sources.charts)``.
+    """
+
+    charts: str | None = None  # None: each chart's upstream; else an absolute folder of archives or a repo URL
+    gateway_api_crds: str = versions.GATEWAY_API_STANDARD_CRDS  # an http(s) URL or an absolute file path
+
+    @property
+    def local_charts(self) -> bool:
+        """Charts are taken from archives in a local folder."""
+        return self.charts is not None and not versions.is_http_url(self.charts)
+
+    def release_args(self, pin: versions.ChartPin) -> dict[str, Any]:
+        """The chart, version and repository_opts arguments that install ``pin`` from these sources."""
+        return pin.release_args(self.charts)
+
+
+@dataclass(frozen=True)
 class KubernetesSettings:
     """Which cluster to talk to, and its control-plane version (HAMi's scheduler must match it)."""
 
@@ -242,6 +266,7 @@ class GpuSettings:
     )
     dcgm_interval: str = "15s"
     hami: HamiSettings = HamiSettings()
+    sources: SourceSettings = SourceSettings()  # from the top-level `sources` section
 
     @property
     def uses_hami(self) -> bool:
@@ -302,6 +327,11 @@ class ModelRepositorySettings:
     build_namespace: str = "model-build"  # where engine-build Jobs run
     engine_timeout_seconds: int = 3600  # activeDeadlineSeconds of one engine build
     engine_ttl_seconds: int = 86400  # finished Jobs are removed after this long
+    # One engine build: Guaranteed CPU/memory, and scratch disk that fits beside the images on a node's default
+    # 20 GiB root volume (ONNX, plan, timing cache and the few wheels the TensorRT image lacks).
+    engine_cpu: str = "4"
+    engine_memory: str = "16Gi"
+    engine_ephemeral_storage: str = "6Gi"
 
     @property
     def creates_roles(self) -> bool:
@@ -356,6 +386,7 @@ class MonitoringSettings:
     grafana_admin_password: pulumi.Output[str] | None = None
     alert_webhook_url: pulumi.Output[str] | None = None
     alert_slack_webhook_url: pulumi.Output[str] | None = None
+    sources: SourceSettings = SourceSettings()  # from the top-level `sources` section
 
     @property
     def receivers(self) -> tuple[str, ...]:
@@ -401,6 +432,7 @@ class AutoscalingSettings:
     adapter_replicas: int = 1
     scale_up: ScalingRules = DEFAULT_SCALE_UP
     scale_down: ScalingRules = DEFAULT_SCALE_DOWN
+    sources: SourceSettings = SourceSettings()  # from the top-level `sources` section
 
 
 @dataclass(frozen=True)
@@ -459,6 +491,7 @@ class LoadBalancerSettings:
     retries: RetrySettings = RetrySettings()
     health: HealthCheckSettings = HealthCheckSettings()
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    sources: SourceSettings = SourceSettings()  # from the top-level `sources` section
 
 
 @dataclass(frozen=True)
@@ -474,6 +507,19 @@ class PlatformConfig:
     monitoring: MonitoringSettings
     autoscaling: AutoscalingSettings
     load_balancer: LoadBalancerSettings
+    sources: SourceSettings = SourceSettings()
+
+    @property
+    def charts(self) -> tuple[versions.ChartPin, ...]:
+        """Every chart this stack installs, in the order the components declare them."""
+        pins = [versions.KUBE_PROMETHEUS_STACK, versions.GPU_OPERATOR]
+        if self.gpu.uses_hami:
+            pins.append(versions.HAMI)
+        if self.autoscaling.enabled:
+            pins.append(versions.PROMETHEUS_ADAPTER)
+        if self.load_balancer.enabled:
+            pins += [versions.ENVOY_GATEWAY_CRDS, versions.ENVOY_GATEWAY]
+        return tuple(pins)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -666,6 +712,9 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
                                          low=300, high=86400),
         engine_ttl_seconds=s.integer("engineTtlSeconds", ModelRepositorySettings.engine_ttl_seconds,
                                      low=60, high=30 * 86400),
+        engine_cpu=s.quantity("engineCpu", ModelRepositorySettings.engine_cpu),
+        engine_memory=s.quantity("engineMemory", ModelRepositorySettings.engine_memory),
+        engine_ephemeral_storage=s.quantity("engineEphemeralStorage", ModelRepositorySettings.engine_ephemeral_storage),
     )
     _check_repository_access(s, settings)
     if (settings.access_key_id is None) != (settings.secret_access_key is None):
@@ -889,6 +938,93 @@ def _load_balancer(s: _Section) -> LoadBalancerSettings:
     return settings
 
 
+_CHARTS_ALLOWED = ("a folder holding the pinned chart archives (<chart>-<version>.tgz, relative to the project "
+                   "root) or the http(s):// URL of a Helm chart repository")
+_CRDS_ALLOWED = ("a local file (relative to the project root) or an http(s):// URL of the Gateway API "
+                 "standard-install manifest")
+
+
+def _url_problem(text: str) -> str | None:
+    """Why ``text`` is not a usable http(s) URL, or None."""
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "has an invalid port"
+    if parts.scheme not in ("http", "https"):
+        return "must use http:// or https://"
+    if not parts.hostname or re.search(r"\s", text):
+        return "must name a host and contain no spaces"
+    return None
+
+
+def _source_path(s: _Section, name: str, value: str, root: Path, *, folder: bool, allowed: str) -> str | None:
+    """A local source as an absolute path, or None (with a problem) when it is missing or of the wrong kind."""
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else root / path
+    path = path.resolve()
+    kind_ok = path.is_dir() if folder else path.is_file()
+    if not kind_ok:
+        what = "an existing folder" if folder else "an existing file"
+        s.problem(name, value, f"must be {allowed}: {path} is not {what}")
+        return None
+    return str(path)
+
+
+def _sources(s: _Section, root: Path) -> SourceSettings:
+    d = SourceSettings()
+    charts = s.string("charts", None)
+    crds = s.string("gatewayApiCrds", None)
+    resolved_charts, resolved_crds = None, d.gateway_api_crds
+    for name, value in (("charts", charts), ("gatewayApiCrds", crds)):
+        if value is not None and not value.strip():
+            s.problem(name, value, "must not be empty; leave it unset for the upstream source")
+    if charts is not None and charts.strip():
+        if "://" in charts:
+            why = _url_problem(charts)
+            if why is None and charts.rstrip("/").endswith("index.yaml"):
+                why = "must be the repository's URL, without /index.yaml"
+            if why:
+                s.problem("charts", charts, f"{why}: {_CHARTS_ALLOWED}")
+            else:
+                resolved_charts = charts
+        else:
+            resolved_charts = _source_path(s, "charts", charts, root, folder=True, allowed=_CHARTS_ALLOWED)
+    if crds is not None and crds.strip():
+        if "://" in crds:
+            why = _url_problem(crds) or (None if urlsplit(crds).path.strip("/") else "must name the manifest's path")
+            if why:
+                s.problem("gatewayApiCrds", crds, f"{why}: {_CRDS_ALLOWED}")
+            else:
+                resolved_crds = crds
+        else:
+            resolved_crds = _source_path(s, "gatewayApiCrds", crds, root, folder=False,
+                                         allowed=_CRDS_ALLOWED) or d.gateway_api_crds
+    return SourceSettings(charts=resolved_charts, gateway_api_crds=resolved_crds)
+
+
+def _check_chart_archives(cfg: PlatformConfig, raw: Any, problems: list[str]) -> None:
+    """A local chart folder must hold the archive of every chart this stack installs, named as Helm packages it."""
+    folder = cfg.sources.charts
+    if folder is None or not cfg.sources.local_charts:
+        return
+    for pin in cfg.charts:
+        if not (Path(folder) / pin.archive).is_file():
+            problems.append(f"sources.charts ({raw!r}) must hold {pin.archive} (chart {pin.name} {pin.version}, "
+                            f"which this stack installs): {Path(folder) / pin.archive} does not exist")
+
+
+def _with_sources(cfg: PlatformConfig) -> PlatformConfig:
+    """Every component that installs a chart gets the stack's sources in its settings."""
+    return dataclasses.replace(
+        cfg,
+        gpu=dataclasses.replace(cfg.gpu, sources=cfg.sources),
+        monitoring=dataclasses.replace(cfg.monitoring, sources=cfg.sources),
+        autoscaling=dataclasses.replace(cfg.autoscaling, sources=cfg.sources),
+        load_balancer=dataclasses.replace(cfg.load_balancer, sources=cfg.sources),
+    )
+
+
 # Top-level keys: parser per object key, plus the keys that may only be set as secrets.
 _SECTIONS: dict[str, Callable[[_Section], Any]] = {
     "kubernetes": _kubernetes,
@@ -899,7 +1035,7 @@ _SECTIONS: dict[str, Callable[[_Section], Any]] = {
     "loadBalancer": _load_balancer,
 }
 SECRET_KEYS = ("s3AccessKeyId", "s3SecretAccessKey", "grafanaAdminPassword", "alertWebhookUrl", "alertSlackWebhookUrl")
-_OTHER_KEYS = ("models", "modelRepository")
+_OTHER_KEYS = ("models", "modelRepository", "sources")
 
 
 def _cross_checks(cfg: PlatformConfig, problems: list[str]) -> None:
@@ -930,10 +1066,12 @@ def parse_config(
     stack: str,
     values: Mapping[str, Any],
     secrets: Mapping[str, pulumi.Output[str] | None] | None = None,
+    *,
+    root: Path = ROOT,
 ) -> PlatformConfig:
     """Validate raw config values (top-level key -> decoded value) into :class:`PlatformConfig`.
 
-    Raises :class:`ConfigError` listing every problem found.
+    Relative paths in the config are taken from ``root``. Raises :class:`ConfigError` listing every problem found.
     """
     problems: list[str] = []
     secrets = secrets or {}
@@ -953,6 +1091,9 @@ def parse_config(
     repository = _Section("modelRepository", values.get("modelRepository"), problems)
     model_repository = _model_repository(repository, secrets)
     repository.finish()
+    source_section = _Section("sources", values.get("sources"), problems)
+    sources = _sources(source_section, root)
+    source_section.finish()
 
     cfg = PlatformConfig(
         stack=stack,
@@ -964,11 +1105,13 @@ def parse_config(
         monitoring=_with_monitoring_secrets(parsed["monitoring"], secrets),
         autoscaling=parsed["autoscaling"],
         load_balancer=parsed["loadBalancer"],
+        sources=sources,
     )
     _cross_checks(cfg, problems)
+    _check_chart_archives(cfg, source_section.raw.get("charts"), problems)
     if problems:
         raise ConfigError(problems)
-    return cfg
+    return _with_sources(cfg)
 
 
 def load_platform_config() -> PlatformConfig:

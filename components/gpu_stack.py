@@ -122,12 +122,19 @@ def hami_values(settings: GpuSettings, kubernetes_version: str) -> dict[str, Any
     }
 
 
+def runtime_class(name: str, handler: str, opts: pulumi.ResourceOptions) -> k8s.node.v1.RuntimeClass:
+    """The RuntimeClass GPU pods name. The operator creates it with its container toolkit; where the node image
+    brings the toolkit (gpu.toolkit false) nobody does, and the API server rejects every pod that names it."""
+    return k8s.node.v1.RuntimeClass(name, metadata={"name": handler}, handler=handler, opts=opts)
+
+
 class GpuStack(pulumi.ComponentResource):
     """The NVIDIA GPU Operator, plus HAMi and its node labels when GPUs are shared."""
 
     placement: GpuPlacement
     operator: k8s.helm.v3.Release
     hami: k8s.helm.v3.Release | None
+    ready: list[pulumi.Resource]  # what a GPU workload must wait for
 
     def __init__(self, name: str, args: GpuStackArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference:platform:GpuStack", name, None, opts)
@@ -139,14 +146,15 @@ class GpuStack(pulumi.ComponentResource):
         self.operator = k8s.helm.v3.Release(
             f"{name}-gpu-operator",
             name="gpu-operator",
-            chart=versions.GPU_OPERATOR.chart,
-            version=versions.GPU_OPERATOR.version,
-            repository_opts={"repo": versions.GPU_OPERATOR.repository},
+            **settings.sources.release_args(versions.GPU_OPERATOR),
             namespace=operator_ns.metadata.name,
             values=gpu_operator_values(settings),
             opts=child,
         )
         self.hami = self._hami(name, args, child) if settings.uses_hami else None
+        self.ready = [self.operator, *([self.hami] if self.hami else [])]
+        if self.placement.runtime_class_name and not settings.toolkit:
+            self.ready.append(runtime_class(f"{name}-runtime-class", self.placement.runtime_class_name, child))
         self.register_outputs({
             "limits": dict(self.placement.limits),
             "scheduler_name": self.placement.scheduler_name,
@@ -168,9 +176,7 @@ class GpuStack(pulumi.ComponentResource):
         return k8s.helm.v3.Release(
             f"{name}-hami",
             name="hami",
-            chart=versions.HAMI.chart,
-            version=versions.HAMI.version,
-            repository_opts={"repo": versions.HAMI.repository},
+            **settings.sources.release_args(versions.HAMI),
             namespace=hami_ns.metadata.name,
             values=hami_values(settings, args.kubernetes_version),
             # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.

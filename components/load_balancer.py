@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
-from components.config import LoadBalancerSettings
+from components.config import LoadBalancerSettings, SourceSettings
 from components.kube import labels, namespace
 
 GATEWAY_API = "gateway.networking.k8s.io"
@@ -201,7 +201,7 @@ class LoadBalancer(pulumi.ComponentResource):
         s = args.settings
         # baseline, not restricted: Envoy Gateway does not promise that its proxy and certgen pods meet restricted.
         ns = namespace(f"{name}-ns", data_plane_namespace(s), "baseline", child)
-        controller = self._controller(name, ns, child)
+        controller = self._controller(name, ns, s.sources, child)
         after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=controller))
         meta = {"namespace": ns.metadata.name, "labels": labels("gateway", name)}
         # Custom resources expose metadata as a plain map, so the fixed names link them; depends_on orders them.
@@ -216,10 +216,12 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[proxy])),
         )
         # Wait for an address only where one is handed out (a cloud load balancer); dev Services have none.
-        wait = {"pulumi.com/waitFor": "condition=Programmed"} if s.service_type == "LoadBalancer" else {}
+        # An empty annotations map is dropped by the API server and then diffed on every preview: omit it.
+        cloud = s.service_type == "LoadBalancer"
+        wait = {"annotations": {"pulumi.com/waitFor": "condition=Programmed"}} if cloud else {}
         gateway = _Gateway(f"{name}-gateway", {
             "apiVersion": f"{GATEWAY_API}/v1", "kind": "Gateway",
-            "metadata": {**meta, "name": GATEWAY_NAME, "annotations": wait},
+            "metadata": {**meta, "name": GATEWAY_NAME, **wait},
             "spec": pulumi.Output.from_input(args.backend_namespace).apply(
                 lambda route_ns: gateway_spec(s, GATEWAY_CLASS, route_ns)),
         }, pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[gateway_class])))
@@ -232,14 +234,13 @@ class LoadBalancer(pulumi.ComponentResource):
                                "grpc_endpoint": self.grpc_endpoint})
 
     @staticmethod
-    def _controller(name: str, ns: k8s.core.v1.Namespace, child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    def _controller(name: str, ns: k8s.core.v1.Namespace, sources: SourceSettings,
+                    child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """Standard-channel Gateway API CRDs and Envoy Gateway's own CRDs (both server-side), then the controller."""
-        gateway_api = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=versions.GATEWAY_API_STANDARD_CRDS,
-                                             opts=child)
+        gateway_api = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=sources.gateway_api_crds, opts=child)
         envoy_crds = k8s.helm.v4.Chart(
             f"{name}-envoy-gateway-crds",
-            chart=versions.ENVOY_GATEWAY_CRDS.chart,
-            version=versions.ENVOY_GATEWAY_CRDS.version,
+            **sources.release_args(versions.ENVOY_GATEWAY_CRDS),
             namespace=ns.metadata.name,
             values={"crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}},
             opts=child,
@@ -247,11 +248,12 @@ class LoadBalancer(pulumi.ComponentResource):
         controller = k8s.helm.v3.Release(
             f"{name}-envoy-gateway",
             name="envoy-gateway",
-            chart=versions.ENVOY_GATEWAY.chart,
-            version=versions.ENVOY_GATEWAY.version,
+            **sources.release_args(versions.ENVOY_GATEWAY),
             namespace=ns.metadata.name,
             # Its bundled Gateway API CRDs are the experimental channel: installing them over ours would be refused.
-            values={"crds": {"enabled": False}},
+            # The topology injector (zone labels for zone-aware routing, which we do not use) is installed as Helm
+            # hooks - a MutatingWebhookConfiguration, a ClusterRole and its binding - that uninstall leaves behind.
+            values={"crds": {"enabled": False}, "topologyInjector": {"enabled": False}},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[gateway_api, envoy_crds])),
         )
         return [gateway_api, envoy_crds, controller]

@@ -7,6 +7,13 @@ the tests validate our Helm values and custom resources against those files.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def is_http_url(source: str) -> bool:
+    """A source given as an http(s):// URL rather than a local path."""
+    return source.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -18,9 +25,35 @@ class ChartPin:
     repository: str | None = None  # None for OCI charts, whose `chart` is the full oci:// reference
 
     @property
+    def name(self) -> str:
+        """The chart's bare name, as a chart repository's index lists it."""
+        return self.chart.rsplit("/", 1)[-1]
+
+    @property
+    def archive(self) -> str:
+        """File name of the packaged chart: ``<chart>-<version>.tgz``, as ``helm package`` writes it."""
+        return f"{self.name}-{self.version}.tgz"
+
+    @property
     def values_fixture(self) -> str:
         """File name of the chart's default values under ``shared/helm-values/``."""
-        return f"{self.chart.rsplit('/', 1)[-1]}-{self.version}.values.yaml"
+        return f"{self.name}-{self.version}.values.yaml"
+
+    def release_args(self, charts: str | None = None) -> dict[str, Any]:
+        """``chart``, ``version`` and ``repository_opts`` of a Helm Release (or v4 Chart) for this pin.
+
+        ``charts`` is where every chart comes from: None for this pin's upstream, an absolute folder holding
+        the archives, or the http(s) URL of a chart repository that serves them by name. Helm ignores
+        ``version`` for a local archive; it is passed anyway so every release states its pin.
+        """
+        if charts is None:
+            upstream: dict[str, Any] = {"chart": self.chart, "version": self.version}
+            if self.repository is not None:
+                upstream["repository_opts"] = {"repo": self.repository}
+            return upstream
+        if is_http_url(charts):
+            return {"chart": self.name, "version": self.version, "repository_opts": {"repo": charts}}
+        return {"chart": str(Path(charts) / self.archive), "version": self.version}
 
 
 GPU_OPERATOR = ChartPin("gpu-operator", "v26.7.0", "https://helm.ngc.nvidia.com/nvidia")

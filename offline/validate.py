@@ -1,9 +1,12 @@
 """Validators that check what the program declares against upstream sources, not against our own beliefs.
 
 - Kubernetes objects: the upstream OpenAPI schemas shipped by ``kubernetes-validate``, strictly (unknown fields fail).
-- Custom resources: the ``openAPIV3Schema`` of the real CRD (``../shared/crds``), with unknown fields rejected
-  (the API server would silently prune them, which hides typos).
-- Helm values: every key we set must exist in the chart's default ``values.yaml`` (``../shared/helm-values``).
+- Custom resources: the ``openAPIV3Schema`` of the real CRD (``crds/`` of the fixtures root), with unknown fields
+  rejected (the API server would silently prune them, which hides typos).
+- Helm values: every key we set must exist in the chart's default ``values.yaml`` (``helm-values/`` of the fixtures
+  root).
+
+The fixtures root is :func:`offline.fixtures.fixtures_root`: ``$SHARED_DIR``, ``../shared`` or a verified download.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+
+from offline.fixtures import fixtures_root
 
 
 def kubernetes_errors(obj: Mapping[str, Any], version: str) -> list[str]:
@@ -72,13 +77,27 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def crd_groups(crd_dir: Path) -> set[str]:
-    """API groups served by the CRDs in a folder: objects in these groups are custom resources."""
+def crds_dir() -> Path:
+    """The upstream CRDs every custom resource is checked against."""
+    return fixtures_root() / "crds"
+
+
+def helm_values_dir() -> Path:
+    """The pinned charts' default values (``<chart>-<version>.values.yaml``)."""
+    return fixtures_root() / "helm-values"
+
+
+def crd_groups(crd_dir: Path | None = None) -> set[str]:
+    """API groups served by the CRDs in a folder (default :func:`crds_dir`): objects in these groups are custom
+    resources."""
+    crd_dir = crd_dir or crds_dir()
     return {api_version.split("/")[0] for api_version, _ in _crd_schemas(crd_dir.resolve())}
 
 
-def custom_resource_errors(obj: Mapping[str, Any], crd_dir: Path) -> list[str]:
-    """Problems with a custom resource against its CRD; a resource with no known CRD is itself a problem."""
+def custom_resource_errors(obj: Mapping[str, Any], crd_dir: Path | None = None) -> list[str]:
+    """Problems with a custom resource against its CRD (in ``crd_dir``, default :func:`crds_dir`); a resource with no
+    known CRD is itself a problem."""
+    crd_dir = crd_dir or crds_dir()
     key = (str(obj.get("apiVersion")), str(obj.get("kind")))
     schema = _crd_schemas(crd_dir.resolve()).get(key)
     if schema is None:
@@ -142,3 +161,33 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 def load_values(path: Path) -> dict[str, Any]:
     """A chart's default values.yaml."""
     return yaml.safe_load(path.read_text()) or {}
+
+
+def dynamic_resource_errors(name: str, provider: str | None, root: Path) -> list[str]:
+    """Problems with a dynamic resource's provider (``module.Class``, as the harness reads it from the pickle).
+
+    Pulumi runs dynamic providers in a process of their own (``pulumi-resource-pulumi-python``, in the project
+    directory with its virtualenv) that unpickles them with dill: the provider must be pickled by reference to a
+    ``pulumi.dynamic.ResourceProvider`` class in a module of the project (``root``), never by value (a class from
+    ``__main__`` or a closure drags the program's objects, Outputs included, into every resource's state).
+    """
+    import importlib
+    import importlib.util
+
+    if not provider or "." not in provider:
+        return [f"dynamic resource {name}: its provider could not be read from the pickle ({provider!r})"]
+    module_name, class_name = provider.rsplit(".", 1)
+    if module_name == "__main__" or module_name.split(".")[0] == "dill":
+        return [f"dynamic resource {name}: the provider is pickled by value ({provider}); define its class in a "
+                "module of the project so it is pickled by reference"]
+    spec = importlib.util.find_spec(module_name)
+    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    if origin is None or not origin.is_relative_to(root.resolve()):
+        return [f"dynamic resource {name}: {module_name} is not a module of the project under {root}; the provider "
+                "process could not import it"]
+    from pulumi.dynamic import ResourceProvider
+
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ResourceProvider)):
+        return [f"dynamic resource {name}: {provider} is not a pulumi.dynamic.ResourceProvider"]
+    return []

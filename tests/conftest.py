@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from offline.fixtures import FixturesError, fixtures_root
 from offline.harness import Recording, run_program
 from tests._stack_repository import STACK_MODELS, config_with_build_dir, stack_repository
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 STACKS = ("dev", "prod")
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"shared fixtures not found at {SHARED}; set SHARED_DIR")
-    return SHARED
+    """The fixtures root ($SHARED_DIR, ../shared or the verified download; see offline/fixtures.py)."""
+    try:
+        return fixtures_root()
+    except FixturesError as error:
+        pytest.fail(f"{error}; `make fixtures` (python -m offline.fixtures) says the same")
 
 
 @pytest.fixture(scope="session", autouse=True)

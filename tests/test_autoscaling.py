@@ -247,3 +247,11 @@ def test_default_behavior_scales_up_fast_and_down_slowly() -> None:
     assert settings.scale_up.stabilization_window_seconds == 0
     assert ScalingPolicy("Percent", 100, 15) in settings.scale_up.policies
     assert settings.scale_down == ScalingRules(300, "Max", (ScalingPolicy("Pods", 1, 60),))
+
+
+def test_the_adapter_goes_in_last_and_out_first(prod: Recording) -> None:
+    """Found by the real engine: an APIService without its backend breaks discovery, and every namespace
+    deletion with it (model-build hung Terminating). Depending on every namespace, the adapter is removed first."""
+    adapter = prod.one("kubernetes:helm.sh/v3:Release", "autoscaling-prometheus-adapter")
+    namespaces = {r.urn for r in prod.kubernetes_objects() if r.kind == "Namespace"}
+    assert namespaces and namespaces <= set(adapter.dependencies)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from components.config import GpuSettings, HamiSettings
 from components.gpu_stack import (
     HAMI_SCHEDULER,
@@ -9,7 +11,8 @@ from components.gpu_stack import (
     gpu_placement,
     hami_values,
 )
-from offline.harness import Recording
+from offline.harness import Recording, run_program
+from tests._stack_repository import config_with_build_dir
 
 HAMI = GpuSettings(sharing="hami", gpu_nodes=("gpu-a",), hami=HamiSettings(gpu_memory_mib=8000, gpu_cores_percent=30))
 
@@ -86,3 +89,19 @@ def test_prod_labels_every_configured_gpu_node_and_installs_hami_after_the_opera
 def test_gpu_namespaces_allow_the_privileged_daemonsets(prod: Recording) -> None:
     namespaces = [r for r in prod.children_of("inference:platform:GpuStack") if r.kind == "Namespace"]
     assert {n.inputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] for n in namespaces} == {"privileged"}
+
+
+def test_hami_pods_get_a_runtime_class_where_the_operator_does_not_create_one(
+    stack_repositories: dict[str, Path], prod: Recording
+) -> None:
+    """Found by the real engine: with the node image's toolkit nobody created `nvidia`, and the API server
+    rejected the engine-build pods ("RuntimeClass nvidia not found")."""
+    assert prod.of_type("kubernetes:node.k8s.io/v1:RuntimeClass") == []  # prod: the operator's toolkit makes it
+    config = config_with_build_dir("prod", stack_repositories["prod"])
+    config["inference-platform:gpu"] = {**config["inference-platform:gpu"], "toolkit": False}
+    recording = run_program("prod", config=config)
+    (runtime,) = recording.of_type("kubernetes:node.k8s.io/v1:RuntimeClass")
+    assert runtime.inputs["metadata"]["name"] == runtime.inputs["handler"] == "nvidia"
+    job = next(r for r in recording.kubernetes_objects() if r.kind == "Job")
+    assert job.inputs["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
+    assert runtime.urn in job.dependencies
