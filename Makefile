@@ -7,16 +7,35 @@ STACK ?= dev
 REPO_DIR ?= build/model_repository
 RENDER_DIR ?= out/$(STACK)
 
-.PHONY: demo test setup system-deps triton-env checkov-env policy-env actionlint lint typecheck unit render build-models serve bench clean
+.PHONY: demo test toolchain cluster real-engine setup system-deps triton-env checkov-env policy-env actionlint lint typecheck unit render build-models serve bench clean
 
 ## demo: set up, build the model repository offline, render the dev stack, serve it locally for a few seconds
 demo: setup triton-env build-models render
 	$(PY) -m local_serving demo --repository $(REPO_DIR) --duration 3 --scrape-interval 1s --rule-window 15s --slow-model-ms 200
 
 ## test: set up, then lint, type-check and run every test (unit, whole-stack, promtool, checkov, real servers)
-test: setup triton-env checkov-env policy-env actionlint lint typecheck unit
+test: setup fixtures triton-env checkov-env policy-env actionlint lint typecheck unit real-engine
+
+## toolchain: the Pulumi CLI, its Python host, the kubernetes provider and a control plane, built from the Go
+## module proxy into .toolchain/ (cold: tens of minutes on 2 cores; warm: seconds, see README)
+toolchain: setup
+	$(PY) -m toolchain.build
+
+## cluster: a simulated cluster (real control plane, kwok GPU nodes, S3 on 127.0.0.1) and a shell inside it;
+## `pulumi stack select local && pulumi up` there; `exit` stops everything
+cluster: toolchain fixtures
+	$(PY) -m local_cluster shell --stack local
+
+## real-engine: preview, up, no-op preview, model change, killed up, destroy of the local stack, for real
+real-engine: toolchain fixtures
+	$(PY) -m local_cluster run --stack local -- $(PY) -m pytest tests/real_engine -q -p no:cacheprovider
 
 setup: system-deps $(VENV)/.installed
+
+## fixtures: the upstream CRDs, chart values and archives the tests check against ($SHARED_DIR, ../shared or a
+## verified download into .cache/fixtures; see fixtures.lock.json)
+fixtures:
+	$(PYTHON) -m offline.fixtures
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -50,7 +50,7 @@ models = ModelRepository(
         triton_namespace=cfg.triton.namespace,
         triton_image=cfg.triton.image,
         placement=gpu.placement,
-        wait_for=[gpu.operator],
+        wait_for=gpu.ready,
     ),
     on_cluster,
 )
@@ -73,21 +73,8 @@ triton = TritonCluster(
     on_cluster,
 )
 
-# [autoscaling]
-if cfg.autoscaling.enabled:
-    Autoscaling(
-        "autoscaling",
-        AutoscalingArgs(
-            settings=cfg.autoscaling,
-            adapter_namespace=cfg.monitoring.namespace,
-            prometheus_url=f"{monitoring.prometheus_url}:{monitoring.prometheus_port}",
-            target_namespace=triton.namespace,
-            deployment_name=triton.deployment_name,
-        ),
-        on_cluster,
-    )
-
 # [load-balancer]
+deployed: list[pulumi.Resource] = [monitoring, gpu, models, triton]
 if cfg.load_balancer.enabled:
     gateway = LoadBalancer(
         "gateway",
@@ -100,9 +87,26 @@ if cfg.load_balancer.enabled:
         ),
         on_cluster,
     )
+    deployed.append(gateway)
     pulumi.export("gateway_address", gateway.address)
     pulumi.export("gateway_http", gateway.http_endpoint)
     pulumi.export("gateway_grpc", gateway.grpc_endpoint)
+
+# [autoscaling] Last, after everything: its APIService (custom.metrics.k8s.io) breaks API discovery, and with it
+# every namespace deletion, once its backend is gone - so destroy must remove it first.
+if cfg.autoscaling.enabled:
+    Autoscaling(
+        "autoscaling",
+        AutoscalingArgs(
+            settings=cfg.autoscaling,
+            adapter_namespace=cfg.monitoring.namespace,
+            prometheus_url=f"{monitoring.prometheus_url}:{monitoring.prometheus_port}",
+            target_namespace=triton.namespace,
+            deployment_name=triton.deployment_name,
+            wait_for=deployed,
+        ),
+        on_cluster,
+    )
 
 pulumi.export("triton_namespace", triton.namespace)
 pulumi.export("triton_service", triton.service_name)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from local_cluster.control_plane import ROOT, ClusterError, Cluster, running
+from local_cluster.control_plane import ROOT, ClusterError, running, stop_namespace
 from local_cluster.env import command_environment, prepare_pulumi
 
 CLUSTER_DIR = ROOT / ".cache" / "local-cluster"
@@ -52,6 +52,13 @@ def _inside(args: argparse.Namespace) -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.environ["LOCAL_CLUSTER_NETNS"] = "1"
     _claim(CLUSTER_DIR)
+    try:
+        return _serve(args)
+    finally:
+        stop_namespace()  # the command's own children (Pulumi's plugins detach into groups of their own)
+
+
+def _serve(args: argparse.Namespace) -> int:
     with running(CLUSTER_DIR, stack_config(args.stack)) as cluster:
         env = command_environment(cluster)
         prepare_pulumi(env, args.stack)

@@ -96,12 +96,12 @@ class Cluster:
         self._create_bucket()
 
     def stop(self) -> None:
-        for name, process in reversed(list(self.processes.items())):
+        for process in reversed(list(self.processes.values())):
             if process.poll() is None:
                 process.terminate()
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -214,7 +214,8 @@ class Cluster:
             raise ClusterError(f"kwok's stage files are missing in {SHARE / 'kwok-stages'}: run `make toolchain`")
         return ["kwok", f"--kubeconfig={self.directory / 'kwok.kubeconfig'}",
                 f"--manage-nodes-with-annotation-selector={'='.join(nodes.KWOK_ANNOTATION)}",
-                f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40", "-v=WARN",
+                # Pod and node addresses are labels only: the namespace has no route to them, nothing dials them.
+                f"--cidr={POD_CIDR}", "--node-ip=192.0.2.10", "--node-lease-duration-seconds=40", "-v=WARN",
                 *(f"--config={s}" for s in stages)]
 
     def _create_nodes(self, pki: ClusterPki, deadline: float) -> None:
@@ -230,7 +231,7 @@ class Cluster:
             if ready == wanted:
                 return
             if time.monotonic() > deadline:
-                raise ClusterError(f"kwok did not make the {wanted} nodes Ready ({ready} are): {json.dumps(listed[0].get('status', {}).get('conditions'))[:600]}")
+                raise ClusterError(f"kwok made {ready} of {wanted} nodes Ready; see {self.directory / 'logs'}")
             time.sleep(0.5)
 
     def _create_bucket(self) -> None:
@@ -244,8 +245,8 @@ class Cluster:
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        result = subprocess.run([str(BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args], input=input, text=True,
-                                capture_output=True, timeout=60)
+        result = subprocess.run([str(BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                                text=True, capture_output=True, timeout=60)
         if check and result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
@@ -262,6 +263,34 @@ def running(directory: Path, stack_config: dict[str, Any]) -> Iterator[Cluster]:
     finally:
         cluster.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_namespace(grace_s: float = 10.0) -> list[int]:
+    """Stop every other process in this network namespace: whatever a command started, however it detached.
+
+    Only meaningful inside the namespace the harness created, where every process is one of ours.
+    """
+    own = os.readlink("/proc/self/ns/net")
+    spared = {os.getpid(), os.getppid()}
+
+    def members() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) not in spared:
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "ns" / "net") == own:
+                        pids.append(int(entry.name))
+        return pids
+
+    found = members()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in members():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return found
 
 
 def in_own_network_namespace() -> bool:

@@ -4,15 +4,19 @@ Each tool is pinned by a go.mod/go.sum of ours under ``toolchain/<tool>/``. Bina
 ``$XDG_CACHE_HOME/inference-platform/toolchain/<tool>-<key>/``, the key being a hash of the Go version, the
 tool's pins and its build recipe: a warm machine links them into place and rebuilds nothing.
 
-| tool | module and version | why that version |
-|---|---|---|
-| pulumi | github.com/pulumi/pulumi/pkg/v3 v3.274.1 | the CLI of the SDK's 3.27x series |
-| pulumi-language-python | github.com/pulumi/pulumi/sdk/v3 v3.68.0 | the host is its own module now, published only as pseudo-versions, and the proxy serves none of them; v3.68.0 is the newest release that carries it. It predates runtime options sent per request, so it runs the interpreter it finds on PATH: the harness puts the project's .venv first. Its RunPlugin predates the engine's, so Python policy packs cannot run through it (the policy pack is exercised over gRPC by tests/test_policy_pack.py instead) |
-| pulumi-language-python-exec, pulumi-resource-pulumi-python | github.com/pulumi/pulumi/sdk/v3 v3.274.1 | the scripts of the CLI's own SDK release |
-| pulumi-resource-kubernetes | github.com/pulumi/pulumi-kubernetes/provider/v4 v4.0.0-20260115033456-f47bc2d6f199 (= v4.25.0) | the SDK asks for 4.34.2; the provider module has no tags and this is the only pseudo-version the proxy serves. Installed under 4.34.2, the version the SDK requests |
-| kube-apiserver, kube-controller-manager, kube-scheduler, kubectl | k8s.io/kubernetes v1.37.2 | the newest 1.37 patch |
-| etcd | go.etcd.io/etcd/server/v3 v3.7.0 | the version Kubernetes 1.37.2 pins |
-| kwok | sigs.k8s.io/kwok v0.8.0 | the newest release |
+- pulumi: github.com/pulumi/pulumi/pkg/v3 v3.274.1, the CLI of the SDK's 3.27x series; its
+  pulumi-language-python-exec and pulumi-resource-pulumi-python scripts come from sdk/v3 at the same version.
+- pulumi-language-python: github.com/pulumi/pulumi/sdk/v3 v3.68.0. The host has been a module of its own since
+  v3.69, published only as pseudo-versions, none of which the proxy serves us; v3.68.0 is the newest release that
+  still carries it. It predates runtime options sent per request, so it runs the python it finds on PATH (the
+  harness puts the project's .venv first), and its RunPlugin predates the engine's request, so a Python policy
+  pack cannot start through it (tests/real_engine records that as a strict xfail).
+- pulumi-resource-kubernetes: github.com/pulumi/pulumi-kubernetes/provider/v4 v4.0.0-20260115033456-f47bc2d6f199
+  (= v4.25.0). The SDK asks for 4.34.2; the provider module has no tags and this is the only pseudo-version the
+  proxy serves. It is installed under 4.34.2, the version the SDK requests.
+- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl: k8s.io/kubernetes v1.37.2.
+- etcd: go.etcd.io/etcd/server/v3 v3.7.0, the version Kubernetes 1.37.2 pins.
+- kwok: sigs.k8s.io/kwok v0.8.0, with its "fast" node and pod stages.
 """
 
 from __future__ import annotations

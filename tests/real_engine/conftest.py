@@ -1,0 +1,35 @@
+"""The real engine against the simulated cluster: run only through `make real-engine`, which starts the cluster
+(python -m local_cluster run -- pytest tests/real_engine) and gives these tests its environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("LOCAL_CLUSTER_NETNS") != "1":
+        skip = pytest.mark.skip(reason="needs the simulated cluster: make real-engine")
+        here = Path(__file__).parent
+        for item in items:
+            if here in Path(item.path).parents:
+                item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.real_engine._engine import ROOT, SUMMARY
+
+    if not SUMMARY:
+        return
+    s = SUMMARY
+    preview = f"ok in {s['preview_s']} s" if "preview_s" in s else "FAILED"
+    line = (f"real engine (local): preview {preview}; "
+            f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
+            f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
+            f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
+            f"killed up: recovery {s.get('recovery', 'FAILED')}; "
+            f"destroy: {s.get('left', '?')} objects left")
+    terminalreporter.write_line(line)
+    (ROOT / ".cache" / "real-engine.json").write_text(__import__("json").dumps(s, indent=2))

@@ -1,0 +1,228 @@
+"""The whole platform through the real Pulumi CLI and kubernetes provider on the simulated cluster, in order:
+preview, up, a no-op preview, a model change, an up killed half-way and its recovery, destroy. Each step is
+checked against the live API server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.real_engine._engine import (
+    ROOT,
+    STACK,
+    SUMMARY,
+    build_models,
+    cluster_scoped_names,
+    kube_items,
+    kubectl,
+    log_path,
+    pulumi,
+    state_resources,
+    tail,
+)
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+MIN_REPLICAS = 2  # Pulumi.local.yaml autoscaling.minReplicas
+
+
+@pytest.fixture(scope="module")
+def before_up() -> dict[str, set[str]]:
+    build_models(epochs=1)
+    return cluster_scoped_names()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 120) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
+def triton_deployment() -> dict:
+    return json.loads(kubectl("get", "deployment", "triton", "-n", "triton", "-o", "json"))
+
+
+def served_digest() -> str:
+    args = triton_deployment()["spec"]["template"]["spec"]["containers"][0]["args"]
+    repository = next(a for a in args if a.startswith("--model-repository="))
+    return repository.rsplit("/", 1)[-1]
+
+
+def test_preview(before_up: dict[str, set[str]]) -> None:
+    result, seconds = pulumi("preview", "preview")
+    assert result.returncode == 0, tail(result)
+    assert "to create" in result.stdout
+    SUMMARY["preview_s"] = round(seconds)
+
+
+@pytest.mark.xfail(strict=True, reason="the newest language host the Go proxy serves (sdk v3.68.0) predates the "
+                   "engine's RunPlugin request (no Program/Pwd): Python policy packs cannot start through it")
+def test_preview_runs_the_policy_pack() -> None:
+    result, _ = pulumi("preview-policy", "preview", "--policy-pack", "policy")
+    assert result.returncode == 0, tail(result)
+
+
+def test_up_converges(before_up: dict[str, set[str]]) -> None:
+    result, seconds = pulumi("up", "up", "--yes", "--skip-preview")
+    assert result.returncode == 0, tail(result)
+    resources = state_resources()
+    SUMMARY.update(up_s=round(seconds), resources=len(resources))
+
+    releases = [r for r in resources if r["type"] == HELM_RELEASE]
+    assert len(releases) >= 5
+    for release in releases:
+        status = release["outputs"]["status"]
+        stored = kube_items("secrets", "-n", status["namespace"], "-l", f"owner=helm,name={status['name']}")
+        assert any(s["metadata"]["labels"].get("status") == "deployed" for s in stored), status["name"]
+
+    # The Deployment leaves replicas to the HPA, which scales the first pod up to minReplicas right after.
+    available = wait_for(lambda: triton_deployment()["status"].get("availableReplicas", 0) >= MIN_REPLICAS)
+    assert available, f"Triton never had {MIN_REPLICAS} available replicas: {triton_deployment()['status']}"
+    pods = kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")
+    assert pods and all(p["spec"].get("nodeName", "").startswith("gpu-node-") for p in pods)
+
+    jobs = kube_items("jobs", "-n", "model-build")
+    assert jobs and all(any(c["type"] == "Complete" and c["status"] == "True"
+                            for c in j["status"].get("conditions", [])) for j in jobs)
+
+    (hpa,) = kube_items("hpa", "-n", "triton")
+    metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert "triton_queue_time_per_request_us" in metrics
+
+    for kind, namespace in (("gateways.gateway.networking.k8s.io", "envoy-gateway-system"),
+                            ("httproutes.gateway.networking.k8s.io", "triton"),
+                            ("grpcroutes.gateway.networking.k8s.io", "triton"),
+                            ("backendtrafficpolicies.gateway.envoyproxy.io", "triton"),
+                            ("podmonitors.monitoring.coreos.com", "monitoring"),
+                            ("prometheusrules.monitoring.coreos.com", "monitoring")):
+        assert kube_items(kind, "-n", namespace), f"no {kind} in {namespace}"
+
+
+def test_noop_preview() -> None:
+    result, seconds = pulumi("noop-preview", "preview", "--expect-no-changes", "--diff")
+    assert result.returncode == 0, tail(result)
+    SUMMARY["noop_s"] = round(seconds)
+
+
+def test_model_change_rolls_without_losing_capacity() -> None:
+    old = served_digest()
+    new = build_models(epochs=2)
+    assert new != old
+    ready: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            ready.append(int(triton_deployment()["status"].get("readyReplicas", 0)))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result, seconds = pulumi("model-change", "up", "--yes", "--skip-preview")
+    finally:
+        done.set()
+        watcher.join()
+    assert result.returncode == 0, tail(result)
+    assert served_digest() == new
+    assert min(ready) >= MIN_REPLICAS, f"ready replicas fell to {min(ready)} during the rollout"
+    SUMMARY.update(rollout="ok", rollout_s=round(seconds), min_ready=min(ready))
+
+
+def test_killed_up_recovers() -> None:
+    """README Troubleshooting, 'An interrupted pulumi up': cancel (drops the dead run's lock), refresh clearing
+    pending creates, then up."""
+    build_models(epochs=3)
+    log = log_path("killed-up").open("w")
+    process = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview", "--stack", STACK, "--non-interactive"],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while "creating" not in log_path("killed-up").read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    cancel, _ = pulumi("recover-cancel", "cancel", "--yes")
+    assert cancel.returncode == 0, tail(cancel)
+    refresh, _ = pulumi("recover-refresh", "refresh", "--yes", "--clear-pending-creates")
+    assert refresh.returncode == 0, tail(refresh)
+    up, _ = pulumi("recover-up", "up", "--yes", "--skip-preview")
+    assert up.returncode == 0, tail(up)
+    noop, _ = pulumi("recover-noop", "preview", "--expect-no-changes", "--diff")
+    assert noop.returncode == 0, tail(noop)
+    SUMMARY["recovery"] = "ok"
+
+
+def _build(models: str, out: str) -> None:
+    build = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "model_pipeline", "build", "--models",
+                            models, "--out", out, "--epochs", "1", "--quiet"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=900)
+    assert build.returncode == 0, build.stderr[-2000:]
+
+
+def _aimed_at_the_simulated_cluster(stack: str, tmp_path, build_dir: str) -> str:
+    """A copy of the stack's file whose cluster and sources are the local ones, for a stack of the cluster's
+    backend. `stack init` writes its salt into Pulumi.<stack>.yaml: the copy keeps it, the file is restored."""
+    import yaml
+
+    original = (ROOT / f"Pulumi.{stack}.yaml").read_bytes()
+    try:
+        subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], cwd=ROOT, capture_output=True)
+        document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    finally:
+        (ROOT / f"Pulumi.{stack}.yaml").write_bytes(original)
+    local = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
+    config = document["config"]
+    for key in ("inference-platform:kubernetes", "inference-platform:sources"):
+        config[key] = local[key]
+    repository = config.setdefault("inference-platform:modelRepository", {})
+    repository["buildDir"] = build_dir
+    path = tmp_path / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def test_dev_previews_on_the_real_engine(tmp_path) -> None:
+    """dev declares nothing of pulumi-aws (publication is a dynamic provider): its whole preview runs."""
+    _build("mnist", str(tmp_path / "dev-models"))
+    result = subprocess.run(["pulumi", "preview", "--stack", "dev", "--non-interactive", "--config-file",
+                             _aimed_at_the_simulated_cluster("dev", tmp_path, str(tmp_path / "dev-models"))],
+                            cwd=ROOT, text=True, capture_output=True, timeout=900)
+    log_path("preview-dev").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, tail(result)
+    SUMMARY["dev_preview"] = "ok"
+
+
+def test_prod_previews_as_far_as_the_aws_plugin_allows(tmp_path) -> None:
+    """prod's bucket and IRSA roles need pulumi-aws, whose plugin cannot be built here: the preview must stop at
+    exactly that, and nothing else."""
+    _build("mnist,resnet50", str(tmp_path / "prod-models"))
+    result = subprocess.run(["pulumi", "preview", "--stack", "prod", "--non-interactive", "--config-file",
+                             _aimed_at_the_simulated_cluster("prod", tmp_path, str(tmp_path / "prod-models"))],
+                            cwd=ROOT, text=True, capture_output=True, timeout=900)
+    log_path("preview-prod").write_text(result.stdout + result.stderr)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "aws" in output and "plugin" in output, tail(result)
+    assert "ConfigError" not in output and "Traceback" not in output, tail(result)
+    SUMMARY["prod_preview"] = "stops at the aws plugin"
+
+
+def test_destroy_leaves_nothing(before_up: dict[str, set[str]]) -> None:
+    result, seconds = pulumi("destroy", "destroy", "--yes")
+    assert result.returncode == 0, tail(result)
+    left = {kind: sorted(names - before_up[kind]) for kind, names in cluster_scoped_names().items()}
+    left = {kind: names for kind, names in left.items() if names}
+    helm = kube_items("secrets", "-A", "-l", "owner=helm")
+    left_count = sum(len(n) for n in left.values()) + len(helm)
+    SUMMARY.update(destroy_s=round(seconds), left=left_count)
+    assert not left and not helm, f"left behind: {left}, helm records {[s['metadata']['name'] for s in helm]}"
