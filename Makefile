@@ -101,6 +101,7 @@ bench:
 	$(PY) benchmarks/stack_evaluation.py
 	$(PY) benchmarks/pipeline_build.py
 	$(PY) benchmarks/dynamic_batching.py
+	$(PY) benchmarks/real_engine.py
 
 clean:
 	rm -rf out build .cache .pytest_cache .mypy_cache .ruff_cache

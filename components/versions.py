@@ -1,7 +1,9 @@
 """Every chart version and image tag the platform deploys, in one place.
 
-When a pin moves, the matching fixture under ``../shared/`` (chart default values, CRDs) must move with it:
-the tests validate our Helm values and custom resources against those files.
+When a pin moves, the matching fixture under ``../shared/`` (chart default values, CRDs, the chart archive) must
+move with it, and so must its entry in ``fixtures.lock.json``: the tests validate our Helm values and custom
+resources against those files. Where each chart is installed from is the stack's ``sources`` config
+(:meth:`ChartPin.release_args`).
 """
 
 from __future__ import annotations

@@ -193,9 +193,24 @@ def resolve(lock: Sequence[LockedFile], *, shared_dir: str | None, sibling: Path
 
 
 @functools.cache
+def _resolved() -> Fixtures | FixturesError:
+    try:
+        return resolve(load_lock(LOCK_FILE), shared_dir=os.environ.get("SHARED_DIR"), sibling=SIBLING, cache=CACHE)
+    except FixturesError as error:
+        return error  # remembered too: a test session without network fails every test at once, not one by one
+
+
 def fixtures() -> Fixtures:
     """This checkout's fixtures, resolved once per process (see the module docstring)."""
-    return resolve(load_lock(LOCK_FILE), shared_dir=os.environ.get("SHARED_DIR"), sibling=SIBLING, cache=CACHE)
+    found = _resolved()
+    if isinstance(found, FixturesError):
+        raise found
+    return found
+
+
+def forget() -> None:
+    """Resolve again on the next call (after $SHARED_DIR or the module's paths changed)."""
+    _resolved.cache_clear()
 
 
 def fixtures_root() -> Path:
@@ -203,9 +218,24 @@ def fixtures_root() -> Path:
     return fixtures().root
 
 
+def link_cache(root: Path, cache: Path = CACHE) -> None:
+    """Make ``.cache/fixtures`` name the chosen root, so a stack file can point at one fixed path
+    (Pulumi.local.yaml's sources) whichever root was found."""
+    if root.resolve() == cache.resolve():
+        return
+    if cache.is_symlink():
+        cache.unlink()
+    elif cache.exists():
+        return  # a download folder of an earlier run, already verified
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.symlink_to(root.resolve(), target_is_directory=True)
+
+
 def main() -> int:
     try:
-        print(fixtures().message)
+        found = fixtures()
+        link_cache(found.root)
+        print(found.message)
     except FixturesError as error:
         print(f"fixtures: {error}")
         return 1
