@@ -30,6 +30,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
             f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
             f"killed up: recovery {s.get('recovery', 'FAILED')}; "
-            f"destroy: {s.get('left', '?')} objects left")
+            f"dev preview {s.get('dev_preview', 'FAILED')}; prod preview {s.get('prod_preview', 'FAILED')}; "
+            f"destroy: {s.get('left', '?')} objects left ({s.get('helm_crds', '?')} chart CRDs kept by Helm)")
     terminalreporter.write_line(line)
     (ROOT / ".cache" / "real-engine.json").write_text(__import__("json").dumps(s, indent=2))
