@@ -10,8 +10,13 @@ LOOPBACK = "127.0.0.1"
 
 
 def ensure_free(port: int, role: str, flag: str) -> None:
-    """Raise PortInUseError when ``port`` on 127.0.0.1 cannot be bound."""
+    """Raise PortInUseError when something listens on ``port`` on 127.0.0.1.
+
+    SO_REUSEADDR as the servers themselves bind: connections left in TIME_WAIT by a server that just stopped do
+    not hold the port for them, so they must not count here either (a live listener still refuses the bind).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((LOOPBACK, port))
         except OSError as error:

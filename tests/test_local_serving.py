@@ -229,3 +229,23 @@ def test_onnx_wrapper_answers_each_batched_request_with_its_own_rows(tmp_path, m
         assert response.error is None
         (expected,) = session.run(["logits"], request)
         np.testing.assert_allclose(response.output_tensors[0].as_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_port_left_in_time_wait_is_free_but_a_listener_is_not() -> None:
+    """`make serve` right after a clean stop: the server's closed connections sit in TIME_WAIT for a minute."""
+    from local_serving.errors import PortInUseError
+    from local_serving.ports import free_port
+
+    port = free_port()
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    with pytest.raises(PortInUseError, match=f"port {port}"):
+        ensure_free(port, "Triton HTTP", "--http-port")
+    accepted.close()  # the server closes first: its side of the connection enters TIME_WAIT
+    client.close()
+    server.close()
+    ensure_free(port, "Triton HTTP", "--http-port")
