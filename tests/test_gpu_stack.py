@@ -96,10 +96,11 @@ def test_hami_pods_get_a_runtime_class_where_the_operator_does_not_create_one(
 ) -> None:
     """Found by the real engine: with the node image's toolkit nobody created `nvidia`, and the API server
     rejected the engine-build pods ("RuntimeClass nvidia not found")."""
-    assert prod.of_type("kubernetes:node.k8s.io/v1:RuntimeClass") == []  # prod: the operator's toolkit makes it
     config = config_with_build_dir("prod", stack_repositories["prod"])
-    config["inference-platform:gpu"] = {**config["inference-platform:gpu"], "toolkit": False}
-    recording = run_program("prod", config=config)
+    config["inference-platform:gpu"] = {**config["inference-platform:gpu"], "toolkit": True}
+    operator_toolkit = run_program("prod", config=config)
+    assert operator_toolkit.of_type("kubernetes:node.k8s.io/v1:RuntimeClass") == []  # the operator's toolkit makes it
+    recording = prod  # the AMI's toolkit: nobody else creates it
     (runtime,) = recording.of_type("kubernetes:node.k8s.io/v1:RuntimeClass")
     assert runtime.inputs["metadata"]["name"] == runtime.inputs["handler"] == "nvidia"
     job = next(r for r in recording.kubernetes_objects() if r.kind == "Job")
