@@ -115,6 +115,9 @@ def hami_values(settings: GpuSettings, kubernetes_version: str) -> dict[str, Any
             "createRuntimeClass": False,
             "gpuOperatorToolkitReady": {"enabled": settings.toolkit},
             "deviceSplitCount": settings.hami.split_count,
+            # The chart gives its DaemonSet no tolerations: on tainted GPU nodes no GPU would ever be advertised
+            # while Helm reports success. It tolerates what the GPU workloads tolerate.
+            "tolerations": [dict(t) for t in settings.tolerations],
             "migStrategy": settings.mig_strategy,
             "service": {"type": "ClusterIP"},
         },

@@ -106,3 +106,9 @@ def test_hami_pods_get_a_runtime_class_where_the_operator_does_not_create_one(
     job = next(r for r in recording.kubernetes_objects() if r.kind == "Job")
     assert job.inputs["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia"
     assert runtime.urn in job.dependencies
+
+
+def test_hamis_device_plugin_tolerates_the_gpu_taint() -> None:
+    """Without it the DaemonSet never lands on tainted GPU nodes (the real run checks it runs on every one)."""
+    assert hami_values(HAMI, "1.31.4")["devicePlugin"]["tolerations"] == [dict(t) for t in HAMI.tolerations]
+    assert HAMI.tolerations  # the default: nvidia.com/gpu NoSchedule

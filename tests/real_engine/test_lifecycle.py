@@ -90,6 +90,11 @@ def test_up_converges(before_up: dict[str, set[str]]) -> None:
     pods = kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")
     assert pods and all(p["spec"].get("nodeName", "").startswith("gpu-node-") for p in pods)
 
+    (plugin,) = [d for d in kube_items("daemonsets", "-n", "hami-system") if "device-plugin" in d["metadata"]["name"]]
+    gpu_nodes = [n for n in kube_items("nodes") if n["metadata"]["name"].startswith("gpu-node-")]
+    assert plugin["status"]["numberReady"] == plugin["status"]["desiredNumberScheduled"] == len(gpu_nodes), \
+        f"HAMi's device plugin runs on {plugin['status']['numberReady']} of {len(gpu_nodes)} GPU nodes"
+
     jobs = kube_items("jobs", "-n", "model-build")
     assert jobs and all(any(c["type"] == "Complete" and c["status"] == "True"
                             for c in j["status"].get("conditions", [])) for j in jobs)
