@@ -66,6 +66,7 @@ triton = TritonCluster(
         irsa_role_arn=models.triton_role_arn or cfg.model_repository.irsa_role_arn,
         wait_for=models.ready,
         autoscaled=cfg.autoscaling.enabled,
+        rollout_replicas=cfg.autoscaling.max_replicas if cfg.autoscaling.enabled else cfg.triton.replicas,
         client_namespaces=(data_plane_namespace(cfg.load_balancer),) if cfg.load_balancer.enabled else (),
         monitoring_namespace=cfg.monitoring.namespace,
         gpu_metrics=cfg.gpu.mig_strategy == "none",

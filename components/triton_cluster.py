@@ -29,6 +29,16 @@ class TritonPorts:
     metrics: int = METRICS_PORT
 
 
+AWAIT_TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"  # how long pulumi-kubernetes waits for the rollout
+ROLLOUT_MARGIN_SECONDS = 300
+
+
+def rollout_timeout_seconds(args: TritonClusterArgs) -> int:
+    """Pods are replaced one at a time (maxSurge 1, maxUnavailable 0) and each may take the whole startup budget:
+    Pulumi's default 10-minute wait would fail a healthy prod rollout (900 s per pod)."""
+    return args.rollout_replicas * args.settings.startup_budget_seconds + ROLLOUT_MARGIN_SECONDS
+
+
 @dataclass(frozen=True)
 class TritonClusterArgs:
     """Inputs of :class:`TritonCluster`."""
@@ -41,6 +51,7 @@ class TritonClusterArgs:
     repository_uri: pulumi.Input[str] | None = None
     irsa_role_arn: pulumi.Input[str] | None = None
     autoscaled: bool = False
+    rollout_replicas: int = 1  # the most pods a rollout replaces (autoscaling's maximum when it is on)
     client_namespaces: tuple[str, ...] = ()  # may reach HTTP/gRPC (the gateway's namespace)
     monitoring_namespace: str = "monitoring"
     gpu_metrics: bool = True  # Triton cannot read its own GPU metrics on MIG devices; DCGM covers them
@@ -266,7 +277,8 @@ class TritonCluster(pulumi.ComponentResource):
         )
         # Any on purpose: mypy's overload matching of the pod template's nested TypedDicts exhausts memory; the
         # Deployment is validated against the Kubernetes schema in the tests instead.
-        deployment_meta: Any = {**meta, "name": "triton"}
+        deployment_meta: Any = {**meta, "name": "triton",
+                                "annotations": {AWAIT_TIMEOUT_ANNOTATION: str(rollout_timeout_seconds(args))}}
         deployment_body: Any = pod.apply(lambda p: deployment_spec(args, p, pod_labels))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",

@@ -197,3 +197,9 @@ def test_all_children_are_parented_to_the_component(stack: Recording) -> None:
     children = stack.children_of(TRITON)
     kinds = {r.kind for r in children}
     assert {"Namespace", "ServiceAccount", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+
+
+def test_pulumi_waits_for_a_whole_rollout_of_slow_starting_pods(prod: Recording) -> None:
+    """prod: up to 8 pods (autoscaling's maximum) replaced one by one, 900 s startup budget each."""
+    deployment = next(r for r in prod.kubernetes_objects() if r.kind == "Deployment" and r.metadata_name == "triton")
+    assert deployment.inputs["metadata"]["annotations"]["pulumi.com/timeoutSeconds"] == str(8 * 900 + 300)
