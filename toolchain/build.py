@@ -149,7 +149,8 @@ class Tool:
     share: tuple[str, ...] = field(default_factory=tuple)
 
     def key(self, go_version: str) -> str:
-        digest = hashlib.sha256(f"{RECIPE_VERSION}\n{go_version}\n{self}".encode())
+        recipe = (self.name, self.pins, self.recipe.__name__, self.binaries, self.plugins, self.share)
+        digest = hashlib.sha256(f"{RECIPE_VERSION}\n{go_version}\n{recipe}".encode())
         for path in sorted((PINS / self.pins).iterdir()):
             digest.update(path.name.encode() + path.read_bytes())
         return digest.hexdigest()[:16]
