@@ -292,8 +292,3 @@ def stop_namespace(grace_s: float = 10.0) -> list[int]:
             time.sleep(0.2)
     return found
 
-
-def in_own_network_namespace() -> bool:
-    """True when only loopback exists here, i.e. inside the namespace this harness created."""
-    interfaces = [p.name for p in Path("/sys/class/net").iterdir()]
-    return interfaces == ["lo"] and os.environ.get("LOCAL_CLUSTER_NETNS") == "1"
