@@ -227,7 +227,8 @@ def test_prod_previews_as_far_as_the_aws_plugin_allows(tmp_path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "no resource plugin 'pulumi-resource-aws' found" in output, tail(result)
-    assert "ConfigError" not in output and "Traceback" not in output, tail(result)
+    # The engine then shuts the program down (a RunError traceback may follow); none of the program's own errors.
+    assert not any(e in output for e in ("ConfigError", "ModelRepositoryError", "SourcesError")), tail(result)
     SUMMARY["prod_preview"] = "stops at the aws plugin"
 
 
