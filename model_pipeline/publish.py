@@ -219,11 +219,15 @@ class _Publisher:
     def open_bucket(self) -> None:
         self._call(f"open bucket '{self.location.bucket}'", self.client.head_bucket, Bucket=self.location.bucket)
 
+    def found_published(self) -> bool:
+        """Open the bucket; True (and ``already_published``) when this digest's manifest is already there."""
+        self.open_bucket()
+        self.result.already_published = self.remote_sha256(MANIFEST_FILE) is not None
+        return self.result.already_published
+
     def run(self) -> UploadResult:
         """Both phases, unless the digest is published already (then nothing is sent)."""
-        self.open_bucket()
-        if self.remote_sha256(MANIFEST_FILE) is not None:
-            self.result.already_published = True
+        if self.found_published():
             return self.result
         self.send_files()
         self.send_manifest()
@@ -370,9 +374,7 @@ def publish_manifest(
     manifest = _hash_verified(Path(repo_path), expected_digest)
     s3 = client if client is not None else make_s3_client(location)
     publisher = _Publisher(Path(repo_path), manifest, location, s3, False)
-    publisher.open_bucket()
-    if publisher.remote_sha256(MANIFEST_FILE) is not None:
-        publisher.result.already_published = True
+    if publisher.found_published():
         return publisher.result
     publisher.check_files_present()
     publisher.send_manifest()
