@@ -93,6 +93,10 @@ class _Section:
         self._used.add(name)
         return self.raw.get(name)
 
+    def raw_value(self, name: str) -> Any:
+        """The value as written, unvalidated (for keys checked by hand)."""
+        return self._get(name)
+
     def has(self, name: str) -> bool:
         return self.raw.get(name) is not None
 
@@ -259,7 +263,8 @@ class GpuSettings:
     toolkit: bool = True
     operator_namespace: str = "gpu-operator"
     gpus_per_pod: int = 1
-    gpu_nodes: tuple[str, ...] = ()
+    # GPU nodes are found by a label every node of the group carries, never by name: EKS names change on
+    # every node replacement, and a server-side apply patch to a missing name creates a phantom Node.
     node_selector: Mapping[str, str] = field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     tolerations: tuple[Mapping[str, str], ...] = (
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -578,15 +583,19 @@ def _gpu(s: _Section) -> GpuSettings:
         operator_namespace=s.string("operatorNamespace", defaults.operator_namespace, pattern=_DNS_LABEL,
                                  allowed="a DNS label"),
         gpus_per_pod=s.integer("gpusPerPod", defaults.gpus_per_pod, low=1, high=8),
-        gpu_nodes=s.str_list("gpuNodes"),
         node_selector=s.str_map("nodeSelector", defaults.node_selector),
         tolerations=_or_default(_tolerations(s), defaults.tolerations),
         dcgm_interval=s.duration("dcgmInterval", defaults.dcgm_interval),
         hami=hami,
     )
-    if settings.uses_hami and not settings.gpu_nodes:
-        s.problem("gpuNodes", list(settings.gpu_nodes),
-                  "must name the GPU nodes HAMi manages (they are labelled gpu=on) when sharing is hami")
+    retired_gpu_nodes = s.raw_value("gpuNodes")
+    if retired_gpu_nodes is not None:
+        s.problem("gpuNodes", retired_gpu_nodes, "is no longer read: GPU nodes are selected by gpu.nodeSelector "
+                  "(a label of the node group, e.g. node.kubernetes.io/instance-type or eks.amazonaws.com/nodegroup); "
+                  "remove the key")
+    if settings.uses_hami and not settings.node_selector:
+        s.problem("nodeSelector", {}, "must select the GPU nodes when sharing is hami (HAMi's device plugin "
+                  "runs on exactly those nodes)")
     if settings.uses_hami and settings.mig_strategy == "single":
         s.problem("migStrategy", "single", "must be none or mixed with HAMi (HAMi schedules MIG slices itself)")
     if not settings.uses_hami and (hami.gpu_memory_mib or hami.gpu_memory_percent or hami.gpu_cores_percent):

@@ -15,7 +15,6 @@ from components.kube import namespace
 
 HAMI_SCHEDULER = "hami-scheduler"
 NVIDIA_RUNTIME_CLASS = "nvidia"
-HAMI_NODE_LABEL = ("gpu", "on")
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def gpu_placement(settings: GpuSettings) -> GpuPlacement:
         limits["nvidia.com/gpucores"] = str(hami.gpu_cores_percent)
     return GpuPlacement(
         limits=limits,
-        node_selector={**settings.node_selector, HAMI_NODE_LABEL[0]: HAMI_NODE_LABEL[1]},
+        node_selector=settings.node_selector,
         tolerations=settings.tolerations,
         scheduler_name=HAMI_SCHEDULER,
         runtime_class_name=NVIDIA_RUNTIME_CLASS,
@@ -82,6 +81,10 @@ def gpu_operator_values(settings: GpuSettings) -> dict[str, Any]:
     return {
         "driver": {"enabled": settings.driver},
         "toolkit": {"enabled": settings.toolkit},
+        # HAMi hands GPUs to containers through NVIDIA_VISIBLE_DEVICES (the toolkit's envvar strategy). With
+        # the operator's CDI mode, on by default since 26.x, that combination fails (HAMi#1106), and HAMi's own
+        # prerequisites turn CDI off. Whole GPUs keep the operator's default: its device plugin speaks CDI.
+        "cdi": {"enabled": not settings.uses_hami},
         # Two device plugins advertising nvidia.com/gpu on one node fight; HAMi brings its own.
         "devicePlugin": {"enabled": not settings.uses_hami},
         "mig": {"strategy": settings.mig_strategy},
@@ -107,14 +110,19 @@ def hami_values(settings: GpuSettings, kubernetes_version: str) -> dict[str, Any
                 },
             },
             "service": {"type": "ClusterIP"},
+            # No GPU tolerations, on purpose: the scheduler is a control-plane service for the system nodes,
+            # so draining or replacing GPU nodes never takes GPU scheduling down with them.
         },
         "devicePlugin": {
-            # With CDI on, the operator does not make `nvidia` the default runtime; HAMi puts the class on
-            # its daemonset and on GPU pods instead.
+            # Named on HAMi's daemonset and on every GPU pod, so both get the nvidia runtime whether or not it
+            # is the node's default (it is not where the node image brings the toolkit).
             "runtimeClassName": NVIDIA_RUNTIME_CLASS,
             "createRuntimeClass": False,
             "gpuOperatorToolkitReady": {"enabled": settings.toolkit},
             "deviceSplitCount": settings.hami.split_count,
+            # The device plugin runs on exactly the nodes GPU pods select (a node-group label), so a replaced
+            # or added node gets it without anyone labelling it. The chart's default is a `gpu=on` label.
+            "nvidiaNodeSelector": dict(settings.node_selector),
             # The chart gives its DaemonSet no tolerations: on tainted GPU nodes no GPU would ever be advertised
             # while Helm reports success. It tolerates what the GPU workloads tolerate.
             "tolerations": [dict(t) for t in settings.tolerations],
@@ -132,7 +140,7 @@ def runtime_class(name: str, handler: str, opts: pulumi.ResourceOptions) -> k8s.
 
 
 class GpuStack(pulumi.ComponentResource):
-    """The NVIDIA GPU Operator, plus HAMi and its node labels when GPUs are shared."""
+    """The NVIDIA GPU Operator, plus HAMi when GPUs are shared."""
 
     placement: GpuPlacement
     operator: k8s.helm.v3.Release
@@ -167,14 +175,6 @@ class GpuStack(pulumi.ComponentResource):
 
     def _hami(self, name: str, args: GpuStackArgs, child: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
         settings = args.settings
-        labels = [
-            k8s.core.v1.NodePatch(
-                f"{name}-label-{node}",
-                metadata={"name": node, "labels": {HAMI_NODE_LABEL[0]: HAMI_NODE_LABEL[1]}},
-                opts=child,
-            )
-            for node in settings.gpu_nodes
-        ]
         hami_ns = namespace(f"{name}-hami-ns", settings.hami.namespace, "privileged", child)
         return k8s.helm.v3.Release(
             f"{name}-hami",
@@ -184,6 +184,6 @@ class GpuStack(pulumi.ComponentResource):
             values=hami_values(settings, args.kubernetes_version),
             # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[self.operator, *labels, *args.wait_for])
+                child, pulumi.ResourceOptions(depends_on=[self.operator, *args.wait_for])
             ),
         )

@@ -72,7 +72,7 @@ def plan_for_stack(config: Mapping[str, Any], gpu_node_count: int = 2) -> NodePl
     if type_name not in NODE_TYPES:
         raise ValueError(f"no model of instance type {type_name!r} (gpu.nodeSelector); known: {sorted(NODE_TYPES)}")
     node_type = NODE_TYPES[type_name]
-    names = tuple(gpu.get("gpuNodes") or (f"gpu-node-{i}" for i in range(1, gpu_node_count + 1)))
+    names = tuple(f"gpu-node-{i}" for i in range(1, gpu_node_count + 1))
     hami = gpu.get("sharing") == "hami"
     resources = {"nvidia.com/gpu": str(node_type.gpus * int((gpu.get("hami") or {}).get("splitCount", 10)))
                  if hami else str(node_type.gpus)}

@@ -14,7 +14,7 @@ from components.gpu_stack import (
 from offline.harness import Recording, run_program
 from tests._stack_repository import config_with_build_dir
 
-HAMI = GpuSettings(sharing="hami", gpu_nodes=("gpu-a",), hami=HamiSettings(gpu_memory_mib=8000, gpu_cores_percent=30))
+HAMI = GpuSettings(sharing="hami", hami=HamiSettings(gpu_memory_mib=8000, gpu_cores_percent=30))
 
 
 def test_whole_gpu_mode_requests_nvidia_gpus_with_the_default_scheduler() -> None:
@@ -25,12 +25,12 @@ def test_whole_gpu_mode_requests_nvidia_gpus_with_the_default_scheduler() -> Non
                                                       "effect": "NoSchedule"}]
 
 
-def test_hami_mode_requests_slices_through_hamis_scheduler_on_labelled_nodes() -> None:
+def test_hami_mode_requests_slices_through_hamis_scheduler_on_the_gpu_node_group() -> None:
     placement = gpu_placement(HAMI)
     assert placement.limits == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8000", "nvidia.com/gpucores": "30"}
     fields = placement.pod_fields()
     assert fields["schedulerName"] == HAMI_SCHEDULER
-    assert fields["nodeSelector"]["gpu"] == "on"
+    assert fields["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert fields["runtimeClassName"] == "nvidia"
 
 
@@ -76,14 +76,24 @@ def test_dev_installs_only_the_operator(dev: Recording) -> None:
     assert releases == {"gpu-operator"}
 
 
-def test_prod_labels_every_configured_gpu_node_and_installs_hami_after_the_operator(prod: Recording) -> None:
-    patches = prod.of_type("kubernetes:core/v1:NodePatch")
-    assert {p.inputs["metadata"]["name"] for p in patches} == {"gpu-node-a", "gpu-node-b"}
-    assert all(p.inputs["metadata"]["labels"] == {"gpu": "on"} for p in patches)
+def test_prod_patches_no_node_and_installs_hami_after_the_operator(prod: Recording) -> None:
+    """GPU nodes are found by their node-group label: a server-side apply patch to a node name that does not
+    exist (EKS names change on every replacement) would create a phantom Node."""
+    assert not prod.of_type("kubernetes:core/v1:NodePatch") and not prod.of_type("kubernetes:core/v1:Node")
     hami = prod.one("kubernetes:helm.sh/v3:Release", "gpu-hami")
     operator = prod.one("kubernetes:helm.sh/v3:Release", "gpu-gpu-operator")
     assert operator.urn in hami.dependencies
-    assert {p.urn for p in patches} <= set(hami.dependencies)
+
+
+def test_hamis_device_plugin_runs_where_gpu_pods_are_placed() -> None:
+    settings = GpuSettings(sharing="hami", node_selector={"eks.amazonaws.com/nodegroup": "gpu"})
+    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == {"eks.amazonaws.com/nodegroup": "gpu"}
+    assert gpu_placement(settings).node_selector == {"eks.amazonaws.com/nodegroup": "gpu"}
+
+
+def test_cdi_is_off_exactly_when_hami_hands_out_gpus_by_envvar() -> None:
+    assert gpu_operator_values(HAMI)["cdi"] == {"enabled": False}
+    assert gpu_operator_values(GpuSettings())["cdi"] == {"enabled": True}
 
 
 def test_gpu_namespaces_allow_the_privileged_daemonsets(prod: Recording) -> None:

@@ -17,7 +17,7 @@ from tests._stack_repository import config_with_build_dir
 REPO = {"modelRepository": {"uri": "s3://models/triton"}}
 # Everything on: each of the six charts is installed.
 ALL_CHARTS = {
-    "gpu": {"sharing": "hami", "gpuNodes": ["gpu-a"]},
+    "gpu": {"sharing": "hami"},
     "triton": {"cpuRequest": "4", "memoryRequest": "8Gi"},  # HAMi wants Guaranteed QoS
     "autoscaling": {"enabled": True, "maxReplicas": 2},
     "loadBalancer": {"enabled": True},

@@ -24,6 +24,9 @@ KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 
 # Keys a chart accepts but only documents in comments of its values.yaml; each needs its reason.
 UNLISTED_VALUES: dict[str, dict[str, str]] = {
+    "hami": {
+        "devicePlugin.nvidiaNodeSelector": "a node selector (a map of labels); its default is {gpu: on}",
+    },
     "kube-prometheus-stack": {
         "grafana.adminPassword": "commented out in kube-prometheus-stack's values.yaml; read by the grafana chart",
     },
