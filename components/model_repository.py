@@ -135,7 +135,11 @@ def _list_prefix(bucket: str, prefix: str, region: str) -> dict[str, Any]:
         "Resource": bucket_arn(bucket, region),
     }
     if prefix:
-        statement["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+        # Triton opens the repository with HeadBucket, which S3 authorises as s3:ListBucket and which carries
+        # no s3:prefix: a plain StringLike would deny it and Triton would exit. IfExists lets a request without
+        # a prefix through (HeadBucket, and a listing of the whole bucket, which IAM cannot tell apart) and
+        # still denies a listing of any other prefix.
+        statement["Condition"] = {"StringLikeIfExists": {"s3:prefix": [prefix, f"{prefix}/*"]}}
     return statement
 
 

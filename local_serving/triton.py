@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -53,13 +54,15 @@ class TritonPorts:
 class TritonServer:
     """A tritonserver process serving ``model_repository``; a context manager that always stops it."""
 
-    def __init__(self, model_repository: Path, work_dir: Path, ports: TritonPorts | None = None,
-                 installation: TritonInstallation | None = None, startup_timeout_s: float = 120.0):
-        self.model_repository = model_repository
+    def __init__(self, model_repository: Path | str, work_dir: Path, ports: TritonPorts | None = None,
+                 installation: TritonInstallation | None = None, startup_timeout_s: float = 120.0,
+                 environment: Mapping[str, str] | None = None):
+        self.model_repository = model_repository  # a folder, or a URI Triton reads itself (s3://...)
         self.work_dir = work_dir
         self.ports = ports or TritonPorts()
         self.installation = installation or find_triton()
         self.startup_timeout_s = startup_timeout_s
+        self.environment = dict(environment or {})  # added to the installation's (e.g. S3 credentials)
         self.log_path = work_dir / "tritonserver.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -97,7 +100,7 @@ class TritonServer:
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT,
-                env=self.installation.server_environment(), start_new_session=True,
+                env={**self.installation.server_environment(), **self.environment}, start_new_session=True,
             )
         try:
             self._wait_ready()

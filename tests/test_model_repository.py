@@ -242,7 +242,7 @@ def test_policies_grant_no_wildcards_and_nothing_beyond_the_prefix(prod: Recordi
             assert resource in ("arn:aws:s3:::acme-inference-models/triton/*", "arn:aws:s3:::acme-inference-models")
             if resource == "arn:aws:s3:::acme-inference-models":
                 assert _actions(statement) == ["s3:ListBucket"]
-                assert statement["Condition"] == {"StringLike": {"s3:prefix": ["triton", "triton/*"]}}
+                assert statement["Condition"] == {"StringLikeIfExists": {"s3:prefix": ["triton", "triton/*"]}}
 
 
 def test_triton_may_only_read(prod: Recording) -> None:
