@@ -382,7 +382,8 @@ class MonitoringSettings:
     retention: str = "15d"
     retention_size: str | None = None  # e.g. 45GB; Prometheus deletes oldest blocks beyond it
     storage_size: str = "50Gi"
-    storage_class: str | None = None
+    storage_class: str | None = None  # None: the cluster's default class (EKS >= 1.30 has none)
+    create_storage_class: bool = False  # create storage_class as an encrypted EBS gp3 class (EBS CSI driver)
     grafana_storage_size: str | None = None
     slack_channel: str = "#inference-alerts"
     runbook_base_url: str = "README.md"
@@ -780,6 +781,7 @@ def _monitoring(s: _Section) -> MonitoringSettings:
         retention_size=s.string("retentionSize", None, pattern=_RETENTION_SIZE, allowed="a size such as 45GB"),
         storage_size=s.quantity("storageSize", d.storage_size),
         storage_class=s.string("storageClass", None, pattern=_DNS_LABEL, allowed="a StorageClass name"),
+        create_storage_class=s.boolean("createStorageClass", d.create_storage_class),
         grafana_storage_size=s.string("grafanaStorageSize", None, pattern=_QUANTITY, allowed="a quantity like 10Gi"),
         slack_channel=s.string("slackChannel", d.slack_channel, pattern=re.compile(r"^[#@][\w.-]{1,80}$"),
                                allowed="a Slack channel such as #inference-alerts"),
@@ -791,6 +793,8 @@ def _monitoring(s: _Section) -> MonitoringSettings:
         # rate()/increase() need several samples in the window; Prometheus' guidance is 4 scrape intervals.
         if duration_seconds(window) < 4 * duration_seconds(settings.scrape_interval):
             s.problem(key, window, f"must be at least 4 x monitoring.scrapeInterval ({settings.scrape_interval})")
+    if settings.create_storage_class and not settings.storage_class:
+        s.problem("createStorageClass", True, "needs monitoring.storageClass: the name of the class to create")
     size = _RETENTION_SIZE.match(settings.retention_size or "")
     if size and int(size["n"]) * 1024 ** _SIZE_UNITS.index(size["unit"]) >= quantity_value(settings.storage_size):
         s.problem("retentionSize", settings.retention_size,

@@ -182,7 +182,24 @@ def _grafana_values(settings: MonitoringSettings) -> dict[str, Any]:
     }
     if settings.grafana_storage_size:
         values["persistence"] = {"enabled": True, "size": settings.grafana_storage_size}
+        if settings.storage_class:
+            values["persistence"]["storageClassName"] = settings.storage_class
     return values
+
+
+def ebs_storage_class(name: str, class_name: str, opts: pulumi.ResourceOptions) -> k8s.storage.v1.StorageClass:
+    """An encrypted gp3 class of the EBS CSI driver. EKS >= 1.30 creates no default class, and Helm waits for
+    Grafana's PVC to bind: without a class the whole release times out."""
+    return k8s.storage.v1.StorageClass(
+        name,
+        metadata={"name": class_name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+        provisioner="ebs.csi.aws.com",
+        parameters={"type": "gp3", "encrypted": "true"},
+        volume_binding_mode="WaitForFirstConsumer",  # the volume is made in the zone the pod lands in
+        allow_volume_expansion=True,
+        reclaim_policy="Delete",
+        opts=opts,
+    )
 
 
 def kps_values(settings: MonitoringSettings) -> dict[str, Any]:
@@ -248,6 +265,8 @@ class MonitoringStack(pulumi.ComponentResource):
             pulumi.log.warn(f"{s.namespace}: no alert receiver configured (alertWebhookUrl / alertSlackWebhookUrl "
                             "secrets); Alertmanager routes every alert to 'null'", resource=self)
 
+        if s.create_storage_class:
+            before_release.append(ebs_storage_class(f"{name}-storage-class", s.storage_class or "", child))
         self.release = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack",
             name=s.release_name,

@@ -110,6 +110,18 @@ def custom_resource_errors(obj: Mapping[str, Any], crd_dir: Path | None = None) 
     ]
 
 
+# Keys a chart accepts but only documents in comments of its values.yaml; each needs its reason.
+UNLISTED_VALUES: dict[str, dict[str, str]] = {
+    "hami": {
+        "devicePlugin.nvidiaNodeSelector": "a node selector (a map of labels); its default is {gpu: on}",
+    },
+    "kube-prometheus-stack": {
+        "grafana.adminPassword": "commented out in kube-prometheus-stack's values.yaml; read by the grafana chart",
+        "grafana.persistence.storageClassName": "commented out in the grafana chart's values.yaml; read by its PVC",
+    },
+}
+
+
 def unknown_values_keys(
     values: Mapping[str, Any],
     defaults: Mapping[str, Any],

@@ -18,7 +18,7 @@ from components.monitoring import MonitoringStackArgs, kps_fullname
 from components.prometheus_rules import rule_file
 from components.triton_cluster import pod_selector
 from offline.harness import RecordedResource, Recording, run_program
-from offline.validate import custom_resource_errors, load_values, unknown_values_keys
+from offline.validate import UNLISTED_VALUES, custom_resource_errors, load_values, unknown_values_keys
 from tests._stack_repository import STACK_MODELS, config_with_build_dir, stack_repository
 
 COMPONENT = "inference:platform:MonitoringStack"
@@ -117,10 +117,40 @@ def test_retention_storage_and_intervals_come_from_config(dev, prod):
     assert dev_spec["scrapeInterval"] == "15s" and dev_spec["evaluationInterval"] == "15s"
 
 
+def test_every_pvc_names_the_storage_class_and_prod_creates_it_before_the_release(prod):
+    """EKS >= 1.30 has no default StorageClass: a PVC without a class stays Pending, and Helm, waiting for
+    Grafana's, times the whole release out."""
+    grafana = values(prod)["grafana"]["persistence"]
+    assert grafana == {"enabled": True, "size": "10Gi", "storageClassName": "gp3"}
+    storage_class = prod.one("kubernetes:storage.k8s.io/v1:StorageClass", "monitoring-storage-class")
+    assert storage_class.inputs["metadata"]["name"] == "gp3"
+    assert storage_class.inputs["provisioner"] == "ebs.csi.aws.com"
+    assert storage_class.inputs["parameters"] == {"type": "gp3", "encrypted": "true"}
+    assert storage_class.inputs["volumeBindingMode"] == "WaitForFirstConsumer"
+    release = prod.one("kubernetes:helm.sh/v3:Release", "monitoring-kube-prometheus-stack")
+    assert storage_class.urn in release.dependencies
+
+
+def test_dev_leaves_pvcs_to_the_clusters_default_class(dev):
+    assert not dev.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    claim = values(dev)["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert "storageClassName" not in claim
+
+
+def test_creating_a_storage_class_needs_its_name():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        _parse({"createStorageClass": True})
+    assert error.value.problems == [
+        "monitoring.createStorageClass (True) needs monitoring.storageClass: the name of the class to create"]
+
+
 def test_helm_values_keys_exist_in_the_pinned_charts(stack, shared_dir):
     defaults = load_values(shared_dir / "helm-values" / versions.KUBE_PROMETHEUS_STACK.values_fixture)
     grafana = load_values(shared_dir / "helm-values" / "grafana-12.11.1.values.yaml")
-    assert unknown_values_keys(values(stack), defaults, subcharts={"grafana": grafana}) == []
+    assert unknown_values_keys(values(stack), defaults, subcharts={"grafana": grafana},
+                               allowed=UNLISTED_VALUES["kube-prometheus-stack"]) == []
     assert unknown_values_keys({"prometheus": {"prometheusSpec": {"retentionn": "1d"}}}, defaults)
 
 

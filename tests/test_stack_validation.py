@@ -10,6 +10,7 @@ import pytest
 from components import versions
 from offline.harness import RecordedResource, Recording
 from offline.validate import (
+    UNLISTED_VALUES,
     crd_groups,
     custom_resource_errors,
     dynamic_resource_errors,
@@ -22,15 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # The oldest Kubernetes we support and the newest the validator ships.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 
-# Keys a chart accepts but only documents in comments of its values.yaml; each needs its reason.
-UNLISTED_VALUES: dict[str, dict[str, str]] = {
-    "hami": {
-        "devicePlugin.nvidiaNodeSelector": "a node selector (a map of labels); its default is {gpu: on}",
-    },
-    "kube-prometheus-stack": {
-        "grafana.adminPassword": "commented out in kube-prometheus-stack's values.yaml; read by the grafana chart",
-    },
-}
 # Subcharts whose own defaults apply below a top-level key of the parent chart's values.
 SUBCHARTS = {"kube-prometheus-stack": {"grafana": "grafana-12.11.1.values.yaml"}}
 
