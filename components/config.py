@@ -319,7 +319,9 @@ class ModelRepositorySettings:
 
     bucket: str
     prefix: str = ""
-    endpoint: str | None = None  # S3-compatible endpoint (MinIO): http(s)://host:port
+    endpoint: str | None = None  # S3-compatible endpoint (MinIO) as Triton and the Jobs reach it: http(s)://host:port
+    # The same store as the machine running `pulumi up` reaches it (a cluster-local name does not resolve there).
+    publish_endpoint: str | None = None
     region: str = "us-east-1"
     irsa_role_arn: str | None = None
     access_key_id: pulumi.Output[str] | None = None
@@ -706,6 +708,8 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
         prefix=prefix,
         endpoint=s.string("endpoint", None, pattern=_ENDPOINT,
                           allowed="http(s)://host:port (an S3-compatible endpoint)"),
+        publish_endpoint=s.string("publishEndpoint", None, pattern=_ENDPOINT,
+                                  allowed="http(s)://host:port (the endpoint as `pulumi up` reaches it)"),
         region=s.string("region", "us-east-1", pattern=_REGION, allowed="an AWS region such as eu-west-1"),
         irsa_role_arn=s.string("irsaRoleArn", None, pattern=_ROLE_ARN, allowed="an IAM role ARN"),
         access_key_id=secrets.get("s3AccessKeyId"),
@@ -753,8 +757,20 @@ def _alert_thresholds(s: _Section) -> AlertThresholds:
     return thresholds
 
 
+def _cluster_local(endpoint: str) -> bool:
+    host = endpoint.split("://", 1)[1].rsplit(":", 1)[0]
+    return host.endswith((".svc", ".cluster.local")) or ("." not in host and host != "localhost")
+
+
 def _check_repository_access(s: _Section, settings: ModelRepositorySettings) -> None:
     """Bucket and IAM are only created on AWS; IRSA roles come either from config or from the OIDC provider."""
+    if settings.publish_endpoint and not settings.endpoint:
+        s.problem("publishEndpoint", settings.publish_endpoint, "needs modelRepository.endpoint: AWS S3 is reached "
+                  "the same way from everywhere")
+    if settings.endpoint and not settings.publish_endpoint and _cluster_local(settings.endpoint):
+        s.problem("endpoint", settings.endpoint, "resolves only inside the cluster, and `pulumi up` publishes from "
+                  "outside it: set modelRepository.publishEndpoint to the same store as this machine reaches it "
+                  "(an ingress, or `kubectl port-forward` to http://127.0.0.1:<port>)")
     if settings.endpoint and settings.create_bucket:
         s.problem("createBucket", True, "must be false with an S3-compatible endpoint: that bucket must already exist")
     if (settings.oidc_provider_arn is None) != (settings.oidc_provider_url is None):

@@ -249,7 +249,7 @@ class ModelRepository(pulumi.ComponentResource):
 
         publication = PublicationArgs(
             bucket=s.bucket, prefix=s.prefix, digest=local.digest, endpoint=s.endpoint, region=s.region,
-            build_dir=str(local.path), files=dict(local.files),
+            build_dir=str(local.path), files=dict(local.files), publish_endpoint=s.publish_endpoint,
         )
         # The files first; the resource owns the whole digest prefix, the Jobs' plans included (no drift).
         files = RepositoryPublication(

@@ -53,6 +53,8 @@ class PublicationArgs:
     region: str
     build_dir: str  # absolute path of the local build, hashed again before anything is sent
     files: Mapping[str, str]  # relative path -> sha256, manifest.json excluded
+    # How this machine reaches ``endpoint`` when that name only resolves in the cluster; not part of the identity.
+    publish_endpoint: str | None = None
 
     def inputs(self, phase: str) -> dict[str, Any]:
         """The resource inputs of one phase (plain values only: the provider pickles none of them)."""
@@ -62,17 +64,20 @@ class PublicationArgs:
             "prefix": self.prefix,
             "digest": self.digest,
             "endpoint": self.endpoint,
+            "publish_endpoint": self.publish_endpoint,
             "region": self.region,
             "build_dir": self.build_dir,
             "files": dict(sorted(self.files.items())),
         }
 
 
-def _location(props: Mapping[str, Any]) -> Any:
+def _location(props: Mapping[str, Any], *, to_send: bool = False) -> Any:
+    """Where the objects are (``endpoint``, as the cluster names it), or, ``to_send``, how this machine gets there."""
     from model_pipeline.publish import S3Location
 
+    endpoint = (props.get("publish_endpoint") if to_send else None) or props.get("endpoint") or None
     return S3Location(str(props["bucket"]), str(props.get("prefix") or ""),
-                      endpoint_url=props.get("endpoint") or None, region=props.get("region") or None)
+                      endpoint_url=endpoint, region=props.get("region") or None)
 
 
 def _resource_id(props: Mapping[str, Any]) -> str:
@@ -117,7 +122,7 @@ class S3PublicationProvider(dynamic.ResourceProvider):
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
         from model_pipeline.publish import publish_files, publish_manifest
 
-        location, digest, build = _location(props), str(props["digest"]), Path(str(props["build_dir"]))
+        location, digest, build = _location(props, to_send=True), str(props["digest"]), Path(str(props["build_dir"]))
         if props["phase"] == FILES_PHASE:
             result = publish_files(build, location, expected_digest=digest)
         else:
@@ -128,7 +133,7 @@ class S3PublicationProvider(dynamic.ResourceProvider):
         """A new digest (or bucket, prefix, endpoint) is a new repository: replace. Anything else: no change.
 
         ``files`` is not compared on its own: the digest is the hash of that map, so it differs exactly when the
-        map does. ``region`` and ``build_dir`` only say how to reach the same content.
+        map does. ``region``, ``publish_endpoint`` and ``build_dir`` only say how to reach the same content.
         """
         replaces = [key for key in IDENTITY_INPUTS if (olds.get(key) or None) != (news.get(key) or None)]
         return dynamic.DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=False)
@@ -147,7 +152,7 @@ class S3PublicationProvider(dynamic.ResourceProvider):
         from model_pipeline.publish import MANIFEST_FILE, published_keys
 
         outs = {k: v for k, v in props.items() if k != _PROVIDER_KEY}
-        present = set(published_keys(_location(props), str(props["digest"])))
+        present = set(published_keys(_location(props, to_send=True), str(props["digest"])))
         wanted = set(props.get("files") or {}) if props.get("phase") == FILES_PHASE else {MANIFEST_FILE}
         if not wanted <= present:
             return dynamic.ReadResult("", {})
@@ -162,7 +167,7 @@ class S3PublicationProvider(dynamic.ResourceProvider):
         from model_pipeline.publish import MANIFEST_FILE, delete_published
 
         only = None if props.get("phase") == FILES_PHASE else [MANIFEST_FILE]
-        delete_published(_location(props), str(props["digest"]), only=only)
+        delete_published(_location(props, to_send=True), str(props["digest"]), only=only)
 
 
 class RepositoryPublication(dynamic.Resource):

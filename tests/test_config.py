@@ -52,8 +52,9 @@ def test_resnet50_gets_its_own_default_profile() -> None:
     ("https://minio.example.com:443", "s3://https://minio.example.com:443/models/triton"),
 ])
 def test_custom_endpoints_are_written_in_tritons_own_uri_syntax(endpoint: str, uri: str) -> None:
-    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton", "endpoint": endpoint}})
-    assert cfg.model_repository.triton_uri == uri
+    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton", "endpoint": endpoint,
+                                                    "publishEndpoint": "http://127.0.0.1:9000"}})
+    assert cfg.model_repository.triton_uri == uri  # the cluster's name for the store, never the publisher's
 
 
 # Each case: (config values, a fragment the single error must contain). Together they cover wrong types, bad
@@ -106,6 +107,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("uri missing", {"modelRepository": {}}, "modelRepository.uri (None) is required"),
     ("endpoint without port", {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio"}},
      "modelRepository.endpoint ('http://minio') must be http(s)://host:port"),
+    ("cluster-local endpoint, nothing to publish through",
+     {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio.minio.svc.cluster.local:9000"}},
+     "modelRepository.endpoint ('http://minio.minio.svc.cluster.local:9000') resolves only inside the cluster, and "
+     "`pulumi up` publishes from outside it: set modelRepository.publishEndpoint"),
+    ("publish endpoint for AWS S3", {"modelRepository": {"uri": "s3://models/x", "publishEndpoint": "http://127.0.0.1:9000"}},
+     "modelRepository.publishEndpoint ('http://127.0.0.1:9000') needs modelRepository.endpoint"),
     ("bad region", {"modelRepository": {"uri": "s3://models/x", "region": "Europe"}}, "must be an AWS region"),
     ("bad role arn", {"modelRepository": {"uri": "s3://models/x", "irsaRoleArn": "triton-reader"}},
      "modelRepository.irsaRoleArn ('triton-reader') must be an IAM role ARN"),

@@ -126,7 +126,7 @@ def test_the_build_is_published_under_its_digest_files_first_and_the_manifest_la
 
 def test_publication_inputs_carry_no_credentials(recordings: dict[str, Recording]) -> None:
     """Credentials come from whoever runs `pulumi up`; inputs (and so the state) hold where, never who."""
-    allowed = {"phase", "bucket", "prefix", "digest", "endpoint", "region", "build_dir", "files"}
+    allowed = {"phase", "bucket", "prefix", "digest", "endpoint", "publish_endpoint", "region", "build_dir", "files"}
     for recording in recordings.values():
         for resource in recording.dynamic_resources(PUBLICATION):
             assert set(resource.inputs) <= allowed

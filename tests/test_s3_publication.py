@@ -7,6 +7,8 @@ put in the state.
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import json
 import os
@@ -154,6 +156,25 @@ def test_a_create_after_the_engine_job_keeps_the_switched_config(repo: Path, buc
 
 
 # --- diff ----------------------------------------------------------------------------------------------------
+
+
+def test_publishes_through_the_publish_endpoint_and_names_the_store_as_the_cluster_does(
+    repo: Path, bucket: str, s3_endpoint: str
+) -> None:
+    """Dev's MinIO is `minio.minio.svc.cluster.local` to Triton, a name the machine running `pulumi up` cannot
+    resolve: the objects go through the publish endpoint, and every output names the cluster's endpoint."""
+    in_cluster = "http://minio.minio.svc.cluster.local:9000"
+    args = dataclasses.replace(_args(repo, bucket, in_cluster), publish_endpoint=s3_endpoint)
+    provider = S3PublicationProvider()
+    created = provider.create(args.inputs(FILES_PHASE))
+    assert created.outs is not None and created.outs["objects_sent"] == len(_manifest(repo)["files"])
+    assert created.outs["triton_uri"] == f"s3://minio.minio.svc.cluster.local:9000/{bucket}/{PREFIX}/{args.digest}"
+    assert _under_digest(s3_endpoint, bucket, args.digest) == sorted(_manifest(repo)["files"])
+    assert provider.read(created.id, created.outs).id == created.id
+    moved = provider.diff(created.id, created.outs, {**created.outs, "publish_endpoint": "http://127.0.0.1:1"})
+    assert moved.changes is False, "another route to the same store is the same repository"
+    provider.delete(created.id, created.outs)
+    assert _under_digest(s3_endpoint, bucket, args.digest) == []
 
 
 def test_unchanged_inputs_are_no_diff_and_a_new_digest_is_a_replace(repo: Path, s3_endpoint: str) -> None:
