@@ -95,7 +95,7 @@ render: setup
 	$(PY) -m offline.render $(STACK) --out $(RENDER_DIR)
 
 serve: setup triton-env
-	$(PY) -m local_serving serve --repository $(REPO_DIR)
+	$(PY) -m local_serving serve --repository $(REPO_DIR) $(SERVE_ARGS)
 
 bench:
 	$(PY) benchmarks/stack_evaluation.py

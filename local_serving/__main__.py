@@ -6,7 +6,6 @@ import argparse
 import atexit
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 from local_serving.errors import LocalServingError
 from local_serving.load import PROTOCOLS, LoadResult, LoadSettings, run_load, workload_for
+from local_serving.processes import stop_on_signals
 from local_serving.prometheus import PrometheusClient, ScrapeSettings
 from local_serving.report import AutoscalingTarget, build_report, render_text, stack_autoscaling_target, write_report
 from local_serving.rules import platform_adapter_rules
@@ -109,7 +109,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Triton HTTP {stack.triton.http_url}, gRPC {stack.triton.grpc_url}, metrics {stack.triton.metrics_url}")
         print(f"Prometheus {stack.prometheus.url}; models: {', '.join(stack.served_models)}")
         print("Ctrl-C stops both." if not args.duration else f"stopping in {args.duration:g}s", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             deadline = time.monotonic() + args.duration if args.duration else float("inf")
             while time.monotonic() < deadline:
@@ -209,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a LocalServingError becomes one clear line on stderr and exit code 2."""
     args = parser().parse_args(argv)
     handlers = {"serve": cmd_serve, "load": cmd_load, "report": cmd_report, "demo": cmd_demo}
+    stop_on_signals()  # before anything starts: a signal during start-up still stops what has started
     try:
         return handlers[args.command](args)
+    except KeyboardInterrupt as stopped:
+        print(f"local_serving: {stopped or 'interrupted'}; every server it started is stopped", file=sys.stderr)
+        return 130
     except LocalServingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ import yaml
 from local_serving.errors import LocalServingError
 from local_serving.installation import find_prometheus
 from local_serving.ports import LOOPBACK, ensure_free
-from local_serving.processes import stop_process_group
+from local_serving.processes import start_server, stop_process_group
 
 # What a PodMonitor adds in the cluster; the recording rules group by these, the adapter matches on them.
 LOCAL_NAMESPACE = "local"
@@ -107,7 +107,7 @@ class PrometheusServer:
             "--log.level=warn",
         ]
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._process = start_server(command, log)
         try:
             self._wait_ready()
         except BaseException:

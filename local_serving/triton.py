@@ -16,7 +16,7 @@ from types import TracebackType
 from local_serving.errors import LocalServingError, ModelLoadError
 from local_serving.installation import TritonInstallation, find_triton
 from local_serving.ports import LOOPBACK, ensure_free
-from local_serving.processes import stop_process_group
+from local_serving.processes import start_server, stop_process_group
 
 # Lines of Triton's log that explain a failed start: load failures and server errors.
 _ERROR_LINE = re.compile(r"^E\d{4} |^error: ", re.IGNORECASE)
@@ -98,10 +98,8 @@ class TritonServer:
         self.ports.check_free()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT,
-                env={**self.installation.server_environment(), **self.environment}, start_new_session=True,
-            )
+            self._process = start_server(self.command(), log,
+                                         env={**self.installation.server_environment(), **self.environment})
         try:
             self._wait_ready()
         except BaseException:

@@ -8,7 +8,10 @@ idle first (queue time 0, not NaN), then load (recorded value equals Triton's co
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ INTERVAL = "1s"
 WINDOW = "10s"
 SLOW_SLEEP_MS = 300.0
 POD = {"namespace": LOCAL_NAMESPACE, "pod": LOCAL_POD}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _require_servers():
@@ -212,3 +216,58 @@ def test_model_that_fails_to_load_stops_the_runner_with_tritons_error(repository
         server.start()
     assert server._process is None  # stopped, not left running
     assert discover_models(broken)[0].name == "mnist"
+
+
+def _processes_with(marker: str) -> list[str]:
+    """Command lines of live (non-zombie) processes whose arguments contain ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(f"{proc.name}: {cmdline[:160]}")
+    return found
+
+
+def _serve_through_make(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
+    """`make serve` in a session of its own, as a supervisor runs it; returns once both servers are up."""
+    http, prometheus = free_port(), free_port()
+    flags = (f"--http-port {http} --grpc-port {free_port()} --metrics-port {free_port()} "
+             f"--prometheus-port {prometheus}")
+    log = tmp_path / "serve.log"
+    make = subprocess.Popen(["make", "-s", "serve", f"REPO_DIR={repository}", f"SERVE_ARGS={flags}"],
+                            cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "Ctrl-C stops both" not in log.read_text(errors="replace"):
+        assert make.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+        time.sleep(0.2)
+    return make, f"--http-port={http}", prometheus
+
+
+def _gone(marker: str, prometheus_port: int, within_s: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + within_s
+    while (left := _processes_with(marker) + _processes_with(f"127.0.0.1:{prometheus_port}")) and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def test_a_supervisor_stopping_make_serve_stops_triton_and_prometheus(repository, tmp_path):
+    """`timeout 40 make serve` signals make's whole process group, and make passes SIGTERM on: the runner got it
+    twice, the second cut its cleanup short, and Triton stayed behind with parent 1, holding its ports."""
+    make, triton_marker, prometheus_port = _serve_through_make(repository, tmp_path)
+    os.killpg(make.pid, signal.SIGTERM)  # what timeout(1) does
+    make.wait(timeout=60)
+    assert _gone(triton_marker, prometheus_port) == []
+
+
+def test_a_killed_runner_takes_its_servers_with_it(repository, tmp_path):
+    """SIGKILL leaves no chance to clean up: the kernel's parent-death signal stops Triton and Prometheus."""
+    make, triton_marker, prometheus_port = _serve_through_make(repository, tmp_path)
+    os.killpg(make.pid, signal.SIGKILL)
+    make.wait(timeout=10)
+    assert _gone(triton_marker, prometheus_port) == []
