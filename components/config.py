@@ -292,6 +292,10 @@ class TritonSettings:
     shm_size: str = "1Gi"
     model_cache_size: str = "20Gi"
     startup_budget_seconds: int = 600
+    # Rolling updates: extra pods a rollout may add, and pods it may take down. The default never lowers
+    # capacity but needs room for one more Triton pod; a GPU node group with no spare slot needs 0 / 1.
+    max_surge: int = 1
+    max_unavailable: int = 0
     model_control_mode: str = "none"
     exit_timeout_seconds: int = 30
     drain_seconds: int = 10
@@ -626,11 +630,15 @@ def _triton(s: _Section) -> TritonSettings:
         shm_size=s.quantity("shmSize", d.shm_size),
         model_cache_size=s.quantity("modelCacheSize", d.model_cache_size),
         startup_budget_seconds=s.integer("startupBudgetSeconds", d.startup_budget_seconds, low=30, high=7200),
+        max_surge=s.integer("maxSurge", d.max_surge, low=0, high=64),
+        max_unavailable=s.integer("maxUnavailable", d.max_unavailable, low=0, high=64),
         model_control_mode=s.string("modelControlMode", d.model_control_mode, choices=("none", "explicit")),
         exit_timeout_seconds=s.integer("exitTimeoutSeconds", d.exit_timeout_seconds, low=1, high=600),
         drain_seconds=s.integer("drainSeconds", d.drain_seconds, low=0, high=120),
         log_verbose=s.integer("logVerbose", d.log_verbose, low=0, high=3),
     )
+    if settings.max_surge == settings.max_unavailable == 0:
+        s.problem("maxUnavailable", 0, "must be at least 1 when triton.maxSurge is 0, or no rollout can progress")
     for what, request, limit in (("cpu", settings.cpu_request, settings.cpu_limit),
                                  ("memory", settings.memory_request, settings.memory_limit)):
         if quantity_value(request) > quantity_value(limit):

@@ -34,9 +34,11 @@ ROLLOUT_MARGIN_SECONDS = 300
 
 
 def rollout_timeout_seconds(args: TritonClusterArgs) -> int:
-    """Pods are replaced one at a time (maxSurge 1, maxUnavailable 0) and each may take the whole startup budget:
+    """Pods are replaced maxSurge + maxUnavailable at a time and each batch may take the whole startup budget:
     Pulumi's default 10-minute wait would fail a healthy prod rollout (900 s per pod)."""
-    return args.rollout_replicas * args.settings.startup_budget_seconds + ROLLOUT_MARGIN_SECONDS
+    batch = args.settings.max_surge + args.settings.max_unavailable
+    batches = -(-args.rollout_replicas // batch)
+    return batches * args.settings.startup_budget_seconds + ROLLOUT_MARGIN_SECONDS
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,12 @@ def pod_spec(args: TritonClusterArgs, repository_uri: str, service_account: pulu
 
 
 def deployment_spec(args: TritonClusterArgs, pod: dict[str, Any], pod_labels: Mapping[str, str]) -> dict[str, Any]:
-    """Rolling updates that never drop below the current capacity; replicas left to the HPA when it scales."""
+    """Rolling updates as configured (by default never below the current capacity); replicas left to the HPA
+    when it scales."""
+    rolling = {"maxUnavailable": args.settings.max_unavailable, "maxSurge": args.settings.max_surge}
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector(dict(pod_labels))},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
         "minReadySeconds": 5,
         "revisionHistoryLimit": 5,
         "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod},

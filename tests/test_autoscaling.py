@@ -209,7 +209,7 @@ def test_prod_scales_triton_between_the_configured_bounds_and_leaves_replicas_to
     deployment = next(r for r in prod.kubernetes_objects() if r.kind == "Deployment"
                       and r.metadata_name == hpa.inputs["spec"]["scaleTargetRef"]["name"])
     assert hpa.inputs["metadata"]["namespace"] == deployment.inputs["metadata"]["namespace"]
-    assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 8)
+    assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 3)
     assert "replicas" not in deployment.inputs["spec"], "a fixed replica count would fight the HPA on every update"
 
 

@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 
+from components.config import GpuSettings, ModelRepositorySettings, TritonSettings
+from components.gpu_stack import gpu_placement
+from components.triton_cluster import TritonClusterArgs, deployment_spec, rollout_timeout_seconds
 from offline.harness import RecordedResource, Recording, run_program, stack_config
 
 TRITON = "inference:platform:TritonCluster"
@@ -112,7 +115,7 @@ def test_namespace_enforces_the_restricted_pod_security_standard(stack: Recordin
 def test_requests_and_limits_include_the_gpu(dev: Recording, prod: Recording) -> None:
     assert _container(dev)["resources"]["limits"] == {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}
     limits = _container(prod)["resources"]["limits"]
-    assert limits["nvidia.com/gpumem"] == "12000" and limits["nvidia.com/gpucores"] == "50"
+    assert limits["nvidia.com/gpumem"] == "11000" and limits["nvidia.com/gpucores"] == "50"
     assert _container(prod)["resources"]["requests"] == limits  # Guaranteed QoS under HAMi
 
 
@@ -200,6 +203,18 @@ def test_all_children_are_parented_to_the_component(stack: Recording) -> None:
 
 
 def test_pulumi_waits_for_a_whole_rollout_of_slow_starting_pods(prod: Recording) -> None:
-    """prod: up to 8 pods (autoscaling's maximum) replaced one by one, 900 s startup budget each."""
+    """prod: up to 3 pods (autoscaling's maximum) replaced one by one, 900 s startup budget each."""
     deployment = next(r for r in prod.kubernetes_objects() if r.kind == "Deployment" and r.metadata_name == "triton")
-    assert deployment.inputs["metadata"]["annotations"]["pulumi.com/timeoutSeconds"] == str(8 * 900 + 300)
+    assert deployment.inputs["metadata"]["annotations"]["pulumi.com/timeoutSeconds"] == str(3 * 900 + 300)
+
+
+@pytest.mark.parametrize(("surge", "unavailable", "batches"), [(1, 0, 8), (0, 1, 8), (2, 0, 4), (2, 1, 3)])
+def test_the_rollout_strategy_is_the_configured_one_and_the_wait_follows_it(
+    surge: int, unavailable: int, batches: int
+) -> None:
+    settings = TritonSettings(max_surge=surge, max_unavailable=unavailable, startup_budget_seconds=900)
+    args = TritonClusterArgs(settings=settings, repository=ModelRepositorySettings(bucket="models"),
+                             placement=gpu_placement(GpuSettings()), model_names=("mnist",), rollout_replicas=8)
+    spec = deployment_spec(args, {}, {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "triton"})
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": surge, "maxUnavailable": unavailable}
+    assert rollout_timeout_seconds(args) == batches * 900 + 300
