@@ -331,6 +331,9 @@ class ModelRepositorySettings:
     access_key_id: pulumi.Output[str] | None = None
     secret_access_key: pulumi.Output[str] | None = None
     create_bucket: bool = False  # create the bucket (AWS only); otherwise it must exist
+    # What `pulumi destroy` does with a created bucket: "retain" it (and its lifecycle rules, so replaced
+    # versions still expire), or "delete" it with every object version in it.
+    bucket_on_destroy: str = "retain"
     build_dir: str = "build/model_repository"  # the pipeline's output, published under its digest
     expire_after_days: int = 30  # replaced (noncurrent) object versions are deleted after this many days
     oidc_provider_arn: str | None = None  # the EKS cluster's IAM OIDC provider: IRSA roles are created
@@ -723,6 +726,8 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
         access_key_id=secrets.get("s3AccessKeyId"),
         secret_access_key=secrets.get("s3SecretAccessKey"),
         create_bucket=s.boolean("createBucket", False),
+        bucket_on_destroy=s.string("bucketOnDestroy", ModelRepositorySettings.bucket_on_destroy,
+                                   choices=("retain", "delete")),
         build_dir=s.string("buildDir", ModelRepositorySettings.build_dir),
         expire_after_days=s.integer("expireAfterDays", ModelRepositorySettings.expire_after_days, low=1, high=3650),
         oidc_provider_arn=s.string("oidcProviderArn", None, pattern=_OIDC_ARN, allowed="an IAM OIDC provider ARN"),

@@ -285,7 +285,11 @@ class ModelRepository(pulumi.ComponentResource):
 
     def _declare_bucket(self, name: str, s: ModelRepositorySettings,
                         child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=s.bucket, force_destroy=False, opts=child)
+        # A versioned bucket keeps deleted objects as noncurrent versions, so `pulumi destroy` can never delete
+        # it empty-handed: either it stays, with the rules that expire those versions, or it goes with them.
+        delete = s.bucket_on_destroy == "delete"
+        child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=not delete))
+        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=s.bucket, force_destroy=delete, opts=child)
         on_bucket = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[bucket]))
         versioning = aws.s3.BucketVersioning(
             f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child

@@ -54,6 +54,7 @@ class RecordedResource:
     provider: str | None = None  # "<provider urn>::<id>" for custom resources
     dynamic_provider: str | None = None  # dynamic resources: "module.Class" of the pickled provider
     additional_secret_outputs: tuple[str, ...] = ()
+    retain_on_delete: bool = False
 
     @property
     def kind(self) -> str | None:
@@ -224,6 +225,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 provider=request.provider or None,
                 dynamic_provider=dynamic_provider,
                 additional_secret_outputs=tuple(request.additionalSecretOutputs),
+                retain_on_delete=bool(request.retainOnDelete),
             )
         )
         return response

@@ -198,6 +198,33 @@ def test_prod_bucket_is_versioned_encrypted_private_and_expires_replaced_version
     assert "days" not in expiry.get("expiration", {}), "served (current) objects must never expire"
 
 
+BUCKET_TYPES = (":Bucket", ":BucketVersioning", ":BucketServerSideEncryptionConfiguration",
+                ":BucketPublicAccessBlock", ":BucketOwnershipControls", ":BucketPolicy",
+                ":BucketLifecycleConfiguration")
+
+
+def _bucket_resources(recording: Recording) -> list[RecordedResource]:
+    return [r for r in recording.resources if r.type.startswith("aws:s3/") and r.type.endswith(BUCKET_TYPES)]
+
+
+def test_destroy_retains_prods_bucket_with_the_rules_that_expire_what_is_left(prod: Recording) -> None:
+    """A versioned bucket keeps deleted objects as noncurrent versions, so destroy could never delete it:
+    prod keeps it, and keeps its lifecycle rules too, or the versions would never expire."""
+    resources = _bucket_resources(prod)
+    assert len(resources) == len(BUCKET_TYPES)
+    assert all(r.retain_on_delete for r in resources)
+    assert _one_of(prod, ":Bucket")["forceDestroy"] is False
+
+
+def test_bucket_on_destroy_delete_removes_it_with_every_version(stack_repositories: dict[str, Path]) -> None:
+    config = config_with_build_dir("prod", stack_repositories["prod"])
+    config["inference-platform:modelRepository"] = {**config["inference-platform:modelRepository"],
+                                                    "bucketOnDestroy": "delete"}
+    recording = run_program("prod", config=config)
+    assert not any(r.retain_on_delete for r in _bucket_resources(recording))
+    assert _one_of(recording, ":Bucket")["forceDestroy"] is True
+
+
 def test_prod_bucket_refuses_plain_http(prod: Recording) -> None:
     (statement,) = json.loads(_one_of(prod, ":BucketPolicy")["policy"])["Statement"]
     assert statement["Effect"] == "Deny" and statement["Action"] == "s3:*"
