@@ -210,7 +210,8 @@ def kps_values(settings: MonitoringSettings) -> dict[str, Any]:
     return {
         # Helm installs the CRDs on first install only; the upgrade job (a hook, which helm.v3.Release runs)
         # applies them server-side when the pin moves.
-        "crds": {"enabled": True, "upgradeJob": {"enabled": True}},
+        "crds": {"enabled": True, "upgradeJob": {
+            "enabled": True, "image": {"busybox": {"tag": versions.CRD_JOB_BUSYBOX_TAG}}}},
         "prometheus": _prometheus_values(settings),
         "alertmanager": {"enabled": True, "config": alertmanager_config(settings),
                          "alertmanagerSpec": alertmanager_spec},

@@ -85,3 +85,6 @@ TRITON_TENSORRT_VERSION = "11.1.0"
 
 # HAMi runs a stock kube-scheduler beside its extender; it must match the control plane's minor version.
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"
+# The shell of kube-prometheus-stack's CRD upgrade job; the chart's default is busybox:latest, which moves
+# under a running cluster and which registries that only mirror pinned tags do not serve.
+CRD_JOB_BUSYBOX_TAG = "1.37.0"

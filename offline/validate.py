@@ -145,7 +145,7 @@ def unknown_values_keys(
             continue
         if not _path and key in subcharts:
             if isinstance(value, Mapping):
-                merged = _deep_merge(subcharts[key], defaults.get(key) or {})
+                merged = deep_merge(subcharts[key], defaults.get(key) or {})
                 problems += unknown_values_keys(value, merged, allowed=allowed, _path=path)
             continue
         if key not in defaults:
@@ -160,11 +160,11 @@ def unknown_values_keys(
     return problems
 
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

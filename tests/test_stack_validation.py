@@ -11,6 +11,7 @@ from components import versions
 from offline.harness import RecordedResource, Recording
 from offline.validate import (
     UNLISTED_VALUES,
+    deep_merge,
     crd_groups,
     custom_resource_errors,
     dynamic_resource_errors,
@@ -85,6 +86,24 @@ def test_every_helm_value_we_set_is_a_key_of_the_chart(stack: Recording, shared_
         )
         problems += [f"{release.name} ({chart}): {p}" for p in found]
     assert problems == []
+
+
+def _latest_tags(values: Any, path: str = "") -> list[str]:
+    """Dotted paths of image tags that say `latest`, anywhere in a values tree."""
+    if isinstance(values, dict):
+        found = [path] if values.get("tag") == "latest" and ("repository" in values or "image" in path) else []
+        return found + [p for k, v in values.items() for p in _latest_tags(v, f"{path}.{k}" if path else k)]
+    return []
+
+
+def test_no_chart_runs_an_image_tagged_latest(stack: Recording, shared_dir: Path) -> None:
+    """kube-prometheus-stack's CRD upgrade job defaults to busybox:latest: it moves under a running cluster, and
+    mirrors of pinned tags do not serve it. Checked on each chart's defaults merged with our values."""
+    found = []
+    for release in stack.helm_releases():
+        merged = deep_merge(load_values(_values_fixture(release, shared_dir)), release.inputs.get("values") or {})
+        found += [f"{release.name}: {path}" for path in _latest_tags(merged)]
+    assert found == []
 
 
 def test_pins_come_from_the_versions_module(stack: Recording) -> None:
