@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
-REPO_DIR ?= build/model_repository
+REPO_DIR ?= build/$(STACK)/model_repository
 RENDER_DIR ?= out/$(STACK)
 
 .PHONY: demo test toolchain cluster real-engine setup system-deps triton-env checkov-env policy-env actionlint lint typecheck unit render build-models serve bench clean
@@ -84,11 +84,9 @@ typecheck:
 unit:
 	$(PY) -m pytest -q
 
-# The models the stack serves (the program refuses a build that holds other models).
-MODELS = $(shell $(PY) -c 'from offline.harness import stack_config; print(",".join(m["name"] for m in stack_config("$(STACK)").get("inference-platform:models", [{"name": "mnist"}])))')
-
+# The stack's models with its settings (the program refuses a build that differs from them).
 build-models: setup
-	$(PY) -m model_pipeline build --models $(MODELS) --out $(REPO_DIR)
+	$(PY) -m model_pipeline build --stack $(STACK) --out $(REPO_DIR)
 
 ## render: the whole stack, offline, under Pulumi mocks: manifests per component, Helm releases, a summary
 render: setup

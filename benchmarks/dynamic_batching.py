@@ -1,6 +1,6 @@
 """Throughput with and without Triton's dynamic batcher, measured in one Triton run on 127.0.0.1.
 
-    python benchmarks/dynamic_batching.py [--repository build/model_repository] [--model mnist]
+    python benchmarks/dynamic_batching.py [--repository build/dev/model_repository] [--model mnist]
         [--concurrency 16] [--duration 8] [--rounds 2] [--protocol grpc] [--out result.json]
 
 The same model.onnx is served twice by one Triton: ``<model>`` with the dynamic batching of its config.pbtxt

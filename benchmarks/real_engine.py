@@ -47,11 +47,11 @@ def lifecycle() -> dict:
 def mock_resource_counts() -> dict[str, int]:
     sys.path.insert(0, str(ROOT))
     from offline.harness import run_program
-    from tests._stack_repository import STACK_MODELS, config_with_build_dir, stack_repository
+    from tests._stack_repository import config_with_build_dir, stack_repository, stack_specs
 
     counts = {}
     for stack in ("dev", "prod"):
-        repository = stack_repository(Path(tempfile.mkdtemp()), STACK_MODELS[stack])
+        repository = stack_repository(Path(tempfile.mkdtemp()), stack_specs(stack))
         counts[stack] = len(run_program(stack, config=config_with_build_dir(stack, repository)).resources)
     return counts
 

@@ -20,7 +20,8 @@ import pulumi
 
 from components import versions
 from components.prometheus_rules import duration_seconds
-from model_pipeline.specs import DEFAULT_SPECS
+from model_pipeline.specs import DEFAULT_SPECS, SPECS_BY_ARCHITECTURE, STACK_MODEL_DEFAULTS
+from model_pipeline.stack import DEFAULT_STACK_MODELS, default_build_dir
 
 NAMESPACE = "inference-platform"
 ROOT = Path(__file__).resolve().parents[1]  # the project root (Pulumi.yaml): relative config paths start here
@@ -334,7 +335,7 @@ class ModelRepositorySettings:
     # What `pulumi destroy` does with a created bucket: "retain" it (and its lifecycle rules, so replaced
     # versions still expire), or "delete" it with every object version in it.
     bucket_on_destroy: str = "retain"
-    build_dir: str = "build/model_repository"  # the pipeline's output, published under its digest
+    build_dir: str = "build/model_repository"  # the pipeline's output; parse_config defaults it per stack
     expire_after_days: int = 30  # replaced (noncurrent) object versions are deleted after this many days
     oidc_provider_arn: str | None = None  # the EKS cluster's IAM OIDC provider: IRSA roles are created
     oidc_provider_url: str | None = None  # its issuer without https://, e.g. oidc.eks.<region>.amazonaws.com/id/X
@@ -650,7 +651,7 @@ def _triton(s: _Section) -> TritonSettings:
 
 
 # Defaults per architecture come from the pipeline's own specs, so config and build cannot drift apart.
-_SPECS_BY_ARCHITECTURE = {spec.architecture: spec for spec in DEFAULT_SPECS.values()}
+_SPECS_BY_ARCHITECTURE = SPECS_BY_ARCHITECTURE
 _ARCHITECTURES = {name: spec.architecture for name, spec in DEFAULT_SPECS.items()}
 
 
@@ -670,13 +671,13 @@ def _model(s: _Section) -> ModelSettings | None:
     settings = ModelSettings(
         name=name,
         architecture=architecture,
-        backend=s.string("backend", "onnxruntime", choices=("onnxruntime", "tensorrt")),
-        precision=s.string("precision", "fp16", choices=("fp16", "fp32")),
+        backend=s.string("backend", STACK_MODEL_DEFAULTS["backend"], choices=("onnxruntime", "tensorrt")),
+        precision=s.string("precision", STACK_MODEL_DEFAULTS["precision"], choices=("fp16", "fp32")),
         batch_min=batch.integer("min", low, low=1, high=1024),
         batch_opt=batch.integer("opt", opt, low=1, high=1024),
         batch_max=batch.integer("max", high, low=1, high=1024),
         max_queue_delay_us=s.integer("maxQueueDelayUs", queue_delay, low=0, high=1_000_000),
-        instances=s.integer("instances", 1, low=1, high=16),
+        instances=s.integer("instances", STACK_MODEL_DEFAULTS["instances"], low=1, high=16),
     )
     batch.finish()
     if not settings.batch_min <= settings.batch_opt <= settings.batch_max:
@@ -687,7 +688,7 @@ def _model(s: _Section) -> ModelSettings | None:
 
 def _models(raw: Any, problems: list[str]) -> tuple[ModelSettings, ...]:
     if raw is None:
-        raw = [{"name": "mnist"}]
+        raw = [dict(m) for m in DEFAULT_STACK_MODELS]
     if not isinstance(raw, list) or not raw:
         problems.append(f"models ({raw!r}) must be a non-empty list of models")
         return ()
@@ -704,7 +705,8 @@ def _models(raw: Any, problems: list[str]) -> tuple[ModelSettings, ...]:
     return tuple(models)
 
 
-def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | None]) -> ModelRepositorySettings:
+def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | None],
+                      stack: str) -> ModelRepositorySettings:
     uri = s.string("uri", "", pattern=_S3_URI, allowed="an S3 URI: s3://bucket/prefix")
     if not s.has("uri"):
         s.problem("uri", None, "is required: the S3 location of the model repository, s3://bucket/prefix")
@@ -728,7 +730,7 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
         create_bucket=s.boolean("createBucket", False),
         bucket_on_destroy=s.string("bucketOnDestroy", ModelRepositorySettings.bucket_on_destroy,
                                    choices=("retain", "delete")),
-        build_dir=s.string("buildDir", ModelRepositorySettings.build_dir),
+        build_dir=s.string("buildDir", default_build_dir(stack)),
         expire_after_days=s.integer("expireAfterDays", ModelRepositorySettings.expire_after_days, low=1, high=3650),
         oidc_provider_arn=s.string("oidcProviderArn", None, pattern=_OIDC_ARN, allowed="an IAM OIDC provider ARN"),
         oidc_provider_url=s.string("oidcProviderUrl", None, pattern=_OIDC_ISSUER,
@@ -1131,7 +1133,7 @@ def parse_config(
         parsed[key] = parser(section)
         section.finish()
     repository = _Section("modelRepository", values.get("modelRepository"), problems)
-    model_repository = _model_repository(repository, secrets)
+    model_repository = _model_repository(repository, secrets, stack)
     repository.finish()
     source_section = _Section("sources", values.get("sources"), problems)
     sources = _sources(source_section, root)

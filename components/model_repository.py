@@ -51,9 +51,21 @@ class LocalRepository:
 # The local repository: hashed and checked with the standard library only.
 
 
-def build_command(models: Sequence[ModelSettings], build_dir: str) -> str:
-    """The command that (re)builds the repository this stack serves."""
-    return f"python -m model_pipeline build --models {','.join(m.name for m in models)} --out {build_dir}"
+def build_command(stack: str, build_dir: str) -> str:
+    """The command that (re)builds the repository this stack serves: the stack's models, with its settings."""
+    return f"python -m model_pipeline build --stack {stack} --out {build_dir}"
+
+
+def _setting_problems(name: str, built: Mapping[str, Any], setting: ModelSettings) -> list[str]:
+    """Each per-model setting whose value in the build is not the stack's (the build writes the configs)."""
+    profile = [setting.batch_min, setting.batch_opt, setting.batch_max]
+    if list(built.get("profile") or []) != profile:
+        return [f"{name} has batch profile {built.get('profile')} but the stack wants {profile}"]
+    wanted = (("backend", "backend_requested", setting.backend), ("precision", "precision", setting.precision),
+              ("instances", "instances", setting.instances),
+              ("maxQueueDelayUs", "max_queue_delay_us", setting.max_queue_delay_us))
+    return [f"{name} was built with {key} {built.get(entry)!r} but the stack sets models[{name}].{key} to {value!r}"
+            for key, entry, value in wanted if built.get(entry) != value]
 
 
 def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSettings]) -> list[str]:
@@ -71,17 +83,15 @@ def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSet
     if sorted(built) != sorted(wanted):
         problems.append(f"it holds models {sorted(built)} but the stack serves {sorted(wanted)}")
     for name in sorted(set(built) & set(wanted)):
-        setting = wanted[name]
-        profile = [setting.batch_min, setting.batch_opt, setting.batch_max]
-        if list(built[name].get("profile") or []) != profile:
-            problems.append(f"{name} has batch profile {built[name].get('profile')} but the stack wants {profile}")
+        problems += _setting_problems(name, built[name], wanted[name])
     return problems
 
 
-def load_local_repository(build_dir: str, models: Sequence[ModelSettings], root: Path = ROOT) -> LocalRepository:
+def load_local_repository(build_dir: str, models: Sequence[ModelSettings], stack: str,
+                          root: Path = ROOT) -> LocalRepository:
     """The built repository at ``build_dir``, or ONE ModelRepositoryError saying what is wrong and what to run."""
     path = Path(build_dir) if Path(build_dir).is_absolute() else root / build_dir
-    rebuild = f"run `{build_command(models, build_dir)}` and try again"
+    rebuild = f"run `{build_command(stack, build_dir)}` and try again"
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -230,7 +240,7 @@ class ModelRepository(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelRepositoryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference:platform:ModelRepository", name, None, opts)
         s = args.settings
-        local = load_local_repository(s.build_dir, args.models)
+        local = load_local_repository(s.build_dir, args.models, pulumi.get_stack())
         self.digest = local.digest
         child = pulumi.ResourceOptions(parent=self)
 

@@ -22,7 +22,7 @@ from local_serving.runner import LocalStack, RunSettings
 from local_serving.triton import TritonPorts
 from local_serving.wrappers import SourceModel, discover_models
 
-DEFAULT_REPOSITORY = Path("build/model_repository")
+DEFAULT_REPOSITORY = Path("build/dev/model_repository")  # what `make build-models` writes for dev
 
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:

@@ -30,8 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{build,verify,upload,build-engine}")
 
     build = commands.add_parser("build", help="train/export the models and write a verified repository")
-    build.add_argument("--models", default="mnist,resnet50", help="comma-separated (default: %(default)s)")
-    build.add_argument("--out", type=Path, default=Path("build/model_repository"), help="default: %(default)s")
+    which = build.add_mutually_exclusive_group()
+    which.add_argument("--stack", help="build the models of Pulumi.STACK.yaml, with their settings, into its buildDir")
+    which.add_argument("--models", help="comma-separated default specs (default: mnist,resnet50)")
+    build.add_argument("--out", type=Path, help="default: the stack's buildDir, else build/model_repository")
     build.add_argument("--mnist-data", metavar="PATH_OR_URL", help="directory of MNIST IDX files, or a base URL")
     build.add_argument(
         "--no-mnist-fallback",
@@ -92,12 +94,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _build(args: argparse.Namespace, out: TextIO) -> int:
-    from model_pipeline.build import BuildSettings, TrainSettings, build_repository
+    from model_pipeline.build import DEFAULT_OUT, BuildSettings, TrainSettings, build_repository
     from model_pipeline.specs import parse_model_list
+    from model_pipeline.stack import stack_build
 
+    if args.stack:
+        stack = stack_build(args.stack)
+        models, target = stack.models, args.out or stack.out
+    else:
+        models, target = tuple(parse_model_list(args.models or "mnist,resnet50")), args.out or DEFAULT_OUT
     settings = BuildSettings(
-        models=tuple(parse_model_list(args.models)),
-        out=args.out,
+        models=models,
+        out=target,
         cache_dir=args.cache_dir,
         mnist_source=args.mnist_data,
         allow_mnist_fallback=not args.no_mnist_fallback,

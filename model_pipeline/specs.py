@@ -213,6 +213,39 @@ def _resnet50() -> ModelSpec:
 DEFAULT_SPECS: dict[str, ModelSpec] = {"mnist": _mnist(), "resnet50": _resnet50()}
 
 
+# A stack's `models` entries (Pulumi.<stack>.yaml) override these spec fields; the defaults below apply where an
+# entry says nothing and the architecture's spec has no opinion. components/config.py validates the same keys
+# with these defaults, so what the program checks and what the build writes cannot differ.
+STACK_MODEL_DEFAULTS: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp16", "instances": 1}
+SPECS_BY_ARCHITECTURE: dict[str, ModelSpec] = {spec.architecture: spec for spec in DEFAULT_SPECS.values()}
+
+
+def spec_for_stack_model(entry: dict[str, Any]) -> ModelSpec:
+    """The spec a stack's model entry asks for: its architecture's spec with the entry's settings applied."""
+    name = str(entry.get("name") or "")
+    default = DEFAULT_SPECS.get(name)
+    architecture = entry.get("architecture") or (default.architecture if default else None)
+    if architecture not in SPECS_BY_ARCHITECTURE:
+        raise UnknownModelError(f"model '{name}': architecture {architecture!r} is unknown; "
+                                f"allowed: {', '.join(SPECS_BY_ARCHITECTURE)}")
+    base = SPECS_BY_ARCHITECTURE[architecture]
+    batch = entry.get("batch") or {}
+    profile = BatchProfile(int(batch.get("min", base.profile.min)), int(batch.get("opt", base.profile.opt)),
+                           int(batch.get("max", base.profile.max)))
+    delay = base.dynamic_batching.max_queue_delay_us if base.dynamic_batching else 0
+    return dataclasses.replace(
+        base,
+        name=name,
+        backend=str(entry.get("backend", STACK_MODEL_DEFAULTS["backend"])),
+        precision=str(entry.get("precision", STACK_MODEL_DEFAULTS["precision"])),
+        profile=profile,
+        # The batcher waits for the profile's opt and max, as the architectures' own specs do.
+        dynamic_batching=DynamicBatching(tuple(dict.fromkeys((profile.opt, profile.max))),
+                                         int(entry.get("maxQueueDelayUs", delay))),
+        instance_count=int(entry.get("instances", STACK_MODEL_DEFAULTS["instances"])),
+    )
+
+
 def get_spec(name: str, specs: dict[str, ModelSpec] | None = None) -> ModelSpec:
     """The spec called ``name``, or UnknownModelError listing the known names."""
     known = DEFAULT_SPECS if specs is None else specs

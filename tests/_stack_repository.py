@@ -14,12 +14,28 @@ from onnx import TensorProto, helper, numpy_helper
 
 from model_pipeline.onnx_export import write_golden
 from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
-from model_pipeline.specs import DEFAULT_SPECS, ModelSpec
+from model_pipeline.specs import DEFAULT_SPECS, ModelSpec, spec_for_stack_model
+from model_pipeline.stack import stack_build
 from offline.harness import PROJECT, stack_config
 from tests._pipeline_helpers import tiny_onnx
 
-STACK_MODELS = {"dev": ("mnist",), "prod": ("mnist", "resnet50")}
+ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY_KEY = f"{PROJECT}:modelRepository"
+
+
+def stack_specs(stack: str) -> tuple[ModelSpec, ...]:
+    """The specs `python -m model_pipeline build --stack <stack>` builds: the stack file's models and settings."""
+    return stack_build(stack, ROOT).models
+
+
+def spec_for_settings(settings: Any) -> ModelSpec:
+    """The spec of one of the program's ModelSettings, through the pipeline's own translation."""
+    return spec_for_stack_model({
+        "name": settings.name, "architecture": settings.architecture, "backend": settings.backend,
+        "precision": settings.precision, "instances": settings.instances,
+        "maxQueueDelayUs": settings.max_queue_delay_us,
+        "batch": {"min": settings.batch_min, "opt": settings.batch_opt, "max": settings.batch_max},
+    })
 
 
 def pooled_onnx(path: Path, spec: ModelSpec) -> Path:
@@ -42,11 +58,12 @@ def pooled_onnx(path: Path, spec: ModelSpec) -> Path:
     return path
 
 
-def stack_repository(work: Path, names: tuple[str, ...]) -> Path:
-    """A verified repository of the named default specs, TensorRT left to the cluster."""
+def stack_repository(work: Path, models: tuple[ModelSpec | str, ...]) -> Path:
+    """A verified repository of these specs (a name: its default spec), TensorRT left to the cluster."""
     artifacts = []
-    for name in names:
-        spec = DEFAULT_SPECS[name]
+    for model in models:
+        spec = DEFAULT_SPECS[model] if isinstance(model, str) else model
+        name = spec.name
         make = tiny_onnx if spec.architecture == "mnist_mlp" else pooled_onnx
         onnx_path = make(work / "artifacts" / name / "model.onnx", spec)
         golden = write_golden(spec, onnx_path, work / "artifacts" / name / "golden.npz")

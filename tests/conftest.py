@@ -10,7 +10,7 @@ import pytest
 
 from offline.fixtures import FixturesError, fixtures_root
 from offline.harness import Recording, run_program
-from tests._stack_repository import STACK_MODELS, config_with_build_dir, stack_repository
+from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository, stack_specs
 
 STACKS = ("dev", "prod")
 
@@ -31,18 +31,18 @@ def tiny_default_model_repository(tmp_path_factory: pytest.TempPathFactory) -> I
     Tests that run the program with their own config need no trained models; an explicit buildDir is untouched.
     """
     import components.model_repository as model_repository
-    from components.config import ModelRepositorySettings
+    from model_pipeline.stack import default_build_dir
 
     real = model_repository.load_local_repository
-    built: dict[tuple[str, ...], Path] = {}
+    built: dict[tuple[Any, ...], Path] = {}
 
-    def load(build_dir: str, models: Sequence[Any], root: Path = model_repository.ROOT) -> Any:
-        if build_dir != ModelRepositorySettings.build_dir:
-            return real(build_dir, models, root)
-        names = tuple(m.name for m in models)
-        if names not in built:
-            built[names] = stack_repository(tmp_path_factory.mktemp("default-models"), names)
-        return real(str(built[names]), models, root)
+    def load(build_dir: str, models: Sequence[Any], stack: str, root: Path = model_repository.ROOT) -> Any:
+        if build_dir != default_build_dir(stack):
+            return real(build_dir, models, stack, root)
+        specs = tuple(spec_for_settings(m) for m in models)
+        if specs not in built:
+            built[specs] = stack_repository(tmp_path_factory.mktemp("default-models"), specs)
+        return real(str(built[specs]), models, stack, root)
 
     patch = pytest.MonkeyPatch()
     patch.setattr(model_repository, "load_local_repository", load)
@@ -53,7 +53,7 @@ def tiny_default_model_repository(tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def stack_repositories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny built model repository per stack, holding exactly that stack's models."""
-    return {stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), STACK_MODELS[stack])
+    return {stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), stack_specs(stack))
             for stack in STACKS}
 
 

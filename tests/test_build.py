@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from model_pipeline import build as build_module
 from model_pipeline.build import BuildSettings, StepCache, TrainSettings, _Builder, build_repository, cache_key
@@ -187,3 +188,42 @@ def test_no_model_pipeline_module_imports_pulumi() -> None:
     package = Path(build_module.__file__).parent
     importing = [p.name for p in package.glob("*.py") if re.search(r"^\s*(import|from)\s+pulumi", p.read_text(), re.M)]
     assert importing == []
+
+
+STACK_FILE = """config:
+  inference-platform:models:
+    - name: mnist
+      instances: 4
+      maxQueueDelayUs: 250
+      batch: {min: 1, opt: 8, max: 16}
+  inference-platform:modelRepository:
+    uri: s3://models/triton
+"""
+
+
+@pytest.mark.slow
+def test_build_for_a_stack_writes_the_stacks_settings_and_the_program_accepts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`instances: 4` used to be validated and then ignored: the build wrote its own spec and Triton ran one."""
+    from components.config import parse_config
+    from components.model_repository import load_local_repository
+    from model_pipeline import cli
+    from model_pipeline.triton_config import parse_config as parse_triton_config
+
+    (tmp_path / "Pulumi.yaml").write_text("name: inference-platform\nruntime: python\n")
+    (tmp_path / "Pulumi.staging.yaml").write_text(STACK_FILE)
+    idx = _synthetic_mnist(tmp_path / "idx")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["build", "--stack", "staging", "--mnist-data", str(idx), "--no-mnist-fallback", "--epochs", "1",
+                     "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == cli.EXIT_OK
+
+    out = tmp_path / "build" / "staging" / "model_repository"  # the stack's own folder
+    config = parse_triton_config((out / "mnist" / "config.pbtxt").read_text())
+    assert [group.count for group in config.instance_group] == [4]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 250
+    assert config.max_batch_size == 16
+    values = yaml.safe_load(STACK_FILE)["config"]
+    settings = parse_config("staging", {k.split(":", 1)[1]: v for k, v in values.items()}, root=tmp_path)
+    assert tmp_path / settings.model_repository.build_dir == out  # the program looks where the build wrote
+    assert load_local_repository(str(out), settings.models, "staging").digest  # and finds the stack's settings

@@ -86,9 +86,10 @@ def test_prod_patches_no_node_and_installs_hami_after_the_operator(prod: Recordi
 
 
 def test_hamis_device_plugin_runs_where_gpu_pods_are_placed() -> None:
-    settings = GpuSettings(sharing="hami", node_selector={"eks.amazonaws.com/nodegroup": "gpu"})
-    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == {"eks.amazonaws.com/nodegroup": "gpu"}
-    assert gpu_placement(settings).node_selector == {"eks.amazonaws.com/nodegroup": "gpu"}
+    group = {"eks.amazonaws.com/nodegroup": "gpu"}
+    settings = GpuSettings(sharing="hami", node_selector=group)
+    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == group
+    assert gpu_placement(settings).node_selector == group
 
 
 def test_cdi_is_off_exactly_when_hami_hands_out_gpus_by_envvar() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from components import s3_publication
 from components.config import ModelSettings
 from model_pipeline import publish, repository
 from offline.harness import DYNAMIC_RESOURCE, RecordedResource, Recording, run_program
-from tests._stack_repository import config_with_build_dir, stack_repository
+from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLICATION = "components.s3_publication.S3PublicationProvider"
@@ -54,7 +55,7 @@ def _triton_args(recording: Recording) -> list[str]:
 
 
 def test_digest_is_the_pipelines_own(stack_repositories: dict[str, Path]) -> None:
-    local = mr.load_local_repository(str(stack_repositories["dev"]), [MNIST])
+    local = mr.load_local_repository(str(stack_repositories["dev"]), [MNIST], "dev")
     verified = repository.verify_repository(stack_repositories["dev"], replay_golden=False)
     assert local.digest == verified.digest
     assert mr.content_digest is repository.content_digest  # one formula for the program and the pipeline
@@ -63,29 +64,49 @@ def test_digest_is_the_pipelines_own(stack_repositories: dict[str, Path]) -> Non
 
 def test_missing_build_is_one_error_naming_the_build_command(tmp_path: Path) -> None:
     with pytest.raises(mr.ModelRepositoryError) as raised:
-        mr.load_local_repository(str(tmp_path / "nothing"), [MNIST, RESNET])
+        mr.load_local_repository(str(tmp_path / "nothing"), [MNIST, RESNET], "dev")
     message = str(raised.value)
     assert "is not built" in message
-    assert f"python -m model_pipeline build --models mnist,resnet50 --out {tmp_path / 'nothing'}" in message
+    assert f"python -m model_pipeline build --stack dev --out {tmp_path / 'nothing'}" in message
 
 
 def test_file_edited_after_the_build_is_stale(tmp_path: Path) -> None:
-    repo = stack_repository(tmp_path, ("mnist",))
+    repo = stack_repository(tmp_path, (spec_for_settings(MNIST),))
     (repo / "mnist" / "config.pbtxt").write_text("max_batch_size: 4\n")
     stale = r"mnist/config.pbtxt changed since the build.*model_pipeline build"
     with pytest.raises(mr.ModelRepositoryError, match=stale):
-        mr.load_local_repository(str(repo), [MNIST])
+        mr.load_local_repository(str(repo), [MNIST], "dev")
+
+
+@pytest.mark.parametrize(("setting", "value", "problem"), [
+    ("instances", 4, "mnist was built with instances 1 but the stack sets models[mnist].instances to 4"),
+    ("max_queue_delay_us", 250, "mnist was built with maxQueueDelayUs 100 but the stack sets "
+                                "models[mnist].maxQueueDelayUs to 250"),
+    ("precision", "fp32", "mnist was built with precision 'fp16' but the stack sets models[mnist].precision to "
+                          "'fp32'"),
+    ("backend", "tensorrt", "mnist was built with backend 'onnxruntime' but the stack sets models[mnist].backend "
+                            "to 'tensorrt'"),
+])
+def test_a_build_whose_settings_are_not_the_stacks_is_refused_naming_the_setting(
+    stack_repositories: dict[str, Path], setting: str, value: Any, problem: str
+) -> None:
+    """`instances: 4` in the stack used to reach nothing: the build used its own specs and Triton ran one."""
+    with pytest.raises(mr.ModelRepositoryError) as raised:
+        mr.load_local_repository(str(stack_repositories["dev"]), [dataclasses.replace(MNIST, **{setting: value})],
+                                 "dev")
+    assert problem in str(raised.value)
+    assert "python -m model_pipeline build --stack dev" in str(raised.value)
 
 
 def test_repository_of_other_models_is_stale(stack_repositories: dict[str, Path]) -> None:
     with pytest.raises(mr.ModelRepositoryError, match=r"holds models \['mnist'\] but the stack serves"):
-        mr.load_local_repository(str(stack_repositories["dev"]), [MNIST, RESNET])
+        mr.load_local_repository(str(stack_repositories["dev"]), [MNIST, RESNET], "dev")
 
 
 def test_other_batch_profile_than_configured_is_stale(stack_repositories: dict[str, Path]) -> None:
     wider = ModelSettings(name="mnist", architecture="mnist_mlp", batch_max=16)
     with pytest.raises(mr.ModelRepositoryError, match=r"mnist has batch profile \[1, 4, 8\] but the stack wants"):
-        mr.load_local_repository(str(stack_repositories["dev"]), [wider])
+        mr.load_local_repository(str(stack_repositories["dev"]), [wider], "dev")
 
 
 def test_evaluating_the_program_imports_neither_torch_onnx_nor_tensorrt(stack_repositories: dict[str, Path]) -> None:
@@ -149,7 +170,7 @@ def test_triton_rolls_only_after_the_manifest(stack: Recording) -> None:
 
 def test_a_model_change_shows_as_a_new_digest_to_replace_and_a_new_triton_argument(tmp_path: Path,
                                                                                     dev: Recording) -> None:
-    changed = stack_repository(tmp_path, ("mnist",))
+    changed = stack_repository(tmp_path, (spec_for_settings(MNIST),))
     golden = changed / "mnist" / "golden.npz"
     # A rebuilt model: different content, same layout; the manifest is rewritten by the pipeline's writer.
     manifest = json.loads((changed / "manifest.json").read_text())

@@ -19,7 +19,7 @@ from components.prometheus_rules import rule_file
 from components.triton_cluster import pod_selector
 from offline.harness import RecordedResource, Recording, run_program
 from offline.validate import UNLISTED_VALUES, custom_resource_errors, load_values, unknown_values_keys
-from tests._stack_repository import STACK_MODELS, config_with_build_dir, stack_repository
+from tests._stack_repository import config_with_build_dir, stack_repository, stack_specs
 
 COMPONENT = "inference:platform:MonitoringStack"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -33,7 +33,7 @@ DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 @pytest.fixture(scope="module")
 def with_secrets(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     """The prod stack with a configured Grafana password and both alert receivers, set as secrets."""
-    build = stack_repository(tmp_path_factory.mktemp("prod-models"), STACK_MODELS["prod"])
+    build = stack_repository(tmp_path_factory.mktemp("prod-models"), stack_specs("prod"))
     secrets = {"inference-platform:grafanaAdminPassword": GRAFANA_PASSWORD,
                "inference-platform:alertWebhookUrl": WEBHOOK,
                "inference-platform:alertSlackWebhookUrl": SLACK}

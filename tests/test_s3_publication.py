@@ -7,9 +7,8 @@ put in the state.
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess

@@ -11,9 +11,9 @@ from components import versions
 from offline.harness import RecordedResource, Recording
 from offline.validate import (
     UNLISTED_VALUES,
-    deep_merge,
     crd_groups,
     custom_resource_errors,
+    deep_merge,
     dynamic_resource_errors,
     kubernetes_errors,
     load_values,

@@ -219,8 +219,8 @@ def test_the_workflow_builds_what_the_program_verifies(stack: str) -> None:
     config = parse_config(stack, {key.split(":", 1)[1]: value for key, value in stack_config(stack).items()})
     build_step = next(s for s in reusable_steps() if s.get("name") == "Build the model repository")
     command = build_step["run"].splitlines()[-1].replace(".venv/bin/python", "python").replace(" --quiet", "")
-    command = command.replace('"$MODELS"', settings["models"]).replace('"$BUILD_DIR"', settings["build-dir"])
-    assert command == build_command(config.models, config.model_repository.build_dir)
+    command = command.replace('"$STACK"', stack).replace('"$BUILD_DIR"', settings["build-dir"])
+    assert command == build_command(stack, config.model_repository.build_dir)
 
 
 def test_the_model_repository_is_cached_by_pipeline_code_and_the_stacks_models() -> None:

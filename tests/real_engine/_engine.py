@@ -52,7 +52,7 @@ def kube_items(*args: str) -> list[dict[str, Any]]:
 
 def build_models(epochs: int) -> str:
     """(Re)build the local stack's repository; a different epoch count trains other weights: a new digest."""
-    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "model_pipeline", "build", "--models", "mnist",
+    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "model_pipeline", "build", "--stack", "local",
                     "--out", BUILD_DIR, "--epochs", str(epochs), "--quiet"], cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
     return str(json.loads((ROOT / BUILD_DIR / "manifest.json").read_text())["digest"])
