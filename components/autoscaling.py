@@ -139,7 +139,8 @@ class Autoscaling(pulumi.ComponentResource):
             name="prometheus-adapter",
             **s.sources.release_args(versions.PROMETHEUS_ADAPTER),
             namespace=args.adapter_namespace,
-            values=pulumi.Output.from_input(args.prometheus_url).apply(lambda url: adapter_values(s, url)),
+            values=pulumi.Output.from_input(args.prometheus_url).apply(
+                lambda url: s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, url))),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.wait_for))),
         )
         hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pulumi
 
-from components import versions
+from components import images, versions
 from components.prometheus_rules import duration_seconds
 from model_pipeline.specs import DEFAULT_SPECS, SPECS_BY_ARCHITECTURE, STACK_MODEL_DEFAULTS
 from model_pipeline.stack import DEFAULT_STACK_MODELS, default_build_dir
@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_REGISTRY = re.compile(r"^[a-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._-]+)*$")
+_INDEX_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _IMAGE = re.compile(
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"  # registry[:port]/path
     r"(:(?P<tag>[\w][\w.-]{0,127}))?(@sha256:[a-f0-9]{64})?$"  # :tag and/or @digest
@@ -223,6 +225,8 @@ class SourceSettings:
 
     charts: str | None = None  # None: each chart's upstream; else an absolute folder of archives or a repo URL
     gateway_api_crds: str = versions.GATEWAY_API_STANDARD_CRDS  # an http(s) URL or an absolute file path
+    image_registry: str | None = None  # a mirror serving every image under <mirror>/<upstream registry>/<path>
+    python_index: str | None = None  # a PyPI mirror for the engine Job's install (modelRepository.engineImage: none)
 
     @property
     def local_charts(self) -> bool:
@@ -232,6 +236,10 @@ class SourceSettings:
     def release_args(self, pin: versions.ChartPin) -> dict[str, Any]:
         """The chart, version and repository_opts arguments that install ``pin`` from these sources."""
         return pin.release_args(self.charts)
+
+    def chart_values(self, pin: versions.ChartPin, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` with every image of the chart pulled through the image mirror, if there is one."""
+        return images.chart_values(pin, values, self.image_registry)
 
 
 @dataclass(frozen=True)
@@ -347,6 +355,10 @@ class ModelRepositorySettings:
     engine_cpu: str = "4"
     engine_memory: str = "16Gi"
     engine_ephemeral_storage: str = "6Gi"
+    # An image with the engine Job's packages preinstalled (model_pipeline/engine.Dockerfile); None: the TensorRT
+    # container of Triton's release, which installs them at start.
+    engine_image: str | None = None
+    sources: SourceSettings = SourceSettings()  # from the top-level `sources` section
 
     @property
     def creates_roles(self) -> bool:
@@ -744,7 +756,12 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
         engine_cpu=s.quantity("engineCpu", ModelRepositorySettings.engine_cpu),
         engine_memory=s.quantity("engineMemory", ModelRepositorySettings.engine_memory),
         engine_ephemeral_storage=s.quantity("engineEphemeralStorage", ModelRepositorySettings.engine_ephemeral_storage),
+        engine_image=s.string("engineImage", None, pattern=_IMAGE,
+                              allowed="an image reference with an explicit tag or digest"),
     )
+    engine = _IMAGE.match(settings.engine_image or "")
+    if engine and not (engine.group("tag") or "@sha256:" in (settings.engine_image or "")):
+        s.problem("engineImage", settings.engine_image, "must carry an explicit version tag or digest")
     _check_repository_access(s, settings)
     if (settings.access_key_id is None) != (settings.secret_access_key is None):
         s.problems.append("s3AccessKeyId and s3SecretAccessKey must be set together (as secrets)")
@@ -1044,7 +1061,13 @@ def _sources(s: _Section, root: Path) -> SourceSettings:
         else:
             resolved_crds = _source_path(s, "gatewayApiCrds", crds, root, folder=False,
                                          allowed=_CRDS_ALLOWED) or d.gateway_api_crds
-    return SourceSettings(charts=resolved_charts, gateway_api_crds=resolved_crds)
+    return SourceSettings(
+        charts=resolved_charts, gateway_api_crds=resolved_crds,
+        image_registry=s.string("imageRegistry", None, pattern=_REGISTRY,
+                                allowed="a registry host and optional path, without scheme: harbor.example.com/mirror"),
+        python_index=s.string("pythonIndex", None, pattern=_INDEX_URL,
+                              allowed="the http(s) URL of a PyPI simple index: https://pypi.example.com/simple"),
+    )
 
 
 def _check_chart_archives(cfg: PlatformConfig, raw: Any, problems: list[str]) -> None:
@@ -1059,9 +1082,15 @@ def _check_chart_archives(cfg: PlatformConfig, raw: Any, problems: list[str]) ->
 
 
 def _with_sources(cfg: PlatformConfig) -> PlatformConfig:
-    """Every component that installs a chart gets the stack's sources in its settings."""
+    """Every component that installs a chart or runs an image gets the stack's sources in its settings; the
+    default Triton image comes through the image mirror (an image the stack names itself is taken as it is)."""
+    triton_image = cfg.triton.image
+    if triton_image == TritonSettings.image:
+        triton_image = images.mirrored(triton_image, cfg.sources.image_registry)
     return dataclasses.replace(
         cfg,
+        triton=dataclasses.replace(cfg.triton, image=triton_image),
+        model_repository=dataclasses.replace(cfg.model_repository, sources=cfg.sources),
         gpu=dataclasses.replace(cfg.gpu, sources=cfg.sources),
         monitoring=dataclasses.replace(cfg.monitoring, sources=cfg.sources),
         autoscaling=dataclasses.replace(cfg.autoscaling, sources=cfg.sources),

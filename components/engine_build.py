@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu_stack import GpuPlacement
+from components.images import mirrored
 from components.kube import labels, namespace, restricted_container_security, restricted_pod_security
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,15 +31,12 @@ WORK_DIR = "/work"
 BUILD_CONTAINER = "build"
 JOB_UID = 10001
 EXIT_REJECTED = 3  # model_pipeline.cli.EXIT_REJECTED: the engine failed its build or check; retrying cannot help
-# Runtime packages of the Job's code path that the TensorRT container lacks; the same pins as requirements-dev.txt.
-ENGINE_JOB_REQUIREMENTS = (
-    "onnx==1.23.2",
-    "onnxruntime==1.31.1",
-    "tritonclient[grpc]==2.73.0",
-    "boto3==1.44.5",
-)
-# Files shipped to the Job: the pipeline package and the pins it imports.
-SHIPPED_SOURCES = ("model_pipeline/*.py", "components/versions.py")
+# Runtime packages of the Job's code path that the TensorRT container lacks (the same pins as
+# requirements-dev.txt); model_pipeline/engine.Dockerfile preinstalls the same file for air-gapped clusters.
+REQUIREMENTS_FILE = "model_pipeline/requirements-engine.txt"
+ENGINE_JOB_REQUIREMENTS = tuple((ROOT / REQUIREMENTS_FILE).read_text().split())
+# Files shipped to the Job: the pipeline package, its pins and the pins it imports.
+SHIPPED_SOURCES = ("model_pipeline/*.py", REQUIREMENTS_FILE, "components/versions.py")
 _RELEASE = re.compile(r":(?P<release>\d{2}\.\d{2})-py3(@sha256:[a-f0-9]{64})?$")
 # Written reasons for the checkov checks this Job does not satisfy (read by checkov from the annotations).
 CHECKOV_SKIPS = {
@@ -71,6 +70,11 @@ class EngineBuildArgs:
     placement: GpuPlacement
     region: str
     endpoint: str | None = None
+    # The build container's image: by default the TensorRT release of triton_image, which installs the Job's
+    # packages at start (from python_index, else PyPI); an engine image has them already and installs nothing.
+    engine_image: str | None = None
+    image_registry: str | None = None  # sources.imageRegistry: the mirror of the default TensorRT image
+    python_index: str | None = None  # sources.pythonIndex: a PyPI mirror for that install
     role_arn: pulumi.Input[str] | None = None  # IRSA role that may write under the prefix
     access_key_id: pulumi.Input[str] | None = None  # static keys: MinIO/dev only
     secret_access_key: pulumi.Input[str] | None = None
@@ -98,7 +102,6 @@ def pipeline_sources(root: Path = ROOT) -> dict[str, str]:
     files = sorted({p for pattern in SHIPPED_SOURCES for p in root.glob(pattern)})
     sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in files}
     sources["components/__init__.py"] = ""  # a bare package for versions.py; the real one may import pulumi
-    sources["requirements-engine.txt"] = "\n".join(ENGINE_JOB_REQUIREMENTS) + "\n"
     return sources
 
 
@@ -165,10 +168,19 @@ def _volumes(config_map: pulumi.Input[str], sources: Mapping[str, str], scratch:
     ]
 
 
-def install_then_build(args: EngineBuildArgs, model: EngineModel) -> list[str]:
-    """Install the few packages the TensorRT image lacks, then exec the build (its exit code is the Job's)."""
+def build_image(args: EngineBuildArgs) -> str:
+    """The configured engine image, else the TensorRT container of Triton's release (through the mirror)."""
+    return args.engine_image or mirrored(tensorrt_image_for(args.triton_image), args.image_registry)
+
+
+def container_command(args: EngineBuildArgs, model: EngineModel) -> list[str]:
+    """The build, preceded (in the stock TensorRT image) by installing the few packages it lacks; exec keeps the
+    build's exit code as the Job's."""
+    if args.engine_image:
+        return build_command(args, model)
+    index = f" --index-url {args.python_index}" if args.python_index else ""
     install = (f"python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-warn-script-location"
-               f" --target {DEPS_DIR} -r {PIPELINE_MOUNT}/requirements-engine.txt")
+               f"{index} --target {DEPS_DIR} -r {PIPELINE_MOUNT}/{REQUIREMENTS_FILE}")
     return ["/bin/sh", "-c", f'{install} && exec "$@"', "build-engine", *build_command(args, model)]
 
 
@@ -177,9 +189,9 @@ def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input
     """One GPU container in the TensorRT image: install, build, check and upload the engine."""
     build: dict[str, Any] = {
         "name": BUILD_CONTAINER,
-        "image": tensorrt_image_for(args.triton_image),
+        "image": build_image(args),
         "imagePullPolicy": "IfNotPresent",
-        "command": install_then_build(args, model),
+        "command": container_command(args, model),
         "workingDir": WORK_DIR,
         "env": _env(args, secret_name),
         "resources": {
@@ -228,11 +240,17 @@ def job_spec(args: EngineBuildArgs, pod: dict[str, Any], pod_labels: Mapping[str
     }
 
 
-def egress_policy_spec(endpoint: str | None, pod_labels: Mapping[str, str]) -> dict[str, Any]:
-    """No ingress; egress to DNS, HTTPS (S3, the package index) and the custom S3 endpoint's port."""
-    ports = [{"protocol": "TCP", "port": 443}]
-    if endpoint:
-        ports.append({"protocol": "TCP", "port": int(endpoint.rsplit(":", 1)[1])})
+def _port(url: str) -> int:
+    split = urlsplit(url)
+    return split.port or (80 if split.scheme == "http" else 443)
+
+
+def egress_policy_spec(endpoint: str | None, pod_labels: Mapping[str, str],
+                       python_index: str | None = None) -> dict[str, Any]:
+    """No ingress; egress to DNS, HTTPS (S3, the package index), the custom S3 endpoint's and the PyPI mirror's
+    port."""
+    wanted = sorted({443, *(_port(url) for url in (endpoint, python_index) if url)})
+    ports = [{"protocol": "TCP", "port": port} for port in wanted]
     return {
         "podSelector": {"matchLabels": dict(pod_labels)},
         "policyTypes": ["Ingress", "Egress"],
@@ -285,7 +303,7 @@ class EngineBuild(pulumi.ComponentResource):
         netpol_meta: dict[str, Any] = {**meta, "name": "engine-build"}
         k8s.networking.v1.NetworkPolicy(
             f"{name}-netpol", metadata=netpol_meta,
-            spec=egress_policy_spec(args.endpoint, pod_labels), opts=child,
+            spec=egress_policy_spec(args.endpoint, pod_labels, args.python_index), opts=child,
         )
         secret_name = self._credentials(name, args, meta, child)
         after_inputs = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[sa, *args.wait_for]))

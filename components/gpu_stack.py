@@ -159,7 +159,7 @@ class GpuStack(pulumi.ComponentResource):
             name="gpu-operator",
             **settings.sources.release_args(versions.GPU_OPERATOR),
             namespace=operator_ns.metadata.name,
-            values=gpu_operator_values(settings),
+            values=settings.sources.chart_values(versions.GPU_OPERATOR, gpu_operator_values(settings)),
             opts=child,
         )
         self.hami = self._hami(name, args, child) if settings.uses_hami else None
@@ -181,7 +181,7 @@ class GpuStack(pulumi.ComponentResource):
             name="hami",
             **settings.sources.release_args(versions.HAMI),
             namespace=hami_ns.metadata.name,
-            values=hami_values(settings, args.kubernetes_version),
+            values=settings.sources.chart_values(versions.HAMI, hami_values(settings, args.kubernetes_version)),
             # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[self.operator, *args.wait_for])

@@ -242,7 +242,8 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{name}-envoy-gateway-crds",
             **sources.release_args(versions.ENVOY_GATEWAY_CRDS),
             namespace=ns.metadata.name,
-            values={"crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}},
+            values=sources.chart_values(versions.ENVOY_GATEWAY_CRDS, {
+                "crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}}),
             opts=child,
         )
         controller = k8s.helm.v3.Release(
@@ -253,7 +254,11 @@ class LoadBalancer(pulumi.ComponentResource):
             # Its bundled Gateway API CRDs are the experimental channel: installing them over ours would be refused.
             # The topology injector (zone labels for zone-aware routing, which we do not use) is installed as Helm
             # hooks - a MutatingWebhookConfiguration, a ClusterRole and its binding - that uninstall leaves behind.
-            values={"crds": {"enabled": False}, "topologyInjector": {"enabled": False}},
+            values=sources.chart_values(versions.ENVOY_GATEWAY, {
+                "crds": {"enabled": False}, "topologyInjector": {"enabled": False},
+                "global": {"images": {"envoyGateway": {"image": versions.ENVOY_GATEWAY_IMAGE},
+                                      "ratelimit": {"image": versions.ENVOY_RATELIMIT_IMAGE},
+                                      "envoyProxy": {"image": versions.ENVOY_PROXY_IMAGE}}}}),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[gateway_api, envoy_crds])),
         )
         return [gateway_api, envoy_crds, controller]

@@ -273,7 +273,7 @@ class MonitoringStack(pulumi.ComponentResource):
             name=s.release_name,
             **s.sources.release_args(versions.KUBE_PROMETHEUS_STACK),
             namespace=ns.metadata.name,
-            values=kps_values(s),
+            values=s.sources.chart_values(versions.KUBE_PROMETHEUS_STACK, kps_values(s)),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=before_release)),
         )
         # Custom resources need the CRDs the release installs: no data links them, so depend explicitly.

@@ -69,6 +69,12 @@ ENVOY_GATEWAY = ChartPin("oci://docker.io/envoyproxy/gateway-helm", "v1.9.0")
 # which the standard channel's safe-upgrades policy refuses, so we install the standard ones ourselves.
 ENVOY_GATEWAY_CRDS = ChartPin("oci://docker.io/envoyproxy/gateway-crds-helm", "v1.9.0")
 
+# Envoy Gateway's images, pinned here so that a mirror can serve them (the chart's defaults at v1.9.0; the proxy's
+# is the one built into the controller, which the chart leaves unset).
+ENVOY_GATEWAY_IMAGE = "docker.io/envoyproxy/gateway:v1.9.0"
+ENVOY_RATELIMIT_IMAGE = "docker.io/envoyproxy/ratelimit:17b1956c"
+ENVOY_PROXY_IMAGE = "docker.io/envoyproxy/envoy:distroless-v1.39.0"
+
 GATEWAY_API_VERSION = "v1.6.1"
 GATEWAY_API_STANDARD_CRDS = (
     f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
