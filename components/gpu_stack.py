@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.chart_crds import chart_crds
 from components.config import GpuSettings
 from components.kube import namespace
 
@@ -88,6 +89,8 @@ def gpu_operator_values(settings: GpuSettings) -> dict[str, Any]:
         # Two device plugins advertising nvidia.com/gpu on one node fight; HAMi brings its own.
         "devicePlugin": {"enabled": not settings.uses_hami},
         "mig": {"strategy": settings.mig_strategy},
+        # Its CRDs are Pulumi's (components/chart_crds.py); the operator's own CRD upgrade hook would fight them.
+        "operator": {"upgradeCRD": False},
         "migManager": {"enabled": settings.mig_strategy != "none"},
         "dcgmExporter": {
             "enabled": True,
@@ -121,8 +124,10 @@ def hami_values(settings: GpuSettings, kubernetes_version: str) -> dict[str, Any
             "gpuOperatorToolkitReady": {"enabled": settings.toolkit},
             "deviceSplitCount": settings.hami.split_count,
             # The device plugin runs on exactly the nodes GPU pods select (a node-group label), so a replaced
-            # or added node gets it without anyone labelling it. The chart's default is a `gpu=on` label.
-            "nvidiaNodeSelector": dict(settings.node_selector),
+            # or added node gets it without anyone labelling it. Helm merges maps: the chart's default `gpu: on`
+            # would stay required beside ours (no node carries it, and the simulated cluster showed 0 plugins),
+            # so it is removed with a null.
+            "nvidiaNodeSelector": {"gpu": None, **settings.node_selector},
             # The chart gives its DaemonSet no tolerations: on tainted GPU nodes no GPU would ever be advertised
             # while Helm reports success. It tolerates what the GPU workloads tolerate.
             "tolerations": [dict(t) for t in settings.tolerations],
@@ -154,13 +159,15 @@ class GpuStack(pulumi.ComponentResource):
         self.placement = gpu_placement(settings)
 
         operator_ns = namespace(f"{name}-operator-ns", settings.operator_namespace, "privileged", child)
+        crds = chart_crds(f"{name}-gpu-operator-crds", versions.GPU_OPERATOR, settings.sources.charts, child)
         self.operator = k8s.helm.v3.Release(
             f"{name}-gpu-operator",
             name="gpu-operator",
             **settings.sources.release_args(versions.GPU_OPERATOR),
             namespace=operator_ns.metadata.name,
             values=settings.sources.chart_values(versions.GPU_OPERATOR, gpu_operator_values(settings)),
-            opts=child,
+            skip_crds=True,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[crds])),
         )
         self.hami = self._hami(name, args, child) if settings.uses_hami else None
         self.ready = [self.operator, *([self.hami] if self.hami else [])]

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
+from components.chart_crds import chart_crds
 from components.config import MonitoringSettings
 from components.generated_secret import GeneratedSecret
 from components.kube import PART_OF, namespace
@@ -208,10 +209,10 @@ def kps_values(settings: MonitoringSettings) -> dict[str, Any]:
     if settings.receivers:
         alertmanager_spec["secrets"] = [RECEIVERS_SECRET]
     return {
-        # Helm installs the CRDs on first install only; the upgrade job (a hook, which helm.v3.Release runs)
-        # applies them server-side when the pin moves.
-        "crds": {"enabled": True, "upgradeJob": {
-            "enabled": True, "image": {"busybox": {"tag": versions.CRD_JOB_BUSYBOX_TAG}}}},
+        # The CRDs are Pulumi's (components/chart_crds.py), so the chart's CRD subchart and its upgrade job are off;
+        # the job's busybox stays pinned all the same, so that no values name a moving tag.
+        "crds": {"enabled": False, "upgradeJob": {
+            "enabled": False, "image": {"busybox": {"tag": versions.CRD_JOB_BUSYBOX_TAG}}}},
         "prometheus": _prometheus_values(settings),
         "alertmanager": {"enabled": True, "config": alertmanager_config(settings),
                          "alertmanagerSpec": alertmanager_spec},
@@ -268,12 +269,15 @@ class MonitoringStack(pulumi.ComponentResource):
 
         if s.create_storage_class:
             before_release.append(ebs_storage_class(f"{name}-storage-class", s.storage_class or "", child))
+        before_release.append(
+            chart_crds(f"{name}-kube-prometheus-stack-crds", versions.KUBE_PROMETHEUS_STACK, s.sources.charts, child))
         self.release = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack",
             name=s.release_name,
             **s.sources.release_args(versions.KUBE_PROMETHEUS_STACK),
             namespace=ns.metadata.name,
             values=s.sources.chart_values(versions.KUBE_PROMETHEUS_STACK, kps_values(s)),
+            skip_crds=True,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=before_release)),
         )
         # Custom resources need the CRDs the release installs: no data links them, so depend explicitly.

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 import pickletools
 import runpy
 from collections.abc import Iterator, Mapping
@@ -257,6 +258,15 @@ def stack_config(stack: str) -> dict[str, Any]:
     return dict(document.get("config") or {})
 
 
+def _offline_chart_cache() -> None:
+    """The program reads each chart's CRDs from its pinned archive (components/chart_crds.py); offline, those are
+    the locked fixture archives (the same files, by sha256), never a download."""
+    if "INFERENCE_PLATFORM_CHART_CACHE" not in os.environ:
+        from offline.fixtures import fixtures_root
+
+        os.environ["INFERENCE_PLATFORM_CHART_CACHE"] = str(Path(fixtures_root()) / "charts")
+
+
 def run_program(
     stack: str,
     *,
@@ -271,6 +281,7 @@ def run_program(
     """
     values = dict(stack_config(stack) if config is None else config)
     values.update(secrets or {})
+    _offline_chart_cache()
     recording = Recording(stack=stack)
     mocks = _RecordingMocks()
     loop = asyncio.new_event_loop()

@@ -88,7 +88,8 @@ def test_prod_patches_no_node_and_installs_hami_after_the_operator(prod: Recordi
 def test_hamis_device_plugin_runs_where_gpu_pods_are_placed() -> None:
     group = {"eks.amazonaws.com/nodegroup": "gpu"}
     settings = GpuSettings(sharing="hami", node_selector=group)
-    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == group
+    # Helm merges maps: the chart's default gpu=on must be deleted (null), or no node would match both.
+    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == {"gpu": None, **group}
     assert gpu_placement(settings).node_selector == group
 
 

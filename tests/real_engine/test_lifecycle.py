@@ -87,6 +87,9 @@ def test_up_converges(before_up: dict[str, set[str]]) -> None:
     # The Deployment leaves replicas to the HPA, which scales the first pod up to minReplicas right after.
     available = wait_for(lambda: triton_deployment()["status"].get("availableReplicas", 0) >= MIN_REPLICAS)
     assert available, f"Triton never had {MIN_REPLICAS} available replicas: {triton_deployment()['status']}"
+    nodes = kube_items("nodes")
+    assert all(n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake" for n in nodes), \
+        "a Node the harness did not create (a phantom from a patch by name)"
     pods = kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")
     assert pods and all(p["spec"].get("nodeName", "").startswith("gpu-node-") for p in pods)
 
@@ -110,6 +113,31 @@ def test_up_converges(before_up: dict[str, set[str]]) -> None:
                             ("podmonitors.monitoring.coreos.com", "monitoring"),
                             ("prometheusrules.monitoring.coreos.com", "monitoring")):
         assert kube_items(kind, "-n", namespace), f"no {kind} in {namespace}"
+
+
+def _device_plugin_nodes() -> tuple[int, int]:
+    (plugin,) = [d for d in kube_items("daemonsets", "-n", "hami-system") if "device-plugin" in d["metadata"]["name"]]
+    return plugin["status"].get("desiredNumberScheduled", 0), plugin["status"].get("numberReady", 0)
+
+
+def test_a_gpu_node_that_joins_later_gets_hamis_device_plugin() -> None:
+    """GPU nodes are selected by their node-group label, not named: a node that joins after `up` (a replacement,
+    a scale-out) runs HAMi's device plugin without anyone labelling it, and no Node was ever created by us."""
+    import yaml
+
+    from local_cluster.nodes import manifests, plan_for_stack
+
+    config = yaml.safe_load((ROOT / f"Pulumi.{STACK}.yaml").read_text())["config"]
+    plan = plan_for_stack({k.split(":", 1)[1]: v for k, v in config.items()}, gpu_node_count=3)
+    joining = next(n for n in manifests(plan) if n["metadata"]["name"] == "gpu-node-3")
+    before = _device_plugin_nodes()
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(joining), text=True, check=True,
+                   capture_output=True, timeout=60)
+    try:
+        assert wait_for(lambda: _device_plugin_nodes() == (before[0] + 1, before[1] + 1)), _device_plugin_nodes()
+    finally:
+        kubectl("delete", "node", "gpu-node-3", "--wait=true", timeout=120)
+    assert wait_for(lambda: _device_plugin_nodes() == before), _device_plugin_nodes()
 
 
 def test_noop_preview() -> None:
@@ -232,24 +260,12 @@ def test_prod_previews_as_far_as_the_aws_plugin_allows(tmp_path) -> None:
     SUMMARY["prod_preview"] = "stops at the aws plugin"
 
 
-# Helm installs a chart's crds/ folder but never removes it (helm.sh/docs: "CRDs are never deleted"): these
-# groups stay after destroy, with the Local APIServices the API server registers for them. Everything else goes.
-HELM_KEPT_CRD_GROUPS = ("monitoring.coreos.com", "nvidia.com", "resource.nvidia.com", "nfd.k8s-sigs.io")
-
-
-def _kept_by_helm(kind: str, name: str) -> bool:
-    group = name.split(".", 1)[1] if kind in ("customresourcedefinitions", "apiservices") and "." in name else ""
-    return group in HELM_KEPT_CRD_GROUPS
-
-
 def test_destroy_leaves_nothing(before_up: dict[str, set[str]]) -> None:
+    """Not even the charts' CRDs: Helm never deletes a crds/ folder, so Pulumi owns those (chart_crds.py)."""
     result, seconds = pulumi("destroy", "destroy", "--yes")
     assert result.returncode == 0, tail(result)
     new = {kind: sorted(names - before_up[kind]) for kind, names in cluster_scoped_names().items()}
-    kept = sum(1 for kind, names in new.items() for name in names if _kept_by_helm(kind, name)
-               and kind == "customresourcedefinitions")
-    left = {kind: [n for n in names if not _kept_by_helm(kind, n)] for kind, names in new.items()}
-    left = {kind: names for kind, names in left.items() if names}
+    left = {kind: names for kind, names in new.items() if names}
     helm = kube_items("secrets", "-A", "-l", "owner=helm")
-    SUMMARY.update(destroy_s=round(seconds), left=sum(len(n) for n in left.values()) + len(helm), helm_crds=kept)
+    SUMMARY.update(destroy_s=round(seconds), left=sum(len(n) for n in left.values()) + len(helm))
     assert not left and not helm, f"left behind: {left}, helm records {[s['metadata']['name'] for s in helm]}"
