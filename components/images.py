@@ -110,6 +110,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 def chart_values(pin: versions.ChartPin, values: Mapping[str, Any], mirror: str | None) -> dict[str, Any]:
     """A release's values with every image of its chart pulled through ``mirror`` (unchanged without one)."""
     merged = dict(values)
-    for image in CHART_IMAGES[pin.name] if mirror else ():
-        merged = merge(merged, image.values(mirror))
+    if mirror:
+        for image in CHART_IMAGES[pin.name]:
+            merged = merge(merged, image.values(mirror))
     return merged

@@ -130,8 +130,8 @@ def test_a_pypi_mirror_on_its_own_port_is_reachable_from_the_engine_job() -> Non
 
 
 @pytest.mark.parametrize(("values", "problem"), [
-    ({"sources": {"imageRegistry": "https://harbor.example.com"}}, "sources.imageRegistry ('https://harbor.example.com') "
-                                                                    "must be a registry host and optional path"),
+    ({"sources": {"imageRegistry": "https://harbor.example.com"}},
+     "sources.imageRegistry ('https://harbor.example.com') must be a registry host and optional path"),
     ({"sources": {"pythonIndex": "pypi.example.com/simple"}}, "sources.pythonIndex ('pypi.example.com/simple') must "
                                                                "be the http(s) URL of a PyPI simple index"),
     ({"modelRepository": {"uri": "s3://m/x", "engineImage": "registry.example.com/engine-build"}},
