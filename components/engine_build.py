@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 from components.gpu_stack import GpuPlacement
 from components.images import mirrored
 from components.kube import labels, namespace, restricted_container_security, restricted_pod_security
+from model_pipeline.cli import EXIT_REJECTED  # the engine failed its build or check: retrying cannot help
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_ACCOUNT = "engine-build"
@@ -30,13 +31,12 @@ DEPS_DIR = "/opt/deps"
 WORK_DIR = "/work"
 BUILD_CONTAINER = "build"
 JOB_UID = 10001
-EXIT_REJECTED = 3  # model_pipeline.cli.EXIT_REJECTED: the engine failed its build or check; retrying cannot help
 # Runtime packages of the Job's code path that the TensorRT container lacks (the same pins as
 # requirements-dev.txt); model_pipeline/engine.Dockerfile preinstalls the same file for air-gapped clusters.
 REQUIREMENTS_FILE = "model_pipeline/requirements-engine.txt"
 ENGINE_JOB_REQUIREMENTS = tuple((ROOT / REQUIREMENTS_FILE).read_text().split())
-# Files shipped to the Job: the pipeline package, its pins and the pins it imports.
-SHIPPED_SOURCES = ("model_pipeline/*.py", REQUIREMENTS_FILE, "components/versions.py")
+# Files shipped to the Job: the pipeline package (which imports nothing of the program) and its pins.
+SHIPPED_SOURCES = ("model_pipeline/*.py", REQUIREMENTS_FILE)
 _RELEASE = re.compile(r":(?P<release>\d{2}\.\d{2})-py3(@sha256:[a-f0-9]{64})?$")
 # Written reasons for the checkov checks this Job does not satisfy (read by checkov from the annotations).
 CHECKOV_SKIPS = {
@@ -101,7 +101,6 @@ def pipeline_sources(root: Path = ROOT) -> dict[str, str]:
     """The files the Job runs, by repository path, read now: what is deployed is what is checked out."""
     files = sorted({p for pattern in SHIPPED_SOURCES for p in root.glob(pattern)})
     sources = {p.relative_to(root).as_posix(): p.read_text(encoding="utf-8") for p in files}
-    sources["components/__init__.py"] = ""  # a bare package for versions.py; the real one may import pulumi
     return sources
 
 

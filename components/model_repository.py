@@ -23,6 +23,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import ModelRepositorySettings, ModelSettings
+from components.engine_build import SERVICE_ACCOUNT as ENGINE_SERVICE_ACCOUNT
 from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
 from components.gpu_stack import GpuPlacement
 from components.s3_publication import FILES_PHASE, MANIFEST_PHASE, PublicationArgs, RepositoryPublication
@@ -30,7 +31,6 @@ from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, li
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_SERVICE_ACCOUNT = "triton"  # the ServiceAccount TritonCluster creates
-ENGINE_SERVICE_ACCOUNT = "engine-build"  # components.engine_build.SERVICE_ACCOUNT
 
 
 class ModelRepositoryError(ValueError):

@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The Triton release (serving image, TensorRT container, required TensorRT) is the pipeline's to state: it builds
+# the engines for it. Re-exported here beside the chart pins, so every version is found from this file.
+from model_pipeline.release import TENSORRT_IMAGE as TENSORRT_IMAGE
+from model_pipeline.release import TRITON_IMAGE as TRITON_IMAGE
+from model_pipeline.release import TRITON_RELEASE as TRITON_RELEASE
+from model_pipeline.release import TRITON_TENSORRT_VERSION as TRITON_TENSORRT_VERSION
+
 
 def is_http_url(source: str) -> bool:
     """A source given as an http(s):// URL rather than a local path."""
@@ -80,14 +87,6 @@ GATEWAY_API_STANDARD_CRDS = (
     f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
 )
 
-# Triton and the TensorRT container that builds its engines must share the same YY.MM release:
-# a plan is only loadable by the exact TensorRT version that built it.
-TRITON_RELEASE = "26.07"
-TRITON_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
-TENSORRT_IMAGE = f"nvcr.io/nvidia/tensorrt:{TRITON_RELEASE}-py3"
-# TensorRT shipped in the images above (NGC TensorRT container 26.07 = TensorRT 11.1.0.106). Engines whose
-# manifest records another version are refused before they reach the repository.
-TRITON_TENSORRT_VERSION = "11.1.0"
 
 # HAMi runs a stock kube-scheduler beside its extender; it must match the control plane's minor version.
 KUBE_SCHEDULER_IMAGE = "registry.k8s.io/kube-scheduler"

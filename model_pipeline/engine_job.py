@@ -117,7 +117,7 @@ def _tensorrt_config(published_config: Path, spec: ModelSpec, record: dict[str, 
     """The published config with the platform switched to ``tensorrt_plan``, checked like the pipeline checks it."""
     from google.protobuf import text_format
 
-    from components.versions import TRITON_TENSORRT_VERSION
+    from model_pipeline.release import TRITON_TENSORRT_VERSION
     from model_pipeline.triton_config import check_config_against_plan, load_config, validate_config
 
     config = load_config(published_config)

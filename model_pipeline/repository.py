@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from components.versions import TRITON_IMAGE, TRITON_TENSORRT_VERSION
 from model_pipeline.digest import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -37,6 +36,7 @@ from model_pipeline.digest import (
     verify_file_hashes,
 )
 from model_pipeline.errors import ModelValidationError, RepositoryError
+from model_pipeline.release import TRITON_IMAGE, TRITON_TENSORRT_VERSION
 from model_pipeline.specs import MODEL_FILE_BY_PLATFORM, ModelSpec
 from model_pipeline.triton_config import (
     CONFIG_FILE,

@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from components.versions import TRITON_TENSORRT_VERSION
 from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
 from model_pipeline.onnx_export import (
     Tolerance,
@@ -35,6 +34,7 @@ from model_pipeline.onnx_export import (
     run_onnx,
     within_tolerance,
 )
+from model_pipeline.release import TRITON_TENSORRT_VERSION
 from model_pipeline.specs import ModelSpec
 
 # FP16 engines against FP32 ONNX Runtime: half precision keeps ~3 significant digits through 50+ layers.
@@ -146,7 +146,7 @@ def check_plan_compatible(plan_trt_version: str, required_trt_version: str = TRI
         raise EngineCompatibilityError(
             f"TensorRT plan built with TensorRT {plan_trt_version}, but the Triton image ships TensorRT "
             f"{required_trt_version}; a plan only loads in the exact version that built it. Build it in "
-            f"the matching TensorRT container (components/versions.py TENSORRT_IMAGE)."
+            f"the matching TensorRT container (model_pipeline/release.py TENSORRT_IMAGE)."
         )
 
 

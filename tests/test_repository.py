@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.versions import TRITON_IMAGE, TRITON_TENSORRT_VERSION
 from model_pipeline.errors import ModelValidationError, RepositoryError
+from model_pipeline.release import TRITON_IMAGE, TRITON_TENSORRT_VERSION
 from model_pipeline.repository import (
     ModelArtifacts,
     TensorRTStatus,

@@ -144,7 +144,7 @@ def test_plan_from_another_tensorrt_release_is_refused(built: str) -> None:
 
 
 def test_default_required_version_is_the_triton_images() -> None:
-    from components.versions import TRITON_TENSORRT_VERSION
+    from model_pipeline.release import TRITON_TENSORRT_VERSION
 
     check_plan_compatible(TRITON_TENSORRT_VERSION + ".7")
     with pytest.raises(EngineCompatibilityError):
