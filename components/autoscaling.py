@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 from components import versions
 from components.config import AutoscalingSettings, ScalingRules
 from components.hpa_model import desired_replicas
-from components.kube import labels
+from components.kube import after, labels
 from components.prometheus_rules import record_name
 
 __all__ = ["Autoscaling", "AutoscalingArgs", "adapter_rules", "adapter_values", "desired_replicas", "hpa_spec"]
@@ -141,14 +141,14 @@ class Autoscaling(pulumi.ComponentResource):
             namespace=args.adapter_namespace,
             values=pulumi.Output.from_input(args.prometheus_url).apply(
                 lambda url: s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, url))),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.wait_for))),
+            opts=after(child, args.wait_for),
         )
         hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-hpa",
             metadata={"name": "triton", "namespace": args.target_namespace, "labels": labels("triton", name)},
             spec=pulumi.Output.from_input(args.deployment_name).apply(lambda d: hpa_spec(s, d)),
             # Created once the custom metrics API is served, so its first syncs do not fail.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[adapter])),
+            opts=after(child, [adapter]),
         )
         self.adapter_release = adapter.status.name
         self.hpa_name = hpa.metadata.name

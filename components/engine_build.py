@@ -21,7 +21,15 @@ import pulumi_kubernetes as k8s
 
 from components.gpu_stack import GpuPlacement
 from components.images import mirrored
-from components.kube import labels, namespace, restricted_container_security, restricted_pod_security
+from components.kube import (
+    after,
+    labels,
+    namespace,
+    restricted_container_security,
+    restricted_pod_security,
+    s3_keys_env,
+    s3_keys_secret,
+)
 from model_pipeline.cli import EXIT_REJECTED  # the engine failed its build or check: retrying cannot help
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +150,7 @@ def _env(args: EngineBuildArgs, secret_name: pulumi.Input[str] | None) -> list[d
         {"name": "AWS_DEFAULT_REGION", "value": args.region},
     ]
     if secret_name is not None:
-        env += [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
-                for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+        env += s3_keys_env(secret_name)
     return env
 
 
@@ -305,7 +312,7 @@ class EngineBuild(pulumi.ComponentResource):
             spec=egress_policy_spec(args.endpoint, pod_labels, args.python_index), opts=child,
         )
         secret_name = self._credentials(name, args, meta, child)
-        after_inputs = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[sa, *args.wait_for]))
+        after_inputs = after(child, [sa, *args.wait_for])
         self.jobs = []
         # Typed as Any on purpose: mypy's overload matching of Job's metadata/spec TypedDicts takes over 16 GB here;
         # the Job is validated against the Kubernetes schema in the tests instead.
@@ -322,15 +329,6 @@ class EngineBuild(pulumi.ComponentResource):
                      child: pulumi.ResourceOptions) -> pulumi.Output[str | None]:
         if args.access_key_id is None or args.secret_access_key is None:
             return pulumi.Output.from_input(None)
-        secret_meta: dict[str, Any] = {**meta, "name": "engine-build-s3-credentials"}
-        credentials: dict[str, pulumi.Input[str]] = {
-            "AWS_ACCESS_KEY_ID": args.access_key_id, "AWS_SECRET_ACCESS_KEY": args.secret_access_key,
-        }
-        secret = k8s.core.v1.Secret(
-            f"{name}-s3-credentials",
-            metadata=secret_meta,
-            type="Opaque",
-            string_data=credentials,
-            opts=child,
-        )
+        secret = s3_keys_secret(f"{name}-s3-credentials", {**meta, "name": "engine-build-s3-credentials"},
+                                args.access_key_id, args.secret_access_key, child)
         return secret.metadata.name

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from components import versions
 from components.chart_crds import chart_crds
 from components.config import GpuSettings
-from components.kube import namespace
+from components.kube import after, namespace
 
 HAMI_SCHEDULER = "hami-scheduler"
 NVIDIA_RUNTIME_CLASS = "nvidia"
@@ -167,7 +167,7 @@ class GpuStack(pulumi.ComponentResource):
             namespace=operator_ns.metadata.name,
             values=settings.sources.chart_values(versions.GPU_OPERATOR, gpu_operator_values(settings)),
             skip_crds=True,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[crds])),
+            opts=after(child, [crds]),
         )
         self.hami = self._hami(name, args, child) if settings.uses_hami else None
         self.ready = [self.operator, *([self.hami] if self.hami else [])]
@@ -190,7 +190,5 @@ class GpuStack(pulumi.ComponentResource):
             namespace=hami_ns.metadata.name,
             values=settings.sources.chart_values(versions.HAMI, hami_values(settings, args.kubernetes_version)),
             # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[self.operator, *args.wait_for])
-            ),
+            opts=after(child, [self.operator, *args.wait_for]),
         )

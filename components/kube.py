@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 PART_OF = "inference-platform"
+
+
+def after(opts: pulumi.ResourceOptions, resources: Iterable[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """``opts``, waiting for ``resources`` too: for an order no data carries (CRDs before their objects, a
+    chart's webhook before the resources it admits)."""
+    return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=list(resources)))
 
 
 def labels(name: str, component: str) -> dict[str, str]:
@@ -63,3 +70,23 @@ def restricted_container_security() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+S3_KEY_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def s3_keys_secret(resource_name: str, metadata: dict[str, Any], access_key_id: pulumi.Input[str],
+                   secret_access_key: pulumi.Input[str], opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+    """Static S3 keys (S3-compatible stores only; AWS uses IRSA) as a Secret built from Pulumi secrets."""
+    return k8s.core.v1.Secret(
+        resource_name,
+        metadata=metadata,
+        type="Opaque",
+        string_data={S3_KEY_NAMES[0]: access_key_id, S3_KEY_NAMES[1]: secret_access_key},
+        opts=opts,
+    )
+
+
+def s3_keys_env(secret_name: pulumi.Input[str]) -> list[dict[str, Any]]:
+    """The container env that reads those keys from the Secret (never their values)."""
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}} for key in S3_KEY_NAMES]

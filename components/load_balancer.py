@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.config import LoadBalancerSettings, SourceSettings
-from components.kube import labels, namespace
+from components.kube import after, labels, namespace
 
 GATEWAY_API = "gateway.networking.k8s.io"
 ENVOY_API = "gateway.envoyproxy.io"
@@ -202,18 +202,18 @@ class LoadBalancer(pulumi.ComponentResource):
         # baseline, not restricted: Envoy Gateway does not promise that its proxy and certgen pods meet restricted.
         ns = namespace(f"{name}-ns", data_plane_namespace(s), "baseline", child)
         controller = self._controller(name, ns, s.sources, child)
-        after = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=controller))
+        on_controller = after(child, controller)
         meta = {"namespace": ns.metadata.name, "labels": labels("gateway", name)}
         # Custom resources expose metadata as a plain map, so the fixed names link them; depends_on orders them.
         proxy = k8s.apiextensions.CustomResource(
             f"{name}-envoy-proxy", api_version=f"{ENVOY_API}/v1alpha1", kind="EnvoyProxy",
-            metadata={**meta, "name": PROXY_NAME}, spec=envoy_proxy_spec(s), opts=after,
+            metadata={**meta, "name": PROXY_NAME}, spec=envoy_proxy_spec(s), opts=on_controller,
         )
         gateway_class = k8s.apiextensions.CustomResource(
             f"{name}-gateway-class", api_version=f"{GATEWAY_API}/v1", kind="GatewayClass",
             metadata={"name": GATEWAY_CLASS, "labels": labels("gateway", name)},
             spec=ns.metadata.name.apply(lambda proxy_ns: gateway_class_spec(proxy_ns, PROXY_NAME)),
-            opts=pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[proxy])),
+            opts=after(on_controller, [proxy]),
         )
         # Wait for an address only where one is handed out (a cloud load balancer); dev Services have none.
         # An empty annotations map is dropped by the API server and then diffed on every preview: omit it.
@@ -224,8 +224,8 @@ class LoadBalancer(pulumi.ComponentResource):
             "metadata": {**meta, "name": GATEWAY_NAME, **wait},
             "spec": pulumi.Output.from_input(args.backend_namespace).apply(
                 lambda route_ns: gateway_spec(s, GATEWAY_CLASS, route_ns)),
-        }, pulumi.ResourceOptions.merge(after, pulumi.ResourceOptions(depends_on=[gateway_class])))
-        self._routes(name, args, ns.metadata.name, gateway, after)
+        }, after(on_controller, [gateway_class]))
+        self._routes(name, args, ns.metadata.name, gateway, on_controller)
 
         self.address = gateway.status.apply(lambda st: gateway_address(st, s))
         self.http_endpoint = self.address.apply(lambda a: endpoints(a, s)[0])
@@ -259,7 +259,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "global": {"images": {"envoyGateway": {"image": versions.ENVOY_GATEWAY_IMAGE},
                                       "ratelimit": {"image": versions.ENVOY_RATELIMIT_IMAGE},
                                       "envoyProxy": {"image": versions.ENVOY_PROXY_IMAGE}}}}),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[gateway_api, envoy_crds])),
+            opts=after(child, [gateway_api, envoy_crds]),
         )
         return [gateway_api, envoy_crds, controller]
 
@@ -268,7 +268,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts: pulumi.ResourceOptions) -> None:
         """HTTPRoute and GRPCRoute beside Triton's Service, each with its own traffic policy."""
         s = args.settings
-        after_gateway = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[gateway]))
+        after_gateway = after(opts, [gateway])
         backend = pulumi.Output.all(gateway_ns, args.backend_service)
         routes: dict[str, tuple[str, pulumi.Output[dict[str, Any]]]] = {
             "http": ("HTTPRoute", backend.apply(lambda v: http_route_spec(s, v[0], v[1], args.backend_http_port))),
@@ -285,5 +285,5 @@ class LoadBalancer(pulumi.ComponentResource):
             k8s.apiextensions.CustomResource(
                 f"{name}-{role}-policy", api_version=f"{ENVOY_API}/v1alpha1", kind="BackendTrafficPolicy",
                 metadata=meta, spec=traffic_policy_spec(s, kind, route_name),
-                opts=pulumi.ResourceOptions.merge(after_gateway, pulumi.ResourceOptions(depends_on=[route])),
+                opts=after(after_gateway, [route]),
             )

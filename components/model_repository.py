@@ -26,6 +26,7 @@ from components.config import ModelRepositorySettings, ModelSettings
 from components.engine_build import SERVICE_ACCOUNT as ENGINE_SERVICE_ACCOUNT
 from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
 from components.gpu_stack import GpuPlacement
+from components.kube import after
 from components.s3_publication import FILES_PHASE, MANIFEST_PHASE, PublicationArgs, RepositoryPublication
 from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
 
@@ -264,7 +265,7 @@ class ModelRepository(pulumi.ComponentResource):
         # The files first; the resource owns the whole digest prefix, the Jobs' plans included (no drift).
         files = RepositoryPublication(
             f"{name}-files", publication, FILES_PHASE,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=bucket_ready)),
+            opts=after(child, bucket_ready),
         )
         engines = engine_models(local, args.models)
         jobs: list[pulumi.Resource] = []
@@ -273,7 +274,7 @@ class ModelRepository(pulumi.ComponentResource):
         # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
         manifest = RepositoryPublication(
             f"{name}-manifest", publication, MANIFEST_PHASE,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[files, *jobs])),
+            opts=after(child, [files, *jobs]),
         )
         uri = f"{s.triton_uri}/{local.digest}"
         self.repository_uri = manifest.digest.apply(lambda _: uri)
@@ -300,7 +301,7 @@ class ModelRepository(pulumi.ComponentResource):
         delete = s.bucket_on_destroy == "delete"
         child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=not delete))
         bucket = aws.s3.Bucket(f"{name}-bucket", bucket=s.bucket, force_destroy=delete, opts=child)
-        on_bucket = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[bucket]))
+        on_bucket = after(child, [bucket])
         versioning = aws.s3.BucketVersioning(
             f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
         )
@@ -320,12 +321,12 @@ class ModelRepository(pulumi.ComponentResource):
         policy = aws.s3.BucketPolicy(
             f"{name}-tls-only", bucket=bucket.id, policy=json.dumps(tls_only_policy(s.bucket, s.region)),
             # S3 refuses policy writes while the public access block is being changed.
-            opts=pulumi.ResourceOptions.merge(on_bucket, pulumi.ResourceOptions(depends_on=[public_block])),
+            opts=after(on_bucket, [public_block]),
         )
         lifecycle = aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules(s.prefix, s.expire_after_days),
             # Noncurrent-version rules need versioning switched on first.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[versioning])),
+            opts=after(child, [versioning]),
         )
         return [bucket, versioning, encryption, public_block, ownership, policy, lifecycle]
 

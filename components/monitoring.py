@@ -15,7 +15,7 @@ from components import versions
 from components.chart_crds import chart_crds
 from components.config import MonitoringSettings
 from components.generated_secret import GeneratedSecret
-from components.kube import PART_OF, namespace
+from components.kube import PART_OF, after, namespace
 from components.prometheus_rules import (
     AlertSettings,
     alert_rule_group,
@@ -278,10 +278,10 @@ class MonitoringStack(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=s.sources.chart_values(versions.KUBE_PROMETHEUS_STACK, kps_values(s)),
             skip_crds=True,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=before_release)),
+            opts=after(child, before_release),
         )
         # Custom resources need the CRDs the release installs: no data links them, so depend explicitly.
-        after_release = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.release]))
+        after_release = after(child, [self.release])
         k8s.apiextensions.CustomResource(
             f"{name}-triton-podmonitor",
             api_version="monitoring.coreos.com/v1",

@@ -12,12 +12,20 @@ import pulumi_kubernetes as k8s
 
 from components.config import ModelRepositorySettings, TritonSettings
 from components.gpu_stack import GpuPlacement
-from components.kube import labels, namespace, restricted_container_security, restricted_pod_security, selector
+from components.kube import (
+    after,
+    labels,
+    namespace,
+    restricted_container_security,
+    restricted_pod_security,
+    s3_keys_env,
+    s3_keys_secret,
+    selector,
+)
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 STARTUP_PROBE_PERIOD = 10
 MODEL_CACHE_DIR = "/var/lib/triton/models"
-CREDENTIALS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 @dataclass(frozen=True)
@@ -118,10 +126,7 @@ def _env(args: TritonClusterArgs, secret_name: pulumi.Input[str] | None) -> list
         {"name": "TRITON_AWS_MOUNT_DIRECTORY", "value": MODEL_CACHE_DIR},
     ]
     if secret_name is not None:
-        env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
-            for key in CREDENTIALS_KEYS
-        ]
+        env += s3_keys_env(secret_name)
     return env
 
 
@@ -288,7 +293,7 @@ class TritonCluster(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=deployment_meta,
             spec=deployment_body,
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(args.wait_for))),
+            opts=after(child, args.wait_for),
         )
         service_spec: dict[str, Any] = {"type": "ClusterIP", "selector": self.selector_labels, "ports": service_ports()}
         service = k8s.core.v1.Service(
@@ -330,15 +335,6 @@ class TritonCluster(pulumi.ComponentResource):
         repo = args.repository
         if repo.access_key_id is None or repo.secret_access_key is None:
             return None
-        credentials: dict[str, pulumi.Input[str]] = {
-            CREDENTIALS_KEYS[0]: repo.access_key_id,
-            CREDENTIALS_KEYS[1]: repo.secret_access_key,
-        }
-        secret = k8s.core.v1.Secret(
-            f"{name}-s3-credentials",
-            metadata={**meta, "name": "triton-s3-credentials"},
-            type="Opaque",
-            string_data=credentials,
-            opts=child,
-        )
+        secret = s3_keys_secret(f"{name}-s3-credentials", {**meta, "name": "triton-s3-credentials"},
+                                repo.access_key_id, repo.secret_access_key, child)
         return secret.metadata.name
