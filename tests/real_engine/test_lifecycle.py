@@ -98,6 +98,10 @@ def test_up_converges(before_up: dict[str, set[str]]) -> None:
     assert plugin["status"]["numberReady"] == plugin["status"]["desiredNumberScheduled"] == len(gpu_nodes), \
         f"HAMi's device plugin runs on {plugin['status']['numberReady']} of {len(gpu_nodes)} GPU nodes"
 
+    # HAMi's scheduler is a control-plane service: it tolerates no GPU taint and runs on the system nodes.
+    schedulers = [p for p in kube_items("pods", "-n", "hami-system") if "scheduler" in p["metadata"]["name"]]
+    assert schedulers and all(p["spec"].get("nodeName", "").startswith("system-") for p in schedulers)
+
     jobs = kube_items("jobs", "-n", "model-build")
     assert jobs and all(any(c["type"] == "Complete" and c["status"] == "True"
                             for c in j["status"].get("conditions", [])) for j in jobs)
