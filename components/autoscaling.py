@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.config import AutoscalingSettings, ScalingRules
+from components.errors import PlatformError
 from components.hpa_model import desired_replicas
 from components.kube import after, labels
 from components.prometheus_rules import record_name
@@ -28,7 +29,7 @@ PENDING_METRIC = "triton_pending_requests"  # requests waiting in Triton's queue
 PENDING_SERIES = "nv_inference_pending_request_count"
 
 
-class AutoscalingError(ValueError):
+class AutoscalingError(PlatformError, ValueError):
     """The autoscaling inputs cannot produce a working adapter or HPA."""
 
 

@@ -26,6 +26,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components import versions
+from components.errors import PlatformError
 
 
 class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -36,7 +37,7 @@ class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
 _CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
-class ChartArchiveError(RuntimeError):
+class ChartArchiveError(PlatformError, RuntimeError):
     """The pinned chart archive could not be found or fetched."""
 
 

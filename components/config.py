@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pulumi
 
 from components import images, versions
+from components.errors import PlatformError
 from components.prometheus_rules import duration_seconds
 from model_pipeline.specs import DEFAULT_SPECS, SPECS_BY_ARCHITECTURE, STACK_MODEL_DEFAULTS
 from model_pipeline.stack import DEFAULT_STACK_MODELS, default_build_dir
@@ -52,7 +53,7 @@ _QUANTITY_FACTORS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(PlatformError, ValueError):
     """The stack configuration is invalid; ``problems`` lists every issue found."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.errors import PlatformError
 from components.gpu_stack import GpuPlacement
 from components.images import mirrored
 from components.kube import (
@@ -54,7 +55,7 @@ CHECKOV_SKIPS = {
 }
 
 
-class EngineBuildError(ValueError):
+class EngineJobError(PlatformError, ValueError):
     """The engine-build Job cannot be declared as configured."""
 
 
@@ -98,7 +99,7 @@ def tensorrt_image_for(triton_image: str) -> str:
     """``nvcr.io/nvidia/tensorrt:<YY.MM>-py3`` for ``tritonserver:<YY.MM>-py3``: plans load only in that release."""
     match = _RELEASE.search(triton_image)
     if not match:
-        raise EngineBuildError(
+        raise EngineJobError(
             f"triton.image ({triton_image!r}) must carry an NGC release tag such as :26.07-py3 when a model uses "
             "backend tensorrt: the engine is built in the TensorRT container of the same release"
         )

@@ -25,6 +25,7 @@ import pulumi_aws as aws
 from components.config import ModelRepositorySettings, ModelSettings
 from components.engine_build import SERVICE_ACCOUNT as ENGINE_SERVICE_ACCOUNT
 from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
+from components.errors import PlatformError
 from components.gpu_stack import GpuPlacement
 from components.kube import after
 from components.s3_publication import FILES_PHASE, MANIFEST_PHASE, PublicationArgs, RepositoryPublication
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRITON_SERVICE_ACCOUNT = "triton"  # the ServiceAccount TritonCluster creates
 
 
-class ModelRepositoryError(ValueError):
+class ModelRepositoryError(PlatformError, ValueError):
     """The local model repository cannot be published as it is (missing, stale, or built for other models)."""
 
 

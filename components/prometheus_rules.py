@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from components.errors import PlatformError
+
 # Triton's cumulative latency counters (µs) and the success counter that divides them.
 LATENCY_COUNTERS = {
     "queue": "nv_inference_queue_duration_us",
@@ -28,7 +30,7 @@ _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
-class RuleSettingsError(ValueError):
+class RuleSettingsError(PlatformError, ValueError):
     """An alert threshold or duration is out of range."""
 
 

@@ -9,7 +9,7 @@ class PortInUseError(LocalServingError):
     """A port the runner needs on 127.0.0.1 is already taken."""
 
 
-class RepositoryError(LocalServingError):
+class ServingRepositoryError(LocalServingError):
     """The model repository is missing or does not follow the layout in CONTRACTS.md."""
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from local_serving.errors import RepositoryError
+from local_serving.errors import ServingRepositoryError
 
 TEMPLATES = Path(__file__).resolve().parent / "backend_templates"
 CONFIG_FILE = "config.pbtxt"
@@ -37,32 +37,33 @@ def read_config(path: Path) -> mc.ModelConfig:
     try:
         return text_format.Parse(path.read_text(), mc.ModelConfig())
     except text_format.ParseError as error:
-        raise RepositoryError(f"{path} is not a valid Triton model config: {error}") from error
+        raise ServingRepositoryError(f"{path} is not a valid Triton model config: {error}") from error
 
 
 def discover_models(repository: Path) -> list[SourceModel]:
     """Every model directory of the repository, each with its newest version that has a model.onnx."""
     if not repository.is_dir():
-        raise RepositoryError(
+        raise ServingRepositoryError(
             f"model repository {repository} does not exist; build it with the model pipeline "
             "(`make repository`) or pass --repository"
         )
     models = [_read_model(directory) for directory in sorted(repository.iterdir()) if directory.is_dir()]
     if not models:
-        raise RepositoryError(f"model repository {repository} holds no model directories (<model>/config.pbtxt)")
+        raise ServingRepositoryError(f"model repository {repository} holds no model directories (<model>/config.pbtxt)")
     return models
 
 
 def _read_model(directory: Path) -> SourceModel:
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
-        raise RepositoryError(f"{directory} has no {CONFIG_FILE}")
+        raise ServingRepositoryError(f"{directory} has no {CONFIG_FILE}")
     config = read_config(config_path)
     if config.name and config.name != directory.name:
-        raise RepositoryError(f"{config_path} names the model {config.name!r} but its directory is {directory.name!r}")
+        raise ServingRepositoryError(
+            f"{config_path} names the model {config.name!r} but its directory is {directory.name!r}")
     versions = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / ONNX_FILE).is_file())
     if not versions:
-        raise RepositoryError(f"{directory} has no <version>/{ONNX_FILE}; only ONNX models can be served here")
+        raise ServingRepositoryError(f"{directory} has no <version>/{ONNX_FILE}; only ONNX models can be served here")
     golden = directory / "golden.npz"
     return SourceModel(
         name=directory.name,

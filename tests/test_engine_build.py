@@ -14,7 +14,7 @@ import yaml
 
 from components import engine_build, versions
 from components.config import parse_config
-from components.engine_build import EngineBuildError, tensorrt_image_for
+from components.engine_build import EngineJobError, tensorrt_image_for
 from components.gpu_stack import gpu_placement
 from offline.harness import Recording, stack_config
 from offline.validate import kubernetes_errors
@@ -53,7 +53,7 @@ def test_image_is_the_tensorrt_release_of_the_triton_image(prod: Recording) -> N
 
 def test_other_triton_releases_pick_their_own_tensorrt_image() -> None:
     assert tensorrt_image_for("nvcr.io/nvidia/tritonserver:26.09-py3") == "nvcr.io/nvidia/tensorrt:26.09-py3"
-    with pytest.raises(EngineBuildError, match="must carry an NGC release tag"):
+    with pytest.raises(EngineJobError, match="must carry an NGC release tag"):
         tensorrt_image_for("registry.example.com/triton:custom")
 
 

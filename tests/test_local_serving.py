@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from local_serving.errors import LocalServingError, PortInUseError, RepositoryError
+from local_serving.errors import LocalServingError, PortInUseError, ServingRepositoryError
 from local_serving.load import LoadSettings
 from local_serving.ports import ensure_free
 from local_serving.prometheus import LOCAL_NAMESPACE, LOCAL_POD, ScrapeSettings, scrape_config
@@ -86,17 +86,17 @@ def test_serving_repository_links_the_same_onnx_and_adds_an_unbatched_variant(tm
 
 
 def test_missing_repository_names_the_path_and_how_to_build_it(tmp_path):
-    with pytest.raises(RepositoryError, match=r"does-not-exist does not exist; build it"):
+    with pytest.raises(ServingRepositoryError, match=r"does-not-exist does not exist; build it"):
         discover_models(tmp_path / "does-not-exist")
 
 
 def test_model_without_onnx_is_rejected_by_name(tmp_path):
-    with pytest.raises(RepositoryError, match=r"mnist has no <version>/model.onnx"):
+    with pytest.raises(ServingRepositoryError, match=r"mnist has no <version>/model.onnx"):
         discover_models(_repository(tmp_path, with_onnx=False))
 
 
 def test_config_that_triton_cannot_parse_is_rejected_with_the_file(tmp_path):
-    with pytest.raises(RepositoryError, match=r"config.pbtxt is not a valid Triton model config"):
+    with pytest.raises(ServingRepositoryError, match=r"config.pbtxt is not a valid Triton model config"):
         discover_models(_repository(tmp_path, PIPELINE_CONFIG.replace("preferred_batch_size", "preferred_sizes")))
 
 
