@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import socket
 from collections.abc import Iterator
@@ -91,6 +93,7 @@ def isolate_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance metadata service
 
 
 def free_port() -> int:
@@ -112,3 +115,15 @@ def moto_s3_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def rehash(repo: Path, rel: str) -> None:
+    """Make the manifest agree with an edited file, as an attacker or a careless hand-edit would."""
+    from model_pipeline.digest import content_digest
+    from model_pipeline.repository import write_manifest
+
+    manifest = json.loads((repo / "manifest.json").read_text())
+    data = (repo / rel).read_bytes()
+    manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest["digest"] = content_digest(manifest["files"])
+    write_manifest(repo, manifest)

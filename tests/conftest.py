@@ -10,6 +10,7 @@ import pytest
 
 from offline.fixtures import FixturesError, fixtures_root
 from offline.harness import Recording, run_program
+from tests._pipeline_helpers import isolate_aws_credentials, moto_s3_server
 from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository, stack_specs
 
 STACKS = ("dev", "prod")
@@ -78,3 +79,16 @@ def prod(recordings: dict[str, Recording]) -> Recording:
 def stack(request: pytest.FixtureRequest, recordings: dict[str, Recording]) -> Recording:
     """Parametrises a test over both stacks."""
     return recordings[request.param]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free 127.0.0.1 port, for the duration of one test module."""
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def isolated_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy keys for moto; no developer AWS profile, config or instance metadata leaks into a test."""
+    isolate_aws_credentials(monkeypatch, tmp_path)

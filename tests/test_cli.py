@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -14,15 +13,15 @@ import pytest
 from model_pipeline.cli import format_table, main
 from tests._pipeline_helpers import (
     free_port,
-    isolate_aws_credentials,
-    moto_s3_server,
+    rehash,
     tiny_onnx,
     tiny_repository,
     tiny_spec,
 )
-from tests.test_repository import _rehash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("isolated_aws")
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -31,15 +30,6 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, out.getvalue(), capsys.readouterr().err
 
 
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate_aws_credentials(monkeypatch, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 def test_verify_reports_the_digest_of_a_good_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +44,7 @@ def test_verify_reports_the_digest_of_a_good_repository(tmp_path: Path, capsys: 
 def test_corrupt_onnx_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tiny_repository(tmp_path)
     (repo / "tiny/1/model.onnx").write_bytes(b"\x08\x07 this is not protobuf \xff\xff")
-    _rehash(repo, "tiny/1/model.onnx")
+    rehash(repo, "tiny/1/model.onnx")
     code, _, err = _run(["verify", str(repo)], capsys)
     assert code == 1
     assert err.startswith("error: ") and "not a readable ONNX model" in err
@@ -64,7 +54,7 @@ def test_corrupt_onnx_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFi
 def test_config_model_mismatch_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tiny_repository(tmp_path)
     tiny_onnx(repo / "tiny/1/model.onnx", tiny_spec(), input_name="x", input_dims=(16,))
-    _rehash(repo, "tiny/1/model.onnx")
+    rehash(repo, "tiny/1/model.onnx")
     code, _, err = _run(["verify", str(repo)], capsys)
     assert code == 1
     assert err == "error: tiny: config.pbtxt input 'input' is FP32 [1,4,4] but model.onnx has 'x' FP32 [16]\n"

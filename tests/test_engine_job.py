@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_to
 from model_pipeline.specs import DEFAULT_SPECS
 from model_pipeline.tensorrt_build import GpuInfo
 from model_pipeline.triton_config import parse_config
-from tests._pipeline_helpers import moto_s3_server, tiny_onnx
+from tests._pipeline_helpers import tiny_onnx
 from tests.fake_tensorrt import PLAN_MARKER, make_fake_tensorrt
 
 pytestmark = pytest.mark.tensorrt_double
@@ -30,11 +29,6 @@ MNIST = DEFAULT_SPECS["mnist"]
 H100 = GpuInfo(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

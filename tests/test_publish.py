@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +16,15 @@ from model_pipeline.errors import ModelValidationError, PublishError, Repository
 from model_pipeline.publish import S3Location, list_published, make_s3_client, upload_repository
 from tests._pipeline_helpers import (
     free_port,
-    isolate_aws_credentials,
-    moto_s3_server,
+    rehash,
     tiny_onnx,
     tiny_repository,
     tiny_spec,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_aws")]
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a free 127.0.0.1 port, for the duration of this module."""
-    with moto_s3_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate_aws_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -195,11 +183,10 @@ def test_repository_whose_onnx_does_not_match_its_config_never_reaches_s3(tmp_pa
 
 
 def test_mismatched_config_is_refused_even_when_the_manifest_was_rehashed(tmp_path: Path, location: S3Location) -> None:
-    from tests.test_repository import _rehash
 
     broken = tiny_repository(tmp_path)
     tiny_onnx(broken / "tiny/1/model.onnx", tiny_spec(), input_name="x")
-    _rehash(broken, "tiny/1/model.onnx")
+    rehash(broken, "tiny/1/model.onnx")
     with pytest.raises(ModelValidationError, match=r"config.pbtxt input 'input'"):
         upload_repository(broken, location)
     assert _keys(location) == []

@@ -15,25 +15,15 @@ from model_pipeline.repository import (
     ModelArtifacts,
     TensorRTStatus,
     collect_tool_versions,
-    content_digest,
     verify_repository,
     write_manifest,
     write_repository,
 )
-from tests._pipeline_helpers import tiny_artifacts, tiny_onnx, tiny_repository, tiny_spec
+from tests._pipeline_helpers import rehash, tiny_artifacts, tiny_onnx, tiny_repository, tiny_spec
 
 
 def _manifest(repo: Path) -> dict:
     return json.loads((repo / "manifest.json").read_text())
-
-
-def _rehash(repo: Path, rel: str) -> None:
-    """Make the manifest agree with an edited file, as an attacker or a careless hand-edit would."""
-    manifest = _manifest(repo)
-    data = (repo / rel).read_bytes()
-    manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    manifest["digest"] = content_digest(manifest["files"])
-    write_manifest(repo, manifest)
 
 
 def test_layout_matches_the_contract(tmp_path: Path) -> None:
@@ -131,7 +121,7 @@ def test_verify_rejects_a_tampered_digest(tmp_path: Path) -> None:
 def test_verify_rechecks_config_against_onnx_even_when_hashes_agree(tmp_path: Path) -> None:
     repo = tiny_repository(tmp_path)
     tiny_onnx(repo / "tiny/1/model.onnx", tiny_spec(), input_name="x", input_dims=(16,))
-    _rehash(repo, "tiny/1/model.onnx")
+    rehash(repo, "tiny/1/model.onnx")
     with pytest.raises(ModelValidationError, match=r"config.pbtxt input 'input' is FP32 \[1,4,4\] but model.onnx"):
         verify_repository(repo)
 
@@ -139,7 +129,7 @@ def test_verify_rechecks_config_against_onnx_even_when_hashes_agree(tmp_path: Pa
 def test_verify_replays_golden_outputs_through_onnx_runtime(tmp_path: Path) -> None:
     repo = tiny_repository(tmp_path)
     tiny_onnx(repo / "tiny/1/model.onnx", tiny_spec(), seed=7)  # same interface, other weights
-    _rehash(repo, "tiny/1/model.onnx")
+    rehash(repo, "tiny/1/model.onnx")
     verify_repository(repo, replay_golden=False)  # interface checks alone cannot see new weights
     with pytest.raises(ModelValidationError, match=r"ONNX Runtime no longer reproduces golden.npz at batch 1"):
         verify_repository(repo)
@@ -148,7 +138,7 @@ def test_verify_replays_golden_outputs_through_onnx_runtime(tmp_path: Path) -> N
 def test_verify_rejects_golden_file_without_a_declared_tensor(tmp_path: Path) -> None:
     repo = tiny_repository(tmp_path)
     np.savez(repo / "tiny/golden.npz", **{"b1.in.input": np.zeros((1, 1, 4, 4), np.float32)})
-    _rehash(repo, "tiny/golden.npz")
+    rehash(repo, "tiny/golden.npz")
     with pytest.raises(ModelValidationError, match="batch 1 has no array for tensor 'logits'"):
         verify_repository(repo, replay_golden=False)
 

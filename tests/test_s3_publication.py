@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,15 @@ from components.s3_publication import (
     S3PublicationProvider,
 )
 from model_pipeline.errors import PublishError, RepositoryError
-from tests._pipeline_helpers import isolate_aws_credentials, moto_s3_server, tiny_repository
+from tests._pipeline_helpers import tiny_repository
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_aws")]
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "triton/repos"
 REGION = "us-east-1"
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_s3_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    isolate_aws_credentials(monkeypatch, tmp_path)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance metadata service
 
 
 @pytest.fixture(scope="module")
