@@ -12,6 +12,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -48,8 +49,10 @@ _K8S_VERSION = re.compile(r"^v?(?P<v>[0-9]+\.[0-9]+\.[0-9]+)$")
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
 _QUANTITY_FACTORS = {
-    "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "m": Decimal("0.001"), "": Decimal(1), "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9),
+    "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18),
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
 }
 
 
@@ -67,7 +70,9 @@ def quantity_value(text: str) -> float:
     match = _QUANTITY.match(text)
     if not match:
         raise ValueError(f"not a Kubernetes quantity: {text!r}")
-    return float(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""]
+    # Exact decimal arithmetic first: as floats, 2300m * 0.001 and 2.3 differ, and a request would "exceed" its
+    # own limit written the other way.
+    return float(Decimal(match.group(1)) * _QUANTITY_FACTORS[match.group(3) or ""])
 
 
 # --------------------------------------------------------------------------------------------------------------

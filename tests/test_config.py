@@ -192,3 +192,10 @@ def test_no_stack_file_needs_a_decrypted_secret() -> None:
     for stack in ("dev", "prod"):
         for key, value in stack_config(stack).items():
             assert not (isinstance(value, dict) and "secure" in value), f"Pulumi.{stack}.yaml {key} is encrypted"
+
+
+def test_a_request_equal_to_its_limit_in_other_units_is_accepted() -> None:
+    """As floats, 2300m (2300 x 0.001 = 2.3000000000000003) exceeded 2.3: a valid pod was refused."""
+    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton"},
+                                "triton": {"cpuRequest": "2300m", "cpuLimit": "2.3"}})
+    assert cfg.triton.cpu_request == "2300m"
