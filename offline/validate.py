@@ -21,6 +21,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from components.images import merge as deep_merge  # Helm's values merge, one definition
 from offline.fixtures import fixtures_root
 
 
@@ -158,16 +159,6 @@ def unknown_values_keys(
             else:
                 problems += unknown_values_keys(value, default, allowed=allowed, _path=path)
     return problems
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def load_values(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -127,3 +128,25 @@ def rehash(repo: Path, rel: str) -> None:
     manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     manifest["digest"] = content_digest(manifest["files"])
     write_manifest(repo, manifest)
+
+
+@contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """A quiet HTTP server on 127.0.0.1 serving ``directory``; yields its base URL and stops it afterwards."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import yaml
 from components import versions
 from components.chart_crds import ChartArchiveError, chart_archive, crd_documents
 from offline.harness import Recording
+from tests._pipeline_helpers import serve_directory
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
@@ -66,18 +65,8 @@ def chart_repository(tmp_path: Path, shared_dir: Path) -> Iterator[tuple[str, Pa
                                                           "digest": digest}]}}
     (served / "index.yaml").write_text(yaml.safe_dump(index))
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: Quiet(*a, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(served) as url:
+        yield url, served
 
 
 def test_a_remote_chart_is_fetched_once_and_checked_against_its_index_digest(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ import pytest
 from components import versions
 from offline import fixtures as fx
 from offline.fixtures import FixturesError, LockedFile, load_lock, resolve
+from tests._pipeline_helpers import serve_directory
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 
@@ -44,20 +42,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A file server on 127.0.0.1 (an ephemeral port) over a temporary folder, standing in for upstream."""
     served = tmp_path / "served"
     served.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with serve_directory(served) as url:
+        yield url, served
 
 
 # --- local copies --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 
 from model_pipeline.errors import DataError, DataUnavailableError
 from model_pipeline.mnist_data import (
+from tests._pipeline_helpers import serve_directory
     MNIST_FILES,
     MNIST_MEAN,
     MNIST_STD,
@@ -44,17 +45,8 @@ def mnist_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def http_server(mnist_dir: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mnist_dir))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign, assignment]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_directory(mnist_dir) as url:
+        yield f"{url}/"
 
 
 def test_reads_the_standard_idx_layout(tmp_path: Path) -> None:
