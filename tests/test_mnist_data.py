@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import logging
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +13,6 @@ import pytest
 
 from model_pipeline.errors import DataError, DataUnavailableError
 from model_pipeline.mnist_data import (
-from tests._pipeline_helpers import serve_directory
     MNIST_FILES,
     MNIST_MEAN,
     MNIST_STD,
@@ -25,6 +21,7 @@ from tests._pipeline_helpers import serve_directory
     read_idx,
     write_idx,
 )
+from tests._pipeline_helpers import serve_directory
 
 
 def _write_split(directory: Path, n_train: int = 60, n_test: int = 20, gz: bool = True, seed: int = 0) -> None:
