@@ -268,6 +268,9 @@ class HamiSettings:
     split_count: int = 10
 
 
+HAMI_NODE_LABEL = ("gpu", "on")  # HAMi's device plugin selects nodes with it (its chart's default)
+
+
 @dataclass(frozen=True)
 class GpuSettings:
     """The GPU stack: operator features, sharing mode and where GPU workloads run."""
@@ -612,7 +615,9 @@ def _gpu(s: _Section) -> GpuSettings:
         operator_namespace=s.string("operatorNamespace", defaults.operator_namespace, pattern=_DNS_LABEL,
                                  allowed="a DNS label"),
         gpus_per_pod=s.integer("gpusPerPod", defaults.gpus_per_pod, low=1, high=8),
-        node_selector=s.str_map("nodeSelector", defaults.node_selector),
+        # HAMi's own convention: GPU nodes labelled gpu=on (the whole-GPU default is GPU Feature Discovery's).
+        node_selector=s.str_map("nodeSelector",
+                                dict([HAMI_NODE_LABEL]) if sharing == "hami" else defaults.node_selector),
         tolerations=_or_default(_tolerations(s), defaults.tolerations),
         dcgm_interval=s.duration("dcgmInterval", defaults.dcgm_interval),
         hami=hami,
@@ -622,9 +627,10 @@ def _gpu(s: _Section) -> GpuSettings:
         s.problem("gpuNodes", retired_gpu_nodes, "is no longer read: GPU nodes are selected by gpu.nodeSelector "
                   "(a label of the node group, e.g. node.kubernetes.io/instance-type or eks.amazonaws.com/nodegroup); "
                   "remove the key")
-    if settings.uses_hami and not settings.node_selector:
-        s.problem("nodeSelector", {}, "must select the GPU nodes when sharing is hami (HAMi's device plugin "
-                  "runs on exactly those nodes)")
+    if settings.uses_hami and settings.node_selector.get(HAMI_NODE_LABEL[0]) != HAMI_NODE_LABEL[1]:
+        s.problem("nodeSelector", dict(settings.node_selector), "must include gpu: \"on\" when sharing is hami: HAMi's "
+                  "device plugin only runs on nodes with that label (its chart's default, which Helm keeps); label "
+                  "the GPU node group with it, which every replacement node inherits")
     if settings.uses_hami and settings.mig_strategy == "single":
         s.problem("migStrategy", "single", "must be none or mixed with HAMi (HAMi schedules MIG slices itself)")
     if not settings.uses_hami and (hami.gpu_memory_mib or hami.gpu_memory_percent or hami.gpu_cores_percent):

@@ -123,11 +123,11 @@ def hami_values(settings: GpuSettings, kubernetes_version: str) -> dict[str, Any
             "createRuntimeClass": False,
             "gpuOperatorToolkitReady": {"enabled": settings.toolkit},
             "deviceSplitCount": settings.hami.split_count,
-            # The device plugin runs on exactly the nodes GPU pods select (a node-group label), so a replaced
-            # or added node gets it without anyone labelling it. Helm merges maps: the chart's default `gpu: on`
-            # would stay required beside ours (no node carries it, and the simulated cluster showed 0 plugins),
-            # so it is removed with a null.
-            "nvidiaNodeSelector": {"gpu": None, **settings.node_selector},
+            # The device plugin runs on exactly the nodes GPU pods select (node-group labels), so a replaced or
+            # added node gets it without anyone labelling it. Helm merges maps and Pulumi's Python SDK drops
+            # nulls (pulumi#12178), so the chart's default `gpu: on` stays required: the config insists that
+            # gpu.nodeSelector includes it (the simulated cluster showed 0 plugins without it).
+            "nvidiaNodeSelector": dict(settings.node_selector),
             # The chart gives its DaemonSet no tolerations: on tainted GPU nodes no GPU would ever be advertised
             # while Helm reports success. It tolerates what the GPU workloads tolerate.
             "tolerations": [dict(t) for t in settings.tolerations],

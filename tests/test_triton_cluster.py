@@ -122,7 +122,7 @@ def test_requests_and_limits_include_the_gpu(dev: Recording, prod: Recording) ->
 def test_prod_pods_go_through_hamis_scheduler(prod: Recording) -> None:
     pod = _pod(prod)
     assert pod["schedulerName"] == "hami-scheduler"
-    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.2xlarge"}  # the node group, not names
+    assert pod["nodeSelector"] == {"node.kubernetes.io/instance-type": "g5.2xlarge", "gpu": "on"}  # node-group labels
 
 
 def test_replicas_are_left_to_the_hpa_when_autoscaling(dev: Recording, prod: Recording) -> None:
