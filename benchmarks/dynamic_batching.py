@@ -38,19 +38,29 @@ def _repository(requested: Path | None, work: Path) -> Path:
 def _phase(workload, name: str, settings: LoadSettings) -> LoadResult:
     result = run_load(dataclasses.replace(workload, model=name), settings)
     summary = result.summary()
-    print(f"  {name}: {summary['throughput_inferences_per_s']:.1f} inf/s, p50 {summary['latency_ms']['p50']} ms, "
-          f"p99 {summary['latency_ms']['p99']} ms, errors {summary['errors']}", file=sys.stderr)
+    print(
+        f"  {name}: {summary['throughput_inferences_per_s']:.1f} inf/s, p50 {summary['latency_ms']['p50']} ms, "
+        f"p99 {summary['latency_ms']['p99']} ms, errors {summary['errors']}",
+        file=sys.stderr,
+    )
     return result
 
 
 def _combined(results: list[LoadResult]) -> dict:
     wall = sum(r.wall_s for r in results)
-    merged = LoadResult(results[0].model, results[0].protocol, results[0].concurrency, results[0].batch_size,
-                        wall_s=wall, latencies_s=[x for r in results for x in r.latencies_s],
-                        inferences=sum(r.inferences for r in results), labelled=sum(r.labelled for r in results),
-                        correct=sum(r.correct for r in results),
-                        matching_reference=sum(r.matching_reference for r in results),
-                        errors=[e for r in results for e in r.errors])
+    merged = LoadResult(
+        results[0].model,
+        results[0].protocol,
+        results[0].concurrency,
+        results[0].batch_size,
+        wall_s=wall,
+        latencies_s=[x for r in results for x in r.latencies_s],
+        inferences=sum(r.inferences for r in results),
+        labelled=sum(r.labelled for r in results),
+        correct=sum(r.correct for r in results),
+        matching_reference=sum(r.matching_reference for r in results),
+        errors=[e for r in results for e in r.errors],
+    )
     return merged.summary()
 
 
@@ -106,13 +116,14 @@ def main() -> int:
         "concurrency": args.concurrency,
         "phase_seconds": args.duration,
         "rounds": args.rounds,
-        "dynamic_batching": {"preferred_batch_size": list(batching.preferred_batch_size),
-                             "max_queue_delay_us": batching.max_queue_delay_microseconds},
+        "dynamic_batching": {
+            "preferred_batch_size": list(batching.preferred_batch_size),
+            "max_queue_delay_us": batching.max_queue_delay_microseconds,
+        },
         "with_dynamic_batching": _combined(runs["with"]),
         "without_dynamic_batching": _combined(runs["without"]),
         "average_executed_batch": {
-            variant: round(_average_batch(before, after, name), 2)
-            for variant, name in names.items()
+            variant: round(_average_batch(before, after, name), 2) for variant, name in names.items()
         },
     }
     with_rate = result["with_dynamic_batching"]["throughput_inferences_per_s"]

@@ -34,13 +34,35 @@ def toolchain_build(env: dict[str, str]) -> dict:
 
 def cold_env(scratch: Path) -> dict[str, str]:
     """Empty module, build and tool caches: what a fresh machine starts from."""
-    return {**os.environ, "GOMODCACHE": str(scratch / "mod"), "GOCACHE": str(scratch / "build"),
-            "XDG_CACHE_HOME": str(scratch / "xdg")}
+    return {
+        **os.environ,
+        "GOMODCACHE": str(scratch / "mod"),
+        "GOCACHE": str(scratch / "build"),
+        "XDG_CACHE_HOME": str(scratch / "xdg"),
+    }
 
 
 def lifecycle() -> dict:
-    subprocess.run([PY, "-m", "local_cluster", "run", "--stack", "local", "--", PY, "-m", "pytest",
-                    "tests/real_engine", "-q", "-p", "no:cacheprovider"], cwd=ROOT, check=False)
+    subprocess.run(
+        [
+            PY,
+            "-m",
+            "local_cluster",
+            "run",
+            "--stack",
+            "local",
+            "--",
+            PY,
+            "-m",
+            "pytest",
+            "tests/real_engine",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        check=False,
+    )
     return dict(json.loads((ROOT / ".cache" / "real-engine.json").read_text()))
 
 
@@ -70,14 +92,21 @@ def main() -> int:
     results["resources"] = {"local": results["lifecycle"].get("resources"), **mock_resource_counts()}
     run = results["lifecycle"]
     print(json.dumps(results, indent=2))
-    print(f"toolchain warm {results['toolchain_warm']['wall_seconds']} s"
-          + (f", cold {results['toolchain_cold']['wall_seconds']} s, warm/cold "
-             f"{results['toolchain_warm']['wall_seconds'] / results['toolchain_cold']['wall_seconds']:.4f}"
-             if "toolchain_cold" in results else ""))
+    print(
+        f"toolchain warm {results['toolchain_warm']['wall_seconds']} s"
+        + (
+            f", cold {results['toolchain_cold']['wall_seconds']} s, warm/cold "
+            f"{results['toolchain_warm']['wall_seconds'] / results['toolchain_cold']['wall_seconds']:.4f}"
+            if "toolchain_cold" in results
+            else ""
+        )
+    )
     if {"up_s", "noop_s", "destroy_s", "preview_s"} <= set(run):
-        print(f"local stack: preview {run['preview_s']} s, up {run['up_s']} s, no-op preview {run['noop_s']} s, "
-              f"destroy {run['destroy_s']} s; no-op/up {run['noop_s'] / run['up_s']:.2f}, "
-              f"destroy/up {run['destroy_s'] / run['up_s']:.2f}; resources {results['resources']}")
+        print(
+            f"local stack: preview {run['preview_s']} s, up {run['up_s']} s, no-op preview {run['noop_s']} s, "
+            f"destroy {run['destroy_s']} s; no-op/up {run['noop_s'] / run['up_s']:.2f}, "
+            f"destroy/up {run['destroy_s'] / run['up_s']:.2f}; resources {results['resources']}"
+        )
     return 0
 
 

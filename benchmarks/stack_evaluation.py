@@ -67,8 +67,9 @@ def _config(build_dir: Path, models: list[dict[str, str]]) -> dict[str, object]:
 
 
 def _evaluate(config: dict[str, object]) -> dict[str, object]:
-    result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(config)], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(config)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -84,9 +85,11 @@ def main() -> None:
             runs = [_evaluate(_config(build_dir, models)) for _ in range(args.runs)]
             medians[count] = statistics.median(float(r["evaluate_s"]) for r in runs)  # type: ignore[arg-type]
             heavy = sorted({m for r in runs for m in r["heavy"]})  # type: ignore[attr-defined]
-            print(f"{count:>6} {runs[0]['resources']:>9} {medians[count]:>20.3f} "
-                  f"{statistics.median(float(r['import_s']) for r in runs):>9.3f}  "  # type: ignore[arg-type]
-                  f"{', '.join(heavy) or 'none'}")
+            print(
+                f"{count:>6} {runs[0]['resources']:>9} {medians[count]:>20.3f} "
+                f"{statistics.median(float(r['import_s']) for r in runs):>9.3f}  "  # type: ignore[arg-type]
+                f"{', '.join(heavy) or 'none'}"
+            )
             if heavy:
                 raise SystemExit(f"evaluating the program imported {heavy}; it must not")
     base = medians[MODEL_COUNTS[0]]

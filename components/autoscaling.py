@@ -93,8 +93,10 @@ def _scaling_rules(rules: ScalingRules) -> dict[str, Any]:
 
 
 def _pods_metric(name: str, average: str) -> dict[str, Any]:
-    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue",
-                                                                         "averageValue": average}}}
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": average}},
+    }
 
 
 def hpa_spec(settings: AutoscalingSettings, deployment_name: str) -> dict[str, Any]:
@@ -141,7 +143,8 @@ class Autoscaling(pulumi.ComponentResource):
             **s.sources.release_args(versions.PROMETHEUS_ADAPTER),
             namespace=args.adapter_namespace,
             values=pulumi.Output.from_input(args.prometheus_url).apply(
-                lambda url: s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, url))),
+                lambda url: s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, url))
+            ),
             opts=after(child, args.wait_for),
         )
         hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
@@ -153,5 +156,6 @@ class Autoscaling(pulumi.ComponentResource):
         )
         self.adapter_release = adapter.status.name
         self.hpa_name = hpa.metadata.name
-        self.register_outputs({"adapter_release": self.adapter_release, "hpa_name": self.hpa_name,
-                               "metric_name": self.metric_name})
+        self.register_outputs(
+            {"adapter_release": self.adapter_release, "hpa_name": self.hpa_name, "metric_name": self.metric_name}
+        )

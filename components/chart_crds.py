@@ -56,13 +56,18 @@ def _fetch(pin: versions.ChartPin, repository: str) -> Path:
     try:
         with urllib.request.urlopen(index_url, timeout=60) as response:
             index = yaml.safe_load(response.read())
-        entry = next(e for e in index["entries"][pin.name] if str(e["version"]) == pin.version.lstrip("v")
-                     or str(e["version"]) == pin.version)
+        entry = next(
+            e
+            for e in index["entries"][pin.name]
+            if str(e["version"]) == pin.version.lstrip("v") or str(e["version"]) == pin.version
+        )
         with urllib.request.urlopen(urljoin(f"{repository.rstrip('/')}/", entry["urls"][0]), timeout=300) as response:
             data = response.read()
     except (OSError, KeyError, StopIteration, yaml.YAMLError) as exc:
-        raise ChartArchiveError(f"chart {pin.name} {pin.version}: cannot fetch it from {repository} ({exc}); set "
-                                "sources.charts to a folder holding its archive") from None
+        raise ChartArchiveError(
+            f"chart {pin.name} {pin.version}: cannot fetch it from {repository} ({exc}); set "
+            "sources.charts to a folder holding its archive"
+        ) from None
     if hashlib.sha256(data).hexdigest() != entry.get("digest"):
         raise ChartArchiveError(f"chart {pin.name} {pin.version} from {repository} does not match its index digest")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -99,12 +104,16 @@ def crd_documents(archive: Path) -> list[dict[str, Any]]:
             if member.isfile() and _is_crd_file(member.name):
                 stream = tar.extractfile(member)
                 assert stream is not None
-                documents += [d for d in yaml.load_all(stream.read(), Loader=_CrdLoader)
-                              if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"]
+                documents += [
+                    d
+                    for d in yaml.load_all(stream.read(), Loader=_CrdLoader)
+                    if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"
+                ]
     return documents
 
 
-def chart_crds(name: str, pin: versions.ChartPin, charts: str | None,
-               opts: pulumi.ResourceOptions) -> k8s.yaml.v2.ConfigGroup:
+def chart_crds(
+    name: str, pin: versions.ChartPin, charts: str | None, opts: pulumi.ResourceOptions
+) -> k8s.yaml.v2.ConfigGroup:
     """The chart's CRDs as Pulumi resources (server-side applied), to be installed before its release."""
     return k8s.yaml.v2.ConfigGroup(name, objs=crd_documents(chart_archive(pin, charts)), opts=opts)

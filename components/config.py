@@ -49,9 +49,19 @@ _K8S_VERSION = re.compile(r"^v?(?P<v>[0-9]+\.[0-9]+\.[0-9]+)$")
 _MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
 _QUANTITY_FACTORS = {
-    "m": Decimal("0.001"), "": Decimal(1), "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9),
-    "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18),
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50),
+    "m": Decimal("0.001"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
     "Ei": Decimal(2**60),
 }
 
@@ -109,8 +119,15 @@ class _Section:
     def has(self, name: str) -> bool:
         return self.raw.get(name) is not None
 
-    def string(self, name: str, default: T, *, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None,
-            allowed: str = "") -> str | T:
+    def string(
+        self,
+        name: str,
+        default: T,
+        *,
+        choices: tuple[str, ...] = (),
+        pattern: re.Pattern[str] | None = None,
+        allowed: str = "",
+    ) -> str | T:
         value = self._get(name)
         if value is None:
             return default
@@ -477,8 +494,13 @@ class RetrySettings:
     """Gateway retries: only for failures where the request cannot have been served twice by design."""
 
     attempts: int = 2
-    on: tuple[str, ...] = ("connect-failure", "refused-stream", "reset-before-request", "unavailable",
-                           "retriable-status-codes")
+    on: tuple[str, ...] = (
+        "connect-failure",
+        "refused-stream",
+        "reset-before-request",
+        "unavailable",
+        "retriable-status-codes",
+    )
     status_codes: tuple[int, ...] = (503,)
     per_try_timeout: str = "30s"
     backoff_base: str = "100ms"
@@ -564,8 +586,9 @@ class PlatformConfig:
 
 
 def _kubernetes(s: _Section) -> KubernetesSettings:
-    version = s.string("version", KubernetesSettings.version, pattern=_K8S_VERSION,
-                    allowed="the control plane's version, e.g. 1.31.4")
+    version = s.string(
+        "version", KubernetesSettings.version, pattern=_K8S_VERSION, allowed="the control plane's version, e.g. 1.31.4"
+    )
     return KubernetesSettings(
         context=s.string("context", None),
         kubeconfig=s.string("kubeconfig", None),
@@ -612,25 +635,35 @@ def _gpu(s: _Section) -> GpuSettings:
         mig_strategy=s.string("migStrategy", defaults.mig_strategy, choices=("none", "single", "mixed")),
         driver=s.boolean("driver", defaults.driver),
         toolkit=s.boolean("toolkit", defaults.toolkit),
-        operator_namespace=s.string("operatorNamespace", defaults.operator_namespace, pattern=_DNS_LABEL,
-                                 allowed="a DNS label"),
+        operator_namespace=s.string(
+            "operatorNamespace", defaults.operator_namespace, pattern=_DNS_LABEL, allowed="a DNS label"
+        ),
         gpus_per_pod=s.integer("gpusPerPod", defaults.gpus_per_pod, low=1, high=8),
         # HAMi's own convention: GPU nodes labelled gpu=on (the whole-GPU default is GPU Feature Discovery's).
-        node_selector=s.str_map("nodeSelector",
-                                dict([HAMI_NODE_LABEL]) if sharing == "hami" else defaults.node_selector),
+        node_selector=s.str_map(
+            "nodeSelector", dict([HAMI_NODE_LABEL]) if sharing == "hami" else defaults.node_selector
+        ),
         tolerations=_or_default(_tolerations(s), defaults.tolerations),
         dcgm_interval=s.duration("dcgmInterval", defaults.dcgm_interval),
         hami=hami,
     )
     retired_gpu_nodes = s.raw_value("gpuNodes")
     if retired_gpu_nodes is not None:
-        s.problem("gpuNodes", retired_gpu_nodes, "is no longer read: GPU nodes are selected by gpu.nodeSelector "
-                  "(a label of the node group, e.g. node.kubernetes.io/instance-type or eks.amazonaws.com/nodegroup); "
-                  "remove the key")
+        s.problem(
+            "gpuNodes",
+            retired_gpu_nodes,
+            "is no longer read: GPU nodes are selected by gpu.nodeSelector "
+            "(a label of the node group, e.g. node.kubernetes.io/instance-type or eks.amazonaws.com/nodegroup); "
+            "remove the key",
+        )
     if settings.uses_hami and settings.node_selector.get(HAMI_NODE_LABEL[0]) != HAMI_NODE_LABEL[1]:
-        s.problem("nodeSelector", dict(settings.node_selector), "must include gpu: \"on\" when sharing is hami: HAMi's "
-                  "device plugin only runs on nodes with that label (its chart's default, which Helm keeps); label "
-                  "the GPU node group with it, which every replacement node inherits")
+        s.problem(
+            "nodeSelector",
+            dict(settings.node_selector),
+            'must include gpu: "on" when sharing is hami: HAMi\'s '
+            "device plugin only runs on nodes with that label (its chart's default, which Helm keeps); label "
+            "the GPU node group with it, which every replacement node inherits",
+        )
     if settings.uses_hami and settings.mig_strategy == "single":
         s.problem("migStrategy", "single", "must be none or mixed with HAMi (HAMi schedules MIG slices itself)")
     if not settings.uses_hami and (hami.gpu_memory_mib or hami.gpu_memory_percent or hami.gpu_cores_percent):
@@ -645,8 +678,7 @@ def _triton(s: _Section) -> TritonSettings:
     if match and not match.group("tag") and "@sha256:" not in image:
         s.problem("image", image, "must carry an explicit version tag or digest")
     elif match and match.group("tag") == "latest":
-        s.problem("image", image, "must not use the 'latest' tag: pin a release such as "
-                  f"{versions.TRITON_IMAGE}")
+        s.problem("image", image, f"must not use the 'latest' tag: pin a release such as {versions.TRITON_IMAGE}")
     settings = TritonSettings(
         namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
         image=image,
@@ -667,8 +699,10 @@ def _triton(s: _Section) -> TritonSettings:
     )
     if settings.max_surge == settings.max_unavailable == 0:
         s.problem("maxUnavailable", 0, "must be at least 1 when triton.maxSurge is 0, or no rollout can progress")
-    for what, request, limit in (("cpu", settings.cpu_request, settings.cpu_limit),
-                                 ("memory", settings.memory_request, settings.memory_limit)):
+    for what, request, limit in (
+        ("cpu", settings.cpu_request, settings.cpu_limit),
+        ("memory", settings.memory_request, settings.memory_limit),
+    ):
         if quantity_value(request) > quantity_value(limit):
             s.problem(f"{what}Request", request, f"must not exceed triton.{what}Limit ({limit})")
     return settings
@@ -729,8 +763,9 @@ def _models(raw: Any, problems: list[str]) -> tuple[ModelSettings, ...]:
     return tuple(models)
 
 
-def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | None],
-                      stack: str) -> ModelRepositorySettings:
+def _model_repository(
+    s: _Section, secrets: Mapping[str, pulumi.Output[str] | None], stack: str
+) -> ModelRepositorySettings:
     uri = s.string("uri", "", pattern=_S3_URI, allowed="an S3 URI: s3://bucket/prefix")
     if not s.has("uri"):
         s.problem("uri", None, "is required: the S3 location of the model repository, s3://bucket/prefix")
@@ -743,33 +778,47 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
     settings = ModelRepositorySettings(
         bucket=bucket,
         prefix=prefix,
-        endpoint=s.string("endpoint", None, pattern=_ENDPOINT,
-                          allowed="http(s)://host:port (an S3-compatible endpoint)"),
-        publish_endpoint=s.string("publishEndpoint", None, pattern=_ENDPOINT,
-                                  allowed="http(s)://host:port (the endpoint as `pulumi up` reaches it)"),
+        endpoint=s.string(
+            "endpoint", None, pattern=_ENDPOINT, allowed="http(s)://host:port (an S3-compatible endpoint)"
+        ),
+        publish_endpoint=s.string(
+            "publishEndpoint",
+            None,
+            pattern=_ENDPOINT,
+            allowed="http(s)://host:port (the endpoint as `pulumi up` reaches it)",
+        ),
         region=s.string("region", "us-east-1", pattern=_REGION, allowed="an AWS region such as eu-west-1"),
         irsa_role_arn=s.string("irsaRoleArn", None, pattern=_ROLE_ARN, allowed="an IAM role ARN"),
         access_key_id=secrets.get("s3AccessKeyId"),
         secret_access_key=secrets.get("s3SecretAccessKey"),
         create_bucket=s.boolean("createBucket", False),
-        bucket_on_destroy=s.string("bucketOnDestroy", ModelRepositorySettings.bucket_on_destroy,
-                                   choices=("retain", "delete")),
+        bucket_on_destroy=s.string(
+            "bucketOnDestroy", ModelRepositorySettings.bucket_on_destroy, choices=("retain", "delete")
+        ),
         build_dir=s.string("buildDir", default_build_dir(stack)),
         expire_after_days=s.integer("expireAfterDays", ModelRepositorySettings.expire_after_days, low=1, high=3650),
         oidc_provider_arn=s.string("oidcProviderArn", None, pattern=_OIDC_ARN, allowed="an IAM OIDC provider ARN"),
-        oidc_provider_url=s.string("oidcProviderUrl", None, pattern=_OIDC_ISSUER,
-                                   allowed="the issuer without https://: oidc.eks.<region>.amazonaws.com/id/<ID>"),
-        build_namespace=s.string("buildNamespace", ModelRepositorySettings.build_namespace, pattern=_DNS_LABEL,
-                                 allowed="a DNS label"),
-        engine_timeout_seconds=s.integer("engineTimeoutSeconds", ModelRepositorySettings.engine_timeout_seconds,
-                                         low=300, high=86400),
-        engine_ttl_seconds=s.integer("engineTtlSeconds", ModelRepositorySettings.engine_ttl_seconds,
-                                     low=60, high=30 * 86400),
+        oidc_provider_url=s.string(
+            "oidcProviderUrl",
+            None,
+            pattern=_OIDC_ISSUER,
+            allowed="the issuer without https://: oidc.eks.<region>.amazonaws.com/id/<ID>",
+        ),
+        build_namespace=s.string(
+            "buildNamespace", ModelRepositorySettings.build_namespace, pattern=_DNS_LABEL, allowed="a DNS label"
+        ),
+        engine_timeout_seconds=s.integer(
+            "engineTimeoutSeconds", ModelRepositorySettings.engine_timeout_seconds, low=300, high=86400
+        ),
+        engine_ttl_seconds=s.integer(
+            "engineTtlSeconds", ModelRepositorySettings.engine_ttl_seconds, low=60, high=30 * 86400
+        ),
         engine_cpu=s.quantity("engineCpu", ModelRepositorySettings.engine_cpu),
         engine_memory=s.quantity("engineMemory", ModelRepositorySettings.engine_memory),
         engine_ephemeral_storage=s.quantity("engineEphemeralStorage", ModelRepositorySettings.engine_ephemeral_storage),
-        engine_image=s.string("engineImage", None, pattern=_IMAGE,
-                              allowed="an image reference with an explicit tag or digest"),
+        engine_image=s.string(
+            "engineImage", None, pattern=_IMAGE, allowed="an image reference with an explicit tag or digest"
+        ),
     )
     engine = _IMAGE.match(settings.engine_image or "")
     if engine and not (engine.group("tag") or "@sha256:" in (settings.engine_image or "")):
@@ -778,8 +827,11 @@ def _model_repository(s: _Section, secrets: Mapping[str, pulumi.Output[str] | No
     if (settings.access_key_id is None) != (settings.secret_access_key is None):
         s.problems.append("s3AccessKeyId and s3SecretAccessKey must be set together (as secrets)")
     if settings.uses_static_keys and settings.irsa_role_arn:
-        s.problem("irsaRoleArn", settings.irsa_role_arn,
-                  "cannot be combined with static S3 keys: Triton would silently prefer the keys")
+        s.problem(
+            "irsaRoleArn",
+            settings.irsa_role_arn,
+            "cannot be combined with static S3 keys: Triton would silently prefer the keys",
+        )
     return settings
 
 
@@ -809,12 +861,19 @@ def _cluster_local(endpoint: str) -> bool:
 def _check_repository_access(s: _Section, settings: ModelRepositorySettings) -> None:
     """Bucket and IAM are only created on AWS; IRSA roles come either from config or from the OIDC provider."""
     if settings.publish_endpoint and not settings.endpoint:
-        s.problem("publishEndpoint", settings.publish_endpoint, "needs modelRepository.endpoint: AWS S3 is reached "
-                  "the same way from everywhere")
+        s.problem(
+            "publishEndpoint",
+            settings.publish_endpoint,
+            "needs modelRepository.endpoint: AWS S3 is reached the same way from everywhere",
+        )
     if settings.endpoint and not settings.publish_endpoint and _cluster_local(settings.endpoint):
-        s.problem("endpoint", settings.endpoint, "resolves only inside the cluster, and `pulumi up` publishes from "
-                  "outside it: set modelRepository.publishEndpoint to the same store as this machine reaches it "
-                  "(an ingress, or `kubectl port-forward` to http://127.0.0.1:<port>)")
+        s.problem(
+            "endpoint",
+            settings.endpoint,
+            "resolves only inside the cluster, and `pulumi up` publishes from "
+            "outside it: set modelRepository.publishEndpoint to the same store as this machine reaches it "
+            "(an ingress, or `kubectl port-forward` to http://127.0.0.1:<port>)",
+        )
     if settings.endpoint and settings.create_bucket:
         s.problem("createBucket", True, "must be false with an S3-compatible endpoint: that bucket must already exist")
     if (settings.oidc_provider_arn is None) != (settings.oidc_provider_url is None):
@@ -822,8 +881,11 @@ def _check_repository_access(s: _Section, settings: ModelRepositorySettings) -> 
     if settings.creates_roles and settings.endpoint:
         s.problem("oidcProviderArn", settings.oidc_provider_arn, "cannot be used with an S3-compatible endpoint")
     if settings.creates_roles and settings.irsa_role_arn:
-        s.problem("irsaRoleArn", settings.irsa_role_arn,
-                  "cannot be combined with oidcProviderArn: the roles for Triton and engine builds are created then")
+        s.problem(
+            "irsaRoleArn",
+            settings.irsa_role_arn,
+            "cannot be combined with oidcProviderArn: the roles for Triton and engine builds are created then",
+        )
     if settings.creates_roles and settings.uses_static_keys:
         s.problem("oidcProviderArn", settings.oidc_provider_arn, "cannot be combined with static S3 keys")
 
@@ -843,10 +905,18 @@ def _monitoring(s: _Section) -> MonitoringSettings:
         storage_class=s.string("storageClass", None, pattern=_DNS_LABEL, allowed="a StorageClass name"),
         create_storage_class=s.boolean("createStorageClass", d.create_storage_class),
         grafana_storage_size=s.string("grafanaStorageSize", None, pattern=_QUANTITY, allowed="a quantity like 10Gi"),
-        slack_channel=s.string("slackChannel", d.slack_channel, pattern=re.compile(r"^[#@][\w.-]{1,80}$"),
-                               allowed="a Slack channel such as #inference-alerts"),
-        runbook_base_url=s.string("runbookBaseUrl", d.runbook_base_url, pattern=re.compile(r"^\S+$"),
-                                  allowed="a URL of the README that holds the runbooks"),
+        slack_channel=s.string(
+            "slackChannel",
+            d.slack_channel,
+            pattern=re.compile(r"^[#@][\w.-]{1,80}$"),
+            allowed="a Slack channel such as #inference-alerts",
+        ),
+        runbook_base_url=s.string(
+            "runbookBaseUrl",
+            d.runbook_base_url,
+            pattern=re.compile(r"^\S+$"),
+            allowed="a URL of the README that holds the runbooks",
+        ),
         alerts=_alert_thresholds(s.section("alerts")),
     )
     for window, key in ((settings.recording_window, "recordingWindow"), (settings.alert_window, "alertWindow")):
@@ -857,13 +927,17 @@ def _monitoring(s: _Section) -> MonitoringSettings:
         s.problem("createStorageClass", True, "needs monitoring.storageClass: the name of the class to create")
     size = _RETENTION_SIZE.match(settings.retention_size or "")
     if size and int(size["n"]) * 1024 ** _SIZE_UNITS.index(size["unit"]) >= quantity_value(settings.storage_size):
-        s.problem("retentionSize", settings.retention_size,
-                  f"must be smaller than monitoring.storageSize ({settings.storage_size}) or Prometheus fills its disk")
+        s.problem(
+            "retentionSize",
+            settings.retention_size,
+            f"must be smaller than monitoring.storageSize ({settings.storage_size}) or Prometheus fills its disk",
+        )
     return settings
 
 
-def _with_monitoring_secrets(settings: MonitoringSettings,
-                             secrets: Mapping[str, pulumi.Output[str] | None]) -> MonitoringSettings:
+def _with_monitoring_secrets(
+    settings: MonitoringSettings, secrets: Mapping[str, pulumi.Output[str] | None]
+) -> MonitoringSettings:
     """Grafana's admin password and the alert receiver URLs come only from secrets."""
     return dataclasses.replace(
         settings,
@@ -896,8 +970,9 @@ def _scaling_rules(s: _Section, default: ScalingRules) -> ScalingRules:
     if s.has("policies") and not policies and select != "Disabled":
         s.problem("policies", s.raw.get("policies"), "must list at least one policy unless selectPolicy is Disabled")
     return ScalingRules(
-        stabilization_window_seconds=s.integer("stabilizationWindowSeconds", default.stabilization_window_seconds,
-                                               low=0, high=3600),
+        stabilization_window_seconds=s.integer(
+            "stabilizationWindowSeconds", default.stabilization_window_seconds, low=0, high=3600
+        ),
         select_policy=select,
         policies=policies if s.has("policies") else default.policies,
     )
@@ -924,9 +999,21 @@ def _autoscaling(s: _Section) -> AutoscalingSettings:
     return settings
 
 
-_RETRY_TRIGGERS = ("5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx",
-                   "refused-stream", "retriable-status-codes", "cancelled", "deadline-exceeded", "internal",
-                   "resource-exhausted", "unavailable")
+_RETRY_TRIGGERS = (
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+)
 # Envoy Gateway's duration syntax (no days), as its CRDs validate it.
 _ENVOY_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 
@@ -963,8 +1050,9 @@ def _health(s: _Section) -> HealthCheckSettings:
         unhealthy_threshold=s.integer("unhealthyThreshold", d.unhealthy_threshold, low=1, high=100),
         healthy_threshold=s.integer("healthyThreshold", d.healthy_threshold, low=1, high=100),
         consecutive_5xx=s.integer("consecutive5xx", d.consecutive_5xx, low=1, high=1000),
-        consecutive_gateway_errors=s.integer("consecutiveGatewayErrors", d.consecutive_gateway_errors, low=1,
-                                             high=1000),
+        consecutive_gateway_errors=s.integer(
+            "consecutiveGatewayErrors", d.consecutive_gateway_errors, low=1, high=1000
+        ),
         outlier_interval=_envoy_duration(s, "outlierInterval", d.outlier_interval),
         base_ejection_time=_envoy_duration(s, "baseEjectionTime", d.base_ejection_time),
         max_ejection_percent=s.integer("maxEjectionPercent", d.max_ejection_percent, low=1, high=100),
@@ -983,8 +1071,12 @@ def _circuit_breaker(s: _Section) -> CircuitBreakerSettings:
 
 def _load_balancer(s: _Section) -> LoadBalancerSettings:
     d = LoadBalancerSettings()
-    tls, retries, health, breaker = s.section("tls"), s.section("retries"), s.section("healthCheck"), \
-        s.section("circuitBreaker")
+    tls, retries, health, breaker = (
+        s.section("tls"),
+        s.section("retries"),
+        s.section("healthCheck"),
+        s.section("circuitBreaker"),
+    )
     settings = LoadBalancerSettings(
         enabled=s.boolean("enabled", d.enabled),
         namespace=s.string("namespace", d.namespace, pattern=_DNS_LABEL, allowed="a DNS label"),
@@ -1004,17 +1096,23 @@ def _load_balancer(s: _Section) -> LoadBalancerSettings:
     for section in (tls, retries, health, breaker):
         section.finish()
     if settings.tls_enabled and not settings.certificate_secret:
-        tls.problem("certificateSecret", None, "is required when loadBalancer.tls.enabled is true: a "
-                    "kubernetes.io/tls Secret in loadBalancer.namespace")
+        tls.problem(
+            "certificateSecret",
+            None,
+            "is required when loadBalancer.tls.enabled is true: a kubernetes.io/tls Secret in loadBalancer.namespace",
+        )
     if settings.http_port == settings.grpc_port:
         s.problem("grpcPort", settings.grpc_port, "must differ from loadBalancer.httpPort: each has its own listener")
     return settings
 
 
-_CHARTS_ALLOWED = ("a folder holding the pinned chart archives (<chart>-<version>.tgz, relative to the project "
-                   "root) or the http(s):// URL of a Helm chart repository")
-_CRDS_ALLOWED = ("a local file (relative to the project root) or an http(s):// URL of the Gateway API "
-                 "standard-install manifest")
+_CHARTS_ALLOWED = (
+    "a folder holding the pinned chart archives (<chart>-<version>.tgz, relative to the project "
+    "root) or the http(s):// URL of a Helm chart repository"
+)
+_CRDS_ALLOWED = (
+    "a local file (relative to the project root) or an http(s):// URL of the Gateway API standard-install manifest"
+)
 
 
 def _url_problem(text: str) -> str | None:
@@ -1071,14 +1169,24 @@ def _sources(s: _Section, root: Path) -> SourceSettings:
             else:
                 resolved_crds = crds
         else:
-            resolved_crds = _source_path(s, "gatewayApiCrds", crds, root, folder=False,
-                                         allowed=_CRDS_ALLOWED) or d.gateway_api_crds
+            resolved_crds = (
+                _source_path(s, "gatewayApiCrds", crds, root, folder=False, allowed=_CRDS_ALLOWED) or d.gateway_api_crds
+            )
     return SourceSettings(
-        charts=resolved_charts, gateway_api_crds=resolved_crds,
-        image_registry=s.string("imageRegistry", None, pattern=_REGISTRY,
-                                allowed="a registry host and optional path, without scheme: harbor.example.com/mirror"),
-        python_index=s.string("pythonIndex", None, pattern=_INDEX_URL,
-                              allowed="the http(s) URL of a PyPI simple index: https://pypi.example.com/simple"),
+        charts=resolved_charts,
+        gateway_api_crds=resolved_crds,
+        image_registry=s.string(
+            "imageRegistry",
+            None,
+            pattern=_REGISTRY,
+            allowed="a registry host and optional path, without scheme: harbor.example.com/mirror",
+        ),
+        python_index=s.string(
+            "pythonIndex",
+            None,
+            pattern=_INDEX_URL,
+            allowed="the http(s) URL of a PyPI simple index: https://pypi.example.com/simple",
+        ),
     )
 
 
@@ -1089,8 +1197,10 @@ def _check_chart_archives(cfg: PlatformConfig, raw: Any, problems: list[str]) ->
         return
     for pin in cfg.charts:
         if not (Path(folder) / pin.archive).is_file():
-            problems.append(f"sources.charts ({raw!r}) must hold {pin.archive} (chart {pin.name} {pin.version}, "
-                            f"which this stack installs): {Path(folder) / pin.archive} does not exist")
+            problems.append(
+                f"sources.charts ({raw!r}) must hold {pin.archive} (chart {pin.name} {pin.version}, "
+                f"which this stack installs): {Path(folder) / pin.archive} does not exist"
+            )
 
 
 def _with_sources(cfg: PlatformConfig) -> PlatformConfig:
@@ -1127,13 +1237,20 @@ def _cross_checks(cfg: PlatformConfig, problems: list[str]) -> None:
     """Rules that span sections."""
     if cfg.gpu.uses_hami:
         # HAMi's in-container limiter misreports (nvidia-smi fails) unless the pod has Guaranteed QoS (HAMi#1704).
-        for what, request, limit in (("cpu", cfg.triton.cpu_request, cfg.triton.cpu_limit),
-                                     ("memory", cfg.triton.memory_request, cfg.triton.memory_limit)):
+        for what, request, limit in (
+            ("cpu", cfg.triton.cpu_request, cfg.triton.cpu_limit),
+            ("memory", cfg.triton.memory_request, cfg.triton.memory_limit),
+        ):
             if request != limit:
-                problems.append(f"triton.{what}Request ({request!r}) must equal triton.{what}Limit ({limit!r}) "
-                                "when gpu.sharing is hami: HAMi needs Guaranteed QoS pods")
-    namespaces = {"triton.namespace": cfg.triton.namespace, "monitoring.namespace": cfg.monitoring.namespace,
-                  "gpu.operatorNamespace": cfg.gpu.operator_namespace}
+                problems.append(
+                    f"triton.{what}Request ({request!r}) must equal triton.{what}Limit ({limit!r}) "
+                    "when gpu.sharing is hami: HAMi needs Guaranteed QoS pods"
+                )
+    namespaces = {
+        "triton.namespace": cfg.triton.namespace,
+        "monitoring.namespace": cfg.monitoring.namespace,
+        "gpu.operatorNamespace": cfg.gpu.operator_namespace,
+    }
     if cfg.gpu.uses_hami:
         namespaces["gpu.hami.namespace"] = cfg.gpu.hami.namespace
     if cfg.load_balancer.enabled:

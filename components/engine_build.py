@@ -50,7 +50,7 @@ _RELEASE = re.compile(r":(?P<release>\d{2}\.\d{2})-py3(@sha256:[a-f0-9]{64})?$")
 # Written reasons for the checkov checks this Job does not satisfy (read by checkov from the annotations).
 CHECKOV_SKIPS = {
     "CKV_K8S_43": "the TensorRT image is pinned by its release tag, which must match Triton's; NGC rebuilds "
-                  "digests per architecture",
+    "digests per architecture",
     "CKV_K8S_15": "a pinned release tag of a 10 GB image; IfNotPresent avoids pulling it again for every build",
 }
 
@@ -129,13 +129,22 @@ def sources_digest(sources: Mapping[str, str]) -> str:
 def build_command(args: EngineBuildArgs, model: EngineModel) -> list[str]:
     """The Job's entrypoint: the pipeline's own CLI."""
     command = [
-        "python3", "-m", "model_pipeline", "build-engine",
-        "--repository", args.repository,
-        "--model", model.name,
-        "--precision", model.precision,
-        "--profile", ",".join(str(b) for b in model.profile),
-        "--region", args.region,
-        "--work-dir", WORK_DIR,
+        "python3",
+        "-m",
+        "model_pipeline",
+        "build-engine",
+        "--repository",
+        args.repository,
+        "--model",
+        model.name,
+        "--precision",
+        model.precision,
+        "--profile",
+        ",".join(str(b) for b in model.profile),
+        "--region",
+        args.region,
+        "--work-dir",
+        WORK_DIR,
     ]
     if args.endpoint:
         command += ["--endpoint-url", args.endpoint]
@@ -186,13 +195,20 @@ def container_command(args: EngineBuildArgs, model: EngineModel) -> list[str]:
     if args.engine_image:
         return build_command(args, model)
     index = f" --index-url {args.python_index}" if args.python_index else ""
-    install = (f"python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-warn-script-location"
-               f"{index} --target {DEPS_DIR} -r {PIPELINE_MOUNT}/{REQUIREMENTS_FILE}")
+    install = (
+        f"python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-warn-script-location"
+        f"{index} --target {DEPS_DIR} -r {PIPELINE_MOUNT}/{REQUIREMENTS_FILE}"
+    )
     return ["/bin/sh", "-c", f'{install} && exec "$@"', "build-engine", *build_command(args, model)]
 
 
-def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input[str],
-             sources: Mapping[str, str], secret_name: pulumi.Input[str] | None) -> dict[str, Any]:
+def pod_spec(
+    args: EngineBuildArgs,
+    model: EngineModel,
+    config_map: pulumi.Input[str],
+    sources: Mapping[str, str],
+    secret_name: pulumi.Input[str] | None,
+) -> dict[str, Any]:
     """One GPU container in the TensorRT image: install, build, check and upload the engine."""
     build: dict[str, Any] = {
         "name": BUILD_CONTAINER,
@@ -202,10 +218,18 @@ def pod_spec(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Input
         "workingDir": WORK_DIR,
         "env": _env(args, secret_name),
         "resources": {
-            "requests": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": args.ephemeral_storage,
-                         **args.placement.limits},
-            "limits": {"cpu": args.cpu, "memory": args.memory, "ephemeral-storage": args.ephemeral_storage,
-                       **args.placement.limits},
+            "requests": {
+                "cpu": args.cpu,
+                "memory": args.memory,
+                "ephemeral-storage": args.ephemeral_storage,
+                **args.placement.limits,
+            },
+            "limits": {
+                "cpu": args.cpu,
+                "memory": args.memory,
+                "ephemeral-storage": args.ephemeral_storage,
+                **args.placement.limits,
+            },
         },
         "securityContext": {**restricted_container_security(), "runAsUser": JOB_UID, "runAsGroup": JOB_UID},
         "volumeMounts": _mounts(),
@@ -239,10 +263,14 @@ def job_spec(args: EngineBuildArgs, pod: dict[str, Any], pod_labels: Mapping[str
         "backoffLimit": 2,
         "activeDeadlineSeconds": args.timeout_seconds,
         "ttlSecondsAfterFinished": args.ttl_seconds,
-        "podFailurePolicy": {"rules": [{
-            "action": "FailJob",
-            "onExitCodes": {"containerName": BUILD_CONTAINER, "operator": "In", "values": [EXIT_REJECTED]},
-        }]},
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": BUILD_CONTAINER, "operator": "In", "values": [EXIT_REJECTED]},
+                }
+            ]
+        },
         "template": {"metadata": {"labels": dict(pod_labels)}, "spec": pod},
     }
 
@@ -252,8 +280,9 @@ def _port(url: str) -> int:
     return split.port or (80 if split.scheme == "http" else 443)
 
 
-def egress_policy_spec(endpoint: str | None, pod_labels: Mapping[str, str],
-                       python_index: str | None = None) -> dict[str, Any]:
+def egress_policy_spec(
+    endpoint: str | None, pod_labels: Mapping[str, str], python_index: str | None = None
+) -> dict[str, Any]:
     """No ingress; egress to DNS, HTTPS (S3, the package index), the custom S3 endpoint's and the PyPI mirror's
     port."""
     wanted = sorted({443, *(_port(url) for url in (endpoint, python_index) if url)})
@@ -269,9 +298,14 @@ def egress_policy_spec(endpoint: str | None, pod_labels: Mapping[str, str],
     }
 
 
-def _job_spec_output(args: EngineBuildArgs, model: EngineModel, config_map: pulumi.Output[str],
-                     secret_name: pulumi.Output[str | None], sources: Mapping[str, str],
-                     pod_labels: Mapping[str, str]) -> pulumi.Output[dict[str, Any]]:
+def _job_spec_output(
+    args: EngineBuildArgs,
+    model: EngineModel,
+    config_map: pulumi.Output[str],
+    secret_name: pulumi.Output[str | None],
+    sources: Mapping[str, str],
+    pod_labels: Mapping[str, str],
+) -> pulumi.Output[dict[str, Any]]:
     def render(values: list[Any]) -> dict[str, Any]:
         return job_spec(args, pod_spec(args, model, values[0], sources, values[1]), pod_labels)
 
@@ -293,12 +327,17 @@ class EngineBuild(pulumi.ComponentResource):
         annotations = {"eks.amazonaws.com/role-arn": args.role_arn} if args.role_arn else {}
         sa_meta: dict[str, Any] = {**meta, "name": SERVICE_ACCOUNT, "annotations": annotations}
         sa = k8s.core.v1.ServiceAccount(
-            f"{name}-sa", metadata=sa_meta,
-            automount_service_account_token=False, opts=child,
+            f"{name}-sa",
+            metadata=sa_meta,
+            automount_service_account_token=False,
+            opts=child,
         )
         code_name = f"engine-build-pipeline-{sources_digest(sources)}"  # named by content: new code, new Job
-        code_meta: dict[str, Any] = {**meta, "name": code_name,
-                                     "annotations": {"inference-platform/sources": ", ".join(SHIPPED_SOURCES)}}
+        code_meta: dict[str, Any] = {
+            **meta,
+            "name": code_name,
+            "annotations": {"inference-platform/sources": ", ".join(SHIPPED_SOURCES)},
+        }
         code_data: dict[str, str] = {config_map_key(path): text for path, text in sources.items()}
         code = k8s.core.v1.ConfigMap(
             f"{name}-pipeline",
@@ -309,8 +348,10 @@ class EngineBuild(pulumi.ComponentResource):
         )
         netpol_meta: dict[str, Any] = {**meta, "name": "engine-build"}
         k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol", metadata=netpol_meta,
-            spec=egress_policy_spec(args.endpoint, pod_labels, args.python_index), opts=child,
+            f"{name}-netpol",
+            metadata=netpol_meta,
+            spec=egress_policy_spec(args.endpoint, pod_labels, args.python_index),
+            opts=child,
         )
         secret_name = self._credentials(name, args, meta, child)
         after_inputs = after(child, [sa, *args.wait_for])
@@ -326,10 +367,16 @@ class EngineBuild(pulumi.ComponentResource):
         self.register_outputs({"jobs": [job.metadata.name for job in self.jobs]})
 
     @staticmethod
-    def _credentials(name: str, args: EngineBuildArgs, meta: dict[str, Any],
-                     child: pulumi.ResourceOptions) -> pulumi.Output[str | None]:
+    def _credentials(
+        name: str, args: EngineBuildArgs, meta: dict[str, Any], child: pulumi.ResourceOptions
+    ) -> pulumi.Output[str | None]:
         if args.access_key_id is None or args.secret_access_key is None:
             return pulumi.Output.from_input(None)
-        secret = s3_keys_secret(f"{name}-s3-credentials", {**meta, "name": "engine-build-s3-credentials"},
-                                args.access_key_id, args.secret_access_key, child)
+        secret = s3_keys_secret(
+            f"{name}-s3-credentials",
+            {**meta, "name": "engine-build-s3-credentials"},
+            args.access_key_id,
+            args.secret_access_key,
+            child,
+        )
         return secret.metadata.name

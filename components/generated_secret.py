@@ -69,5 +69,9 @@ class GeneratedSecret(dynamic.Resource):
 
     def __init__(self, name: str, length: int = DEFAULT_LENGTH, opts: pulumi.ResourceOptions | None = None) -> None:
         secret_outputs = pulumi.ResourceOptions(additional_secret_outputs=[RESULT])
-        super().__init__(GeneratedSecretProvider(), name, {"length": length, RESULT: None},
-                         pulumi.ResourceOptions.merge(opts, secret_outputs))
+        super().__init__(
+            GeneratedSecretProvider(),
+            name,
+            {"length": length, RESULT: None},
+            pulumi.ResourceOptions.merge(opts, secret_outputs),
+        )

@@ -173,12 +173,14 @@ class GpuStack(pulumi.ComponentResource):
         self.ready = [self.operator, *([self.hami] if self.hami else [])]
         if self.placement.runtime_class_name and not settings.toolkit:
             self.ready.append(runtime_class(f"{name}-runtime-class", self.placement.runtime_class_name, child))
-        self.register_outputs({
-            "limits": dict(self.placement.limits),
-            "scheduler_name": self.placement.scheduler_name,
-            "node_selector": dict(self.placement.node_selector),
-            "operator_release": self.operator.status.name,
-        })
+        self.register_outputs(
+            {
+                "limits": dict(self.placement.limits),
+                "scheduler_name": self.placement.scheduler_name,
+                "node_selector": dict(self.placement.node_selector),
+                "operator_release": self.operator.status.name,
+            }
+        )
 
     def _hami(self, name: str, args: GpuStackArgs, child: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
         settings = args.settings

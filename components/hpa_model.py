@@ -23,8 +23,9 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
-def desired_replicas(current: int, metric_value: float, target: float, min_replicas: int, max_replicas: int,
-                     tolerance: float = TOLERANCE) -> int:
+def desired_replicas(
+    current: int, metric_value: float, target: float, min_replicas: int, max_replicas: int, tolerance: float = TOLERANCE
+) -> int:
     """``ceil(current * metric / target)`` unless the ratio is within tolerance of 1, clamped to [min, max]."""
     if target <= 0:
         raise ValueError(f"target ({target}) must be > 0")
@@ -33,8 +34,9 @@ def desired_replicas(current: int, metric_value: float, target: float, min_repli
     return _clamp(proposal, min_replicas, max_replicas)
 
 
-def replica_proposal(current: int, pod_metrics: Mapping[str, float | None], target: float,
-                     tolerance: float = TOLERANCE) -> int | None:
+def replica_proposal(
+    current: int, pod_metrics: Mapping[str, float | None], target: float, tolerance: float = TOLERANCE
+) -> int | None:
     """One Pods metric's proposal, as replica_calculator's calcPlainMetricReplicas makes it.
 
     ``pod_metrics`` holds every running pod of the target: its value, or None when the adapter returns nothing
@@ -190,8 +192,14 @@ def _queue_seconds(load: float, serving: int, backlog: float, w: Workload) -> tu
     return served, wait, left
 
 
-def simulate(load: list[float], hpa: HorizontalPodAutoscaler, target_us: float, initial_replicas: int,
-             workload: Workload = Workload(), pipeline: Pipeline = Pipeline()) -> list[Tick]:
+def simulate(
+    load: list[float],
+    hpa: HorizontalPodAutoscaler,
+    target_us: float,
+    initial_replicas: int,
+    workload: Workload = Workload(),
+    pipeline: Pipeline = Pipeline(),
+) -> list[Tick]:
     """Replicas requested over time for ``load`` (requests/s, one value per second)."""
     pods = [_Pod(created=-10_000, metric_visible=-10_000) for _ in range(initial_replicas)]
     queue_us = success = backlog = 0.0
@@ -242,7 +250,8 @@ def _pod_metrics(pods: list[_Pod], now: int, recorded: float | None, w: Workload
     """Running pods (Pending ones are ignored by the HPA) with the value the adapter returns, or None."""
     return {
         f"pod-{i}": (recorded if pod.metric_visible is not None and recorded is not None else None)
-        for i, pod in enumerate(pods) if now >= pod.created + w.pending_seconds
+        for i, pod in enumerate(pods)
+        if now >= pod.created + w.pending_seconds
     }
 
 
@@ -256,6 +265,8 @@ def format_ticks(ticks: list[Tick], every: int = 1) -> str:
     lines = ["   t(s)  load(rps)  queue(ms)  HPA sees(ms)  replicas  serving"]
     for tick in ticks[::every]:
         seen = "-" if tick.observed_ms is None else f"{tick.observed_ms:.1f}"
-        lines.append(f"{tick.time:7d} {tick.load_rps:10.0f} {tick.queue_time_ms:10.1f} {seen:>13} "
-                     f"{tick.replicas:9d} {tick.serving:8d}")
+        lines.append(
+            f"{tick.time:7d} {tick.load_rps:10.0f} {tick.queue_time_ms:10.1f} {seen:>13} "
+            f"{tick.replicas:9d} {tick.serving:8d}"
+        )
     return "\n".join(lines)

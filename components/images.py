@@ -48,45 +48,94 @@ def _repository(path: str, upstream: str) -> ChartImage:
 _NVCR, _NVCR_CN, _NVCR_K8S = "nvcr.io/nvidia", "nvcr.io/nvidia/cloud-native", "nvcr.io/nvidia/k8s"
 CHART_IMAGES: dict[str, tuple[ChartImage, ...]] = {
     versions.GPU_OPERATOR.name: (
-        *(_repository(p, _NVCR) for p in ("validator", "operator", "driver", "devicePlugin", "gfd",
-                                           "nodeStatusExporter", "sandboxDevicePlugin", "draDriver")),
-        *(_repository(p, _NVCR_CN) for p in ("driver.manager", "dcgm", "migManager", "gds", "gdrcopy",
-                                              "vgpuManager.driverManager", "vgpuDeviceManager", "vfioManager",
-                                              "vfioManager.driverManager", "kataSandboxDevicePlugin", "ccManager")),
+        *(
+            _repository(p, _NVCR)
+            for p in (
+                "validator",
+                "operator",
+                "driver",
+                "devicePlugin",
+                "gfd",
+                "nodeStatusExporter",
+                "sandboxDevicePlugin",
+                "draDriver",
+            )
+        ),
+        *(
+            _repository(p, _NVCR_CN)
+            for p in (
+                "driver.manager",
+                "dcgm",
+                "migManager",
+                "gds",
+                "gdrcopy",
+                "vgpuManager.driverManager",
+                "vgpuDeviceManager",
+                "vfioManager",
+                "vfioManager.driverManager",
+                "kataSandboxDevicePlugin",
+                "ccManager",
+            )
+        ),
         *(_repository(p, _NVCR_K8S) for p in ("toolkit", "dcgmExporter")),
         _repository("node-feature-discovery.image", "registry.k8s.io/nfd/node-feature-discovery"),
     ),
     versions.HAMI.name: (
         # kube-scheduler: the chart's default lives on a mirror; the platform sets registry.k8s.io (hami_values).
         _registry("scheduler.kubeScheduler.image", "registry.k8s.io"),
-        *(_registry(p, "docker.io") for p in ("scheduler.extender.image", "scheduler.patch.image",
-                                              "scheduler.patch.imageNew", "devicePlugin.image",
-                                              "devicePlugin.monitor.image", "mockDevicePlugin.image")),
+        *(
+            _registry(p, "docker.io")
+            for p in (
+                "scheduler.extender.image",
+                "scheduler.patch.image",
+                "scheduler.patch.imageNew",
+                "devicePlugin.image",
+                "devicePlugin.monitor.image",
+                "mockDevicePlugin.image",
+            )
+        ),
     ),
     versions.KUBE_PROMETHEUS_STACK.name: (
         _registry("crds.upgradeJob.image.busybox", "docker.io"),
         _registry("crds.upgradeJob.image.kubectl", "registry.k8s.io"),
-        *(_registry(p, "quay.io") for p in ("alertmanager.alertmanagerSpec.image",
-                                            "prometheusOperator.admissionWebhooks.deployment.image",
-                                            "prometheusOperator.image",
-                                            "prometheusOperator.prometheusConfigReloader.image",
-                                            "prometheusOperator.thanosImage", "prometheus.prometheusSpec.image",
-                                            "thanosRuler.thanosRulerSpec.image")),
+        *(
+            _registry(p, "quay.io")
+            for p in (
+                "alertmanager.alertmanagerSpec.image",
+                "prometheusOperator.admissionWebhooks.deployment.image",
+                "prometheusOperator.image",
+                "prometheusOperator.prometheusConfigReloader.image",
+                "prometheusOperator.thanosImage",
+                "prometheus.prometheusSpec.image",
+                "thanosRuler.thanosRulerSpec.image",
+            )
+        ),
         _registry("prometheusOperator.admissionWebhooks.patch.image", "ghcr.io"),
         # Subcharts: grafana, kube-state-metrics, prometheus-node-exporter.
-        *(_registry(p, "docker.io") for p in ("grafana.image", "grafana.testFramework.image",
-                                              "grafana.downloadDashboardsImage", "grafana.initChownData.image",
-                                              "grafana.imageRenderer.image")),
+        *(
+            _registry(p, "docker.io")
+            for p in (
+                "grafana.image",
+                "grafana.testFramework.image",
+                "grafana.downloadDashboardsImage",
+                "grafana.initChownData.image",
+                "grafana.imageRenderer.image",
+            )
+        ),
         _registry("grafana.sidecar.image", "quay.io"),
         _registry("kube-state-metrics.image", "registry.k8s.io"),
-        *(_registry(p, "quay.io") for p in ("kube-state-metrics.kubeRBACProxy.image", "prometheus-node-exporter.image",
-                                            "prometheus-node-exporter.kubeRBACProxy.image",
-                                            "prometheus-node-exporter.permissionInitContainer.image")),
+        *(
+            _registry(p, "quay.io")
+            for p in (
+                "kube-state-metrics.kubeRBACProxy.image",
+                "prometheus-node-exporter.image",
+                "prometheus-node-exporter.kubeRBACProxy.image",
+                "prometheus-node-exporter.permissionInitContainer.image",
+            )
+        ),
         _registry("prometheus-windows-exporter.image", "ghcr.io"),
     ),
-    versions.PROMETHEUS_ADAPTER.name: (
-        _repository("image", "registry.k8s.io/prometheus-adapter/prometheus-adapter"),
-    ),
+    versions.PROMETHEUS_ADAPTER.name: (_repository("image", "registry.k8s.io/prometheus-adapter/prometheus-adapter"),),
     versions.ENVOY_GATEWAY.name: (
         ChartImage("global.images.envoyGateway", "image", versions.ENVOY_GATEWAY_IMAGE),
         ChartImage("global.images.ratelimit", "image", versions.ENVOY_RATELIMIT_IMAGE),

@@ -75,8 +75,13 @@ def restricted_container_security() -> dict[str, Any]:
 S3_KEY_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-def s3_keys_secret(resource_name: str, metadata: dict[str, Any], access_key_id: pulumi.Input[str],
-                   secret_access_key: pulumi.Input[str], opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+def s3_keys_secret(
+    resource_name: str,
+    metadata: dict[str, Any],
+    access_key_id: pulumi.Input[str],
+    secret_access_key: pulumi.Input[str],
+    opts: pulumi.ResourceOptions,
+) -> k8s.core.v1.Secret:
     """Static S3 keys (S3-compatible stores only; AWS uses IRSA) as a Secret built from Pulumi secrets."""
     return k8s.core.v1.Secret(
         resource_name,

@@ -34,10 +34,15 @@ def data_plane_namespace(settings: LoadBalancerSettings) -> str:
 
 def envoy_proxy_spec(settings: LoadBalancerSettings) -> dict[str, Any]:
     """The data plane: its Service type (LoadBalancer in prod, NodePort/ClusterIP in dev) and replicas."""
-    return {"provider": {"type": "Kubernetes", "kubernetes": {
-        "envoyService": {"type": settings.service_type, "name": PROXY_SERVICE},
-        "envoyDeployment": {"replicas": settings.proxy_replicas},
-    }}}
+    return {
+        "provider": {
+            "type": "Kubernetes",
+            "kubernetes": {
+                "envoyService": {"type": settings.service_type, "name": PROXY_SERVICE},
+                "envoyDeployment": {"replicas": settings.proxy_replicas},
+            },
+        }
+    }
 
 
 def gateway_class_spec(proxy_namespace: str, proxy_name: str) -> dict[str, Any]:
@@ -47,21 +52,26 @@ def gateway_class_spec(proxy_namespace: str, proxy_name: str) -> dict[str, Any]:
     }
 
 
-def _listener(name: str, port: int, route_kind: str, settings: LoadBalancerSettings,
-              route_namespace: str) -> dict[str, Any]:
+def _listener(
+    name: str, port: int, route_kind: str, settings: LoadBalancerSettings, route_namespace: str
+) -> dict[str, Any]:
     listener: dict[str, Any] = {
         "name": name,
         "port": port,
         "protocol": "HTTPS" if settings.tls_enabled else "HTTP",  # plain HTTP listeners carry gRPC as h2c
         "allowedRoutes": {
-            "namespaces": {"from": "Selector",
-                           "selector": {"matchLabels": {"kubernetes.io/metadata.name": route_namespace}}},
+            "namespaces": {
+                "from": "Selector",
+                "selector": {"matchLabels": {"kubernetes.io/metadata.name": route_namespace}},
+            },
             "kinds": [{"group": GATEWAY_API, "kind": route_kind}],
         },
     }
     if settings.tls_enabled:
-        listener["tls"] = {"mode": "Terminate",
-                           "certificateRefs": [{"group": "", "kind": "Secret", "name": settings.certificate_secret}]}
+        listener["tls"] = {
+            "mode": "Terminate",
+            "certificateRefs": [{"group": "", "kind": "Secret", "name": settings.certificate_secret}],
+        }
     return listener
 
 
@@ -77,18 +87,25 @@ def gateway_spec(settings: LoadBalancerSettings, class_name: str, route_namespac
 
 
 def _parent(gateway_namespace: str, section: str) -> dict[str, Any]:
-    return {"group": GATEWAY_API, "kind": "Gateway", "name": GATEWAY_NAME, "namespace": gateway_namespace,
-            "sectionName": section}
+    return {
+        "group": GATEWAY_API,
+        "kind": "Gateway",
+        "name": GATEWAY_NAME,
+        "namespace": gateway_namespace,
+        "sectionName": section,
+    }
 
 
 def http_route_spec(settings: LoadBalancerSettings, gateway_namespace: str, service: str, port: int) -> dict[str, Any]:
     """Triton's HTTP/REST API (everything under /v2) to the Service port named http."""
     spec: dict[str, Any] = {
         "parentRefs": [_parent(gateway_namespace, "http")],
-        "rules": [{
-            "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
-            "backendRefs": [{"group": "", "kind": "Service", "name": service, "port": port}],
-        }],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+                "backendRefs": [{"group": "", "kind": "Service", "name": service, "port": port}],
+            }
+        ],
     }
     if settings.hostnames:
         spec["hostnames"] = list(settings.hostnames)
@@ -99,10 +116,12 @@ def grpc_route_spec(settings: LoadBalancerSettings, gateway_namespace: str, serv
     """Triton's inference and health gRPC services to the Service port named grpc."""
     spec: dict[str, Any] = {
         "parentRefs": [_parent(gateway_namespace, "grpc")],
-        "rules": [{
-            "matches": [{"method": {"type": "Exact", "service": s}} for s in GRPC_SERVICES],
-            "backendRefs": [{"group": "", "kind": "Service", "name": service, "port": port}],
-        }],
+        "rules": [
+            {
+                "matches": [{"method": {"type": "Exact", "service": s}} for s in GRPC_SERVICES],
+                "backendRefs": [{"group": "", "kind": "Service", "name": service, "port": port}],
+            }
+        ],
     }
     if settings.hostnames:
         spec["hostnames"] = list(settings.hostnames)
@@ -111,8 +130,13 @@ def grpc_route_spec(settings: LoadBalancerSettings, gateway_namespace: str, serv
 
 def _active_check(settings: LoadBalancerSettings, protocol: str) -> dict[str, Any]:
     h = settings.health
-    check: dict[str, Any] = {"type": protocol, "interval": h.interval, "timeout": h.timeout,
-                             "unhealthyThreshold": h.unhealthy_threshold, "healthyThreshold": h.healthy_threshold}
+    check: dict[str, Any] = {
+        "type": protocol,
+        "interval": h.interval,
+        "timeout": h.timeout,
+        "unhealthyThreshold": h.unhealthy_threshold,
+        "healthyThreshold": h.healthy_threshold,
+    }
     if protocol == "HTTP":
         check["http"] = {"path": HEALTH_PATH, "method": "GET", "expectedStatuses": [200]}
     return check  # GRPC: grpc.health.v1 Check for the whole server, which Triton answers SERVING once ready
@@ -140,11 +164,15 @@ def traffic_policy_spec(settings: LoadBalancerSettings, route_kind: str, route_n
         "retry": {
             "numRetries": r.attempts,
             "retryOn": retry_on,
-            "perRetry": {"timeout": r.per_try_timeout,
-                         "backOff": {"baseInterval": r.backoff_base, "maxInterval": r.backoff_max}},
+            "perRetry": {
+                "timeout": r.per_try_timeout,
+                "backOff": {"baseInterval": r.backoff_base, "maxInterval": r.backoff_max},
+            },
         },
-        "timeout": {"tcp": {"connectTimeout": settings.connect_timeout},
-                    "http": {"requestTimeout": settings.request_timeout}},
+        "timeout": {
+            "tcp": {"connectTimeout": settings.connect_timeout},
+            "http": {"requestTimeout": settings.request_timeout},
+        },
         "circuitBreaker": {
             "maxConnections": c.max_connections,
             "maxPendingRequests": c.max_pending_requests,
@@ -206,11 +234,17 @@ class LoadBalancer(pulumi.ComponentResource):
         meta = {"namespace": ns.metadata.name, "labels": labels("gateway", name)}
         # Custom resources expose metadata as a plain map, so the fixed names link them; depends_on orders them.
         proxy = k8s.apiextensions.CustomResource(
-            f"{name}-envoy-proxy", api_version=f"{ENVOY_API}/v1alpha1", kind="EnvoyProxy",
-            metadata={**meta, "name": PROXY_NAME}, spec=envoy_proxy_spec(s), opts=on_controller,
+            f"{name}-envoy-proxy",
+            api_version=f"{ENVOY_API}/v1alpha1",
+            kind="EnvoyProxy",
+            metadata={**meta, "name": PROXY_NAME},
+            spec=envoy_proxy_spec(s),
+            opts=on_controller,
         )
         gateway_class = k8s.apiextensions.CustomResource(
-            f"{name}-gateway-class", api_version=f"{GATEWAY_API}/v1", kind="GatewayClass",
+            f"{name}-gateway-class",
+            api_version=f"{GATEWAY_API}/v1",
+            kind="GatewayClass",
             metadata={"name": GATEWAY_CLASS, "labels": labels("gateway", name)},
             spec=ns.metadata.name.apply(lambda proxy_ns: gateway_class_spec(proxy_ns, PROXY_NAME)),
             opts=after(on_controller, [proxy]),
@@ -219,31 +253,41 @@ class LoadBalancer(pulumi.ComponentResource):
         # An empty annotations map is dropped by the API server and then diffed on every preview: omit it.
         cloud = s.service_type == "LoadBalancer"
         wait = {"annotations": {"pulumi.com/waitFor": "condition=Programmed"}} if cloud else {}
-        gateway = _Gateway(f"{name}-gateway", {
-            "apiVersion": f"{GATEWAY_API}/v1", "kind": "Gateway",
-            "metadata": {**meta, "name": GATEWAY_NAME, **wait},
-            "spec": pulumi.Output.from_input(args.backend_namespace).apply(
-                lambda route_ns: gateway_spec(s, GATEWAY_CLASS, route_ns)),
-        }, after(on_controller, [gateway_class]))
+        gateway = _Gateway(
+            f"{name}-gateway",
+            {
+                "apiVersion": f"{GATEWAY_API}/v1",
+                "kind": "Gateway",
+                "metadata": {**meta, "name": GATEWAY_NAME, **wait},
+                "spec": pulumi.Output.from_input(args.backend_namespace).apply(
+                    lambda route_ns: gateway_spec(s, GATEWAY_CLASS, route_ns)
+                ),
+            },
+            after(on_controller, [gateway_class]),
+        )
         self._routes(name, args, ns.metadata.name, gateway, on_controller)
 
         self.address = gateway.status.apply(lambda st: gateway_address(st, s))
         self.http_endpoint = self.address.apply(lambda a: endpoints(a, s)[0])
         self.grpc_endpoint = self.address.apply(lambda a: endpoints(a, s)[1])
-        self.register_outputs({"address": self.address, "http_endpoint": self.http_endpoint,
-                               "grpc_endpoint": self.grpc_endpoint})
+        self.register_outputs(
+            {"address": self.address, "http_endpoint": self.http_endpoint, "grpc_endpoint": self.grpc_endpoint}
+        )
 
     @staticmethod
-    def _controller(name: str, ns: k8s.core.v1.Namespace, sources: SourceSettings,
-                    child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    def _controller(
+        name: str, ns: k8s.core.v1.Namespace, sources: SourceSettings, child: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
         """Standard-channel Gateway API CRDs and Envoy Gateway's own CRDs (both server-side), then the controller."""
         gateway_api = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=sources.gateway_api_crds, opts=child)
         envoy_crds = k8s.helm.v4.Chart(
             f"{name}-envoy-gateway-crds",
             **sources.release_args(versions.ENVOY_GATEWAY_CRDS),
             namespace=ns.metadata.name,
-            values=sources.chart_values(versions.ENVOY_GATEWAY_CRDS, {
-                "crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}}),
+            values=sources.chart_values(
+                versions.ENVOY_GATEWAY_CRDS,
+                {"crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}},
+            ),
             opts=child,
         )
         controller = k8s.helm.v3.Release(
@@ -254,18 +298,32 @@ class LoadBalancer(pulumi.ComponentResource):
             # Its bundled Gateway API CRDs are the experimental channel: installing them over ours would be refused.
             # The topology injector (zone labels for zone-aware routing, which we do not use) is installed as Helm
             # hooks - a MutatingWebhookConfiguration, a ClusterRole and its binding - that uninstall leaves behind.
-            values=sources.chart_values(versions.ENVOY_GATEWAY, {
-                "crds": {"enabled": False}, "topologyInjector": {"enabled": False},
-                "global": {"images": {"envoyGateway": {"image": versions.ENVOY_GATEWAY_IMAGE},
-                                      "ratelimit": {"image": versions.ENVOY_RATELIMIT_IMAGE},
-                                      "envoyProxy": {"image": versions.ENVOY_PROXY_IMAGE}}}}),
+            values=sources.chart_values(
+                versions.ENVOY_GATEWAY,
+                {
+                    "crds": {"enabled": False},
+                    "topologyInjector": {"enabled": False},
+                    "global": {
+                        "images": {
+                            "envoyGateway": {"image": versions.ENVOY_GATEWAY_IMAGE},
+                            "ratelimit": {"image": versions.ENVOY_RATELIMIT_IMAGE},
+                            "envoyProxy": {"image": versions.ENVOY_PROXY_IMAGE},
+                        }
+                    },
+                },
+            ),
             opts=after(child, [gateway_api, envoy_crds]),
         )
         return [gateway_api, envoy_crds, controller]
 
     @staticmethod
-    def _routes(name: str, args: LoadBalancerArgs, gateway_ns: pulumi.Input[str], gateway: pulumi.Resource,
-                opts: pulumi.ResourceOptions) -> None:
+    def _routes(
+        name: str,
+        args: LoadBalancerArgs,
+        gateway_ns: pulumi.Input[str],
+        gateway: pulumi.Resource,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
         """HTTPRoute and GRPCRoute beside Triton's Service, each with its own traffic policy."""
         s = args.settings
         after_gateway = after(opts, [gateway])
@@ -276,14 +334,24 @@ class LoadBalancer(pulumi.ComponentResource):
         }
         for role, (kind, spec) in routes.items():
             route_name = f"triton-{role}"
-            meta: dict[str, Any] = {"name": route_name, "namespace": args.backend_namespace,
-                                    "labels": labels("gateway", name)}
+            meta: dict[str, Any] = {
+                "name": route_name,
+                "namespace": args.backend_namespace,
+                "labels": labels("gateway", name),
+            }
             route = k8s.apiextensions.CustomResource(
-                f"{name}-{role}-route", api_version=f"{GATEWAY_API}/v1", kind=kind, metadata=meta, spec=spec,
+                f"{name}-{role}-route",
+                api_version=f"{GATEWAY_API}/v1",
+                kind=kind,
+                metadata=meta,
+                spec=spec,
                 opts=after_gateway,
             )
             k8s.apiextensions.CustomResource(
-                f"{name}-{role}-policy", api_version=f"{ENVOY_API}/v1alpha1", kind="BackendTrafficPolicy",
-                metadata=meta, spec=traffic_policy_spec(s, kind, route_name),
+                f"{name}-{role}-policy",
+                api_version=f"{ENVOY_API}/v1alpha1",
+                kind="BackendTrafficPolicy",
+                metadata=meta,
+                spec=traffic_policy_spec(s, kind, route_name),
                 opts=after(after_gateway, [route]),
             )

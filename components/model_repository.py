@@ -63,11 +63,17 @@ def _setting_problems(name: str, built: Mapping[str, Any], setting: ModelSetting
     profile = [setting.batch_min, setting.batch_opt, setting.batch_max]
     if list(built.get("profile") or []) != profile:
         return [f"{name} has batch profile {built.get('profile')} but the stack wants {profile}"]
-    wanted = (("backend", "backend_requested", setting.backend), ("precision", "precision", setting.precision),
-              ("instances", "instances", setting.instances),
-              ("maxQueueDelayUs", "max_queue_delay_us", setting.max_queue_delay_us))
-    return [f"{name} was built with {key} {built.get(entry)!r} but the stack sets models[{name}].{key} to {value!r}"
-            for key, entry, value in wanted if built.get(entry) != value]
+    wanted = (
+        ("backend", "backend_requested", setting.backend),
+        ("precision", "precision", setting.precision),
+        ("instances", "instances", setting.instances),
+        ("maxQueueDelayUs", "max_queue_delay_us", setting.max_queue_delay_us),
+    )
+    return [
+        f"{name} was built with {key} {built.get(entry)!r} but the stack sets models[{name}].{key} to {value!r}"
+        for key, entry, value in wanted
+        if built.get(entry) != value
+    ]
 
 
 def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSettings]) -> list[str]:
@@ -76,8 +82,11 @@ def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSet
     on_disk = list_files(root)
     problems = [f"{rel} is missing" for rel in sorted(set(recorded) - set(on_disk))]
     problems += [f"{rel} is not in {MANIFEST_FILE}" for rel in sorted(set(on_disk) - set(recorded))]
-    problems += [f"{rel} changed since the build" for rel in sorted(set(recorded) & set(on_disk))
-                 if file_sha256(root / rel) != recorded[rel]]
+    problems += [
+        f"{rel} changed since the build"
+        for rel in sorted(set(recorded) & set(on_disk))
+        if file_sha256(root / rel) != recorded[rel]
+    ]
     if not problems and content_digest(entries) != manifest.get("digest"):
         problems.append(f"the digest in {MANIFEST_FILE} does not match its files")
     built = manifest.get("models", {})
@@ -89,17 +98,16 @@ def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSet
     return problems
 
 
-def load_local_repository(build_dir: str, models: Sequence[ModelSettings], stack: str,
-                          root: Path = ROOT) -> LocalRepository:
+def load_local_repository(
+    build_dir: str, models: Sequence[ModelSettings], stack: str, root: Path = ROOT
+) -> LocalRepository:
     """The built repository at ``build_dir``, or ONE ModelRepositoryError saying what is wrong and what to run."""
     path = Path(build_dir) if Path(build_dir).is_absolute() else root / build_dir
     rebuild = f"run `{build_command(stack, build_dir)}` and try again"
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelRepositoryError(
-            f"model repository {path} is not built (no {MANIFEST_FILE}); {rebuild}"
-        ) from None
+        raise ModelRepositoryError(f"model repository {path} is not built (no {MANIFEST_FILE}); {rebuild}") from None
     except (OSError, ValueError) as exc:
         raise ModelRepositoryError(
             f"model repository {path}: {MANIFEST_FILE} is unreadable ({exc}); {rebuild}"
@@ -157,60 +165,95 @@ def _list_prefix(bucket: str, prefix: str, region: str) -> dict[str, Any]:
 
 def reader_policy(bucket: str, prefix: str, region: str) -> dict[str, Any]:
     """Triton: read objects under the prefix and list that prefix; nothing else."""
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadTheRepository", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": _objects_under(bucket, prefix, region)},
-        _list_prefix(bucket, prefix, region),
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadTheRepository",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": _objects_under(bucket, prefix, region),
+            },
+            _list_prefix(bucket, prefix, region),
+        ],
+    }
 
 
 def builder_policy(bucket: str, prefix: str, region: str) -> dict[str, Any]:
     """The engine-build Job: Triton's read access plus writing (and aborting multipart uploads of) plans."""
     objects = _objects_under(bucket, prefix, region)
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadAndWriteTheRepository", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], "Resource": objects},
-        _list_prefix(bucket, prefix, region),
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadAndWriteTheRepository",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": objects,
+            },
+            _list_prefix(bucket, prefix, region),
+        ],
+    }
 
 
-def irsa_trust_policy(oidc_provider_arn: str, oidc_provider_url: str, namespace: str,
-                      service_account: str) -> dict[str, Any]:
+def irsa_trust_policy(
+    oidc_provider_arn: str, oidc_provider_url: str, namespace: str, service_account: str
+) -> dict[str, Any]:
     """Only this ServiceAccount's projected token, issued for STS, may assume the role."""
     issuer = oidc_provider_url.removeprefix("https://")
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Principal": {"Federated": oidc_provider_arn},
-        "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {"StringEquals": {
-            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-            f"{issuer}:aud": "sts.amazonaws.com",
-        }},
-    }]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": oidc_provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                        f"{issuer}:aud": "sts.amazonaws.com",
+                    }
+                },
+            }
+        ],
+    }
 
 
 def tls_only_policy(bucket: str, region: str) -> dict[str, Any]:
     """Refuse every request that does not come over TLS."""
     arn = bucket_arn(bucket, region)
-    return {"Version": "2012-10-17", "Statement": [{
-        "Sid": "DenyInsecureTransport",
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": "s3:*",
-        "Resource": [arn, f"{arn}/*"],
-        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-    }]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn, f"{arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
 
 
 def lifecycle_rules(prefix: str, expire_after_days: int) -> list[dict[str, Any]]:
     """Replaced repository versions (noncurrent objects) expire; served ones never do."""
     scope = {"prefix": f"{prefix}/" if prefix else ""}
     return [
-        {"id": "expire-replaced-repository-versions", "status": "Enabled", "filter": scope,
-         "noncurrent_version_expiration": {"noncurrent_days": expire_after_days},
-         "expiration": {"expired_object_delete_marker": True}},
-        {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": scope,
-         "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
+        {
+            "id": "expire-replaced-repository-versions",
+            "status": "Enabled",
+            "filter": scope,
+            "noncurrent_version_expiration": {"noncurrent_days": expire_after_days},
+            "expiration": {"expired_object_delete_marker": True},
+        },
+        {
+            "id": "abort-incomplete-uploads",
+            "status": "Enabled",
+            "filter": scope,
+            "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+        },
     ]
 
 
@@ -260,12 +303,20 @@ class ModelRepository(pulumi.ComponentResource):
         self.triton_role_arn = roles["triton"].arn if roles else None
 
         publication = PublicationArgs(
-            bucket=s.bucket, prefix=s.prefix, digest=local.digest, endpoint=s.endpoint, region=s.region,
-            build_dir=str(local.path), files=dict(local.files), publish_endpoint=s.publish_endpoint,
+            bucket=s.bucket,
+            prefix=s.prefix,
+            digest=local.digest,
+            endpoint=s.endpoint,
+            region=s.region,
+            build_dir=str(local.path),
+            files=dict(local.files),
+            publish_endpoint=s.publish_endpoint,
         )
         # The files first; the resource owns the whole digest prefix, the Jobs' plans included (no drift).
         files = RepositoryPublication(
-            f"{name}-files", publication, FILES_PHASE,
+            f"{name}-files",
+            publication,
+            FILES_PHASE,
             opts=after(child, bucket_ready),
         )
         engines = engine_models(local, args.models)
@@ -274,7 +325,9 @@ class ModelRepository(pulumi.ComponentResource):
             jobs = list(self._declare_engines(name, args, engines, roles, [files]).jobs)
         # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
         manifest = RepositoryPublication(
-            f"{name}-manifest", publication, MANIFEST_PHASE,
+            f"{name}-manifest",
+            publication,
+            MANIFEST_PHASE,
             opts=after(child, [files, *jobs]),
         )
         uri = f"{s.triton_uri}/{local.digest}"
@@ -295,8 +348,9 @@ class ModelRepository(pulumi.ComponentResource):
         provider = aws.Provider(f"{name}-aws", region=s.region)
         return pulumi.ResourceOptions(parent=self, provider=provider)
 
-    def _declare_bucket(self, name: str, s: ModelRepositorySettings,
-                        child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    def _declare_bucket(
+        self, name: str, s: ModelRepositorySettings, child: pulumi.ResourceOptions
+    ) -> list[pulumi.Resource]:
         # A versioned bucket keeps deleted objects as noncurrent versions, so `pulumi destroy` can never delete
         # it empty-handed: either it stays, with the rules that expire those versions, or it goes with them.
         delete = s.bucket_on_destroy == "delete"
@@ -307,32 +361,44 @@ class ModelRepository(pulumi.ComponentResource):
             f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
         )
         encryption = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption", bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"},
-                    "bucket_key_enabled": True}],
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                {"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}
+            ],
             opts=child,
         )
         public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access-block", bucket=bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=child,
+            f"{name}-public-access-block",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
         )
         ownership = aws.s3.BucketOwnershipControls(
             f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
         )
         policy = aws.s3.BucketPolicy(
-            f"{name}-tls-only", bucket=bucket.id, policy=json.dumps(tls_only_policy(s.bucket, s.region)),
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=json.dumps(tls_only_policy(s.bucket, s.region)),
             # S3 refuses policy writes while the public access block is being changed.
             opts=after(on_bucket, [public_block]),
         )
         lifecycle = aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules(s.prefix, s.expire_after_days),
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=lifecycle_rules(s.prefix, s.expire_after_days),
             # Noncurrent-version rules need versioning switched on first.
             opts=after(child, [versioning]),
         )
         return [bucket, versioning, encryption, public_block, ownership, policy, lifecycle]
 
-    def _declare_roles(self, name: str, args: ModelRepositoryArgs,
-                       child: pulumi.ResourceOptions) -> dict[str, aws.iam.Role]:
+    def _declare_roles(
+        self, name: str, args: ModelRepositoryArgs, child: pulumi.ResourceOptions
+    ) -> dict[str, aws.iam.Role]:
         s = args.settings
         if not (s.oidc_provider_arn and s.oidc_provider_url):
             raise ModelRepositoryError("IRSA roles need modelRepository.oidcProviderArn and oidcProviderUrl")
@@ -343,15 +409,23 @@ class ModelRepository(pulumi.ComponentResource):
         ):
             trust = irsa_trust_policy(s.oidc_provider_arn, s.oidc_provider_url, namespace, account)
             roles[role] = aws.iam.Role(
-                f"{name}-{role}-role", assume_role_policy=json.dumps(trust), max_session_duration=3600,
+                f"{name}-{role}-role",
+                assume_role_policy=json.dumps(trust),
+                max_session_duration=3600,
                 description=f"IRSA role of {namespace}/{account}: model repository s3://{s.bucket}/{s.prefix}",
                 opts=child,
             )
             aws.iam.RolePolicy(f"{name}-{role}-s3", role=roles[role].id, policy=json.dumps(policy), opts=child)
         return roles
 
-    def _declare_engines(self, name: str, args: ModelRepositoryArgs, engines: tuple[EngineModel, ...],
-                         roles: Mapping[str, aws.iam.Role], files: list[pulumi.Resource]) -> EngineBuild:
+    def _declare_engines(
+        self,
+        name: str,
+        args: ModelRepositoryArgs,
+        engines: tuple[EngineModel, ...],
+        roles: Mapping[str, aws.iam.Role],
+        files: list[pulumi.Resource],
+    ) -> EngineBuild:
         s = args.settings
         static = s.uses_static_keys
         return EngineBuild(

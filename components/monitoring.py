@@ -103,12 +103,14 @@ def pod_monitor_spec(args: MonitoringStackArgs) -> dict[str, Any]:
     return {
         "selector": {"matchLabels": dict(args.triton_pod_selector)},
         "namespaceSelector": {"matchNames": [args.triton_namespace]},
-        "podMetricsEndpoints": [{
-            "port": "metrics",
-            "path": "/metrics",
-            "interval": interval,
-            "scrapeTimeout": f"{timeout:g}s",
-        }],
+        "podMetricsEndpoints": [
+            {
+                "port": "metrics",
+                "path": "/metrics",
+                "interval": interval,
+                "scrapeTimeout": f"{timeout:g}s",
+            }
+        ],
     }
 
 
@@ -123,14 +125,16 @@ def alertmanager_config(settings: MonitoringSettings) -> dict[str, Any]:
                 {"url_file": f"{RECEIVERS_DIR}/{RECEIVER_KEYS['webhook']}", "send_resolved": True}
             ]
         if "slack" in settings.receivers:
-            platform["slack_configs"] = [{
-                "api_url_file": f"{RECEIVERS_DIR}/{RECEIVER_KEYS['slack']}",
-                "channel": settings.slack_channel,
-                "send_resolved": True,
-                "title": '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}',
-                "text": "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n"
-                        "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}",
-            }]
+            platform["slack_configs"] = [
+                {
+                    "api_url_file": f"{RECEIVERS_DIR}/{RECEIVER_KEYS['slack']}",
+                    "channel": settings.slack_channel,
+                    "send_resolved": True,
+                    "title": "[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }}",
+                    "text": "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n"
+                    "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}",
+                }
+            ]
         receivers.append(platform)
         routes.append({"receiver": "platform", "matchers": ['severity =~ "warning|critical"']})
     return {
@@ -211,11 +215,16 @@ def kps_values(settings: MonitoringSettings) -> dict[str, Any]:
     return {
         # The CRDs are Pulumi's (components/chart_crds.py), so the chart's CRD subchart and its upgrade job are off;
         # the job's busybox stays pinned all the same, so that no values name a moving tag.
-        "crds": {"enabled": False, "upgradeJob": {
-            "enabled": False, "image": {"busybox": {"tag": versions.CRD_JOB_BUSYBOX_TAG}}}},
+        "crds": {
+            "enabled": False,
+            "upgradeJob": {"enabled": False, "image": {"busybox": {"tag": versions.CRD_JOB_BUSYBOX_TAG}}},
+        },
         "prometheus": _prometheus_values(settings),
-        "alertmanager": {"enabled": True, "config": alertmanager_config(settings),
-                         "alertmanagerSpec": alertmanager_spec},
+        "alertmanager": {
+            "enabled": True,
+            "config": alertmanager_config(settings),
+            "alertmanagerSpec": alertmanager_spec,
+        },
         "grafana": _grafana_values(settings),
     }
 
@@ -264,13 +273,17 @@ class MonitoringStack(pulumi.ComponentResource):
         if s.receivers:
             before_release.append(self._receivers_secret(name, s, meta, child))
         else:
-            pulumi.log.warn(f"{s.namespace}: no alert receiver configured (alertWebhookUrl / alertSlackWebhookUrl "
-                            "secrets); Alertmanager routes every alert to 'null'", resource=self)
+            pulumi.log.warn(
+                f"{s.namespace}: no alert receiver configured (alertWebhookUrl / alertSlackWebhookUrl "
+                "secrets); Alertmanager routes every alert to 'null'",
+                resource=self,
+            )
 
         if s.create_storage_class:
             before_release.append(ebs_storage_class(f"{name}-storage-class", s.storage_class or "", child))
         before_release.append(
-            chart_crds(f"{name}-kube-prometheus-stack-crds", versions.KUBE_PROMETHEUS_STACK, s.sources.charts, child))
+            chart_crds(f"{name}-kube-prometheus-stack-crds", versions.KUBE_PROMETHEUS_STACK, s.sources.charts, child)
+        )
         self.release = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack",
             name=s.release_name,
@@ -313,13 +326,15 @@ class MonitoringStack(pulumi.ComponentResource):
         self.prometheus_port = PROMETHEUS_PORT
         self.grafana_url = f"http://{s.release_name}-grafana.{s.namespace}.svc"
         self.alertmanager_url = f"http://{kps_fullname(s.release_name)}-alertmanager.{s.namespace}.svc:9093"
-        self.register_outputs({
-            "prometheus_url": self.prometheus_url,
-            "prometheus_port": self.prometheus_port,
-            "grafana_url": self.grafana_url,
-            "alertmanager_url": self.alertmanager_url,
-            "grafana_admin_password": self.grafana_admin_password,
-        })
+        self.register_outputs(
+            {
+                "prometheus_url": self.prometheus_url,
+                "prometheus_port": self.prometheus_port,
+                "grafana_url": self.grafana_url,
+                "alertmanager_url": self.alertmanager_url,
+                "grafana_admin_password": self.grafana_admin_password,
+            }
+        )
 
     @staticmethod
     def _admin_password(name: str, s: MonitoringSettings, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
@@ -330,8 +345,9 @@ class MonitoringStack(pulumi.ComponentResource):
         return pulumi.Output.secret(generated.result)
 
     @staticmethod
-    def _receivers_secret(name: str, s: MonitoringSettings, meta: dict[str, Any],
-                          child: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
+    def _receivers_secret(
+        name: str, s: MonitoringSettings, meta: dict[str, Any], child: pulumi.ResourceOptions
+    ) -> k8s.core.v1.Secret:
         urls = {"webhook": s.alert_webhook_url, "slack": s.alert_slack_webhook_url}
         # The Outputs are secrets already (config.get_secret), and the provider keeps Secret data secret.
         data: dict[str, pulumi.Input[str]] = {RECEIVER_KEYS[r]: url for r, url in urls.items() if url is not None}

@@ -105,9 +105,20 @@ class AlertSettings:
     runbook_base_url: str = "README.md"
 
     def __post_init__(self) -> None:
-        for name in ("interval", "window", "restart_window", "target_down_for", "no_replicas_for", "queue_time_for",
-                     "failure_ratio_for", "hpa_max_for", "hpa_metric_for", "not_ready_for", "gpu_utilisation_for",
-                     "gpu_memory_for"):
+        for name in (
+            "interval",
+            "window",
+            "restart_window",
+            "target_down_for",
+            "no_replicas_for",
+            "queue_time_for",
+            "failure_ratio_for",
+            "hpa_max_for",
+            "hpa_metric_for",
+            "not_ready_for",
+            "gpu_utilisation_for",
+            "gpu_memory_for",
+        ):
             if not _DURATION.match(getattr(self, name)):
                 raise RuleSettingsError(f"{name} ({getattr(self, name)!r}) must be a Prometheus duration such as 5m")
         for name in ("failure_ratio", "gpu_utilisation", "gpu_memory_ratio"):
@@ -121,8 +132,9 @@ class AlertSettings:
         return f"{self.runbook_base_url}#{alert.lower()}"
 
 
-def _alert(s: AlertSettings, name: str, expr: str, for_: str, severity: str, component: str,
-           summary: str, description: str) -> dict[str, Any]:
+def _alert(
+    s: AlertSettings, name: str, expr: str, for_: str, severity: str, component: str, summary: str, description: str
+) -> dict[str, Any]:
     return {
         "alert": name,
         "expr": expr,
@@ -144,20 +156,39 @@ def _triton_pods(s: AlertSettings) -> str:
 
 def _availability_alerts(s: AlertSettings) -> list[dict[str, Any]]:
     return [
-        _alert(s, "TritonNoReadyReplicas",
-               f"kube_deployment_status_replicas_available{{{_ksm(s, deployment=s.deployment)}}} < 1",
-               s.no_replicas_for, "critical", "triton",
-               "No Triton replica is available in {{ $labels.namespace }}",
-               "Deployment {{ $labels.namespace }}/{{ $labels.deployment }} has had no available replica for "
-               f"{s.no_replicas_for}: every inference request fails."),
-        _alert(s, "TritonTargetDown", f'up{{job="{s.job}"}} == 0', s.target_down_for, "warning", "triton",
-               "Prometheus cannot scrape Triton pod {{ $labels.namespace }}/{{ $labels.pod }}",
-               f"The metrics endpoint of {{{{ $labels.pod }}}} has been down for {s.target_down_for}: "
-               "the pod is hung or gone, and autoscaling runs on stale data."),
-        _alert(s, "TritonMetricsMissing", f'absent(up{{job="{s.job}"}})', s.target_down_for, "warning", "triton",
-               f"No Triton scrape target exists for job {s.job}",
-               "Prometheus discovers no Triton pod to scrape: the PodMonitor is not selected by Prometheus or "
-               "matches no pod. The queue-time metric, the HPA and every Triton alert are blind."),
+        _alert(
+            s,
+            "TritonNoReadyReplicas",
+            f"kube_deployment_status_replicas_available{{{_ksm(s, deployment=s.deployment)}}} < 1",
+            s.no_replicas_for,
+            "critical",
+            "triton",
+            "No Triton replica is available in {{ $labels.namespace }}",
+            "Deployment {{ $labels.namespace }}/{{ $labels.deployment }} has had no available replica for "
+            f"{s.no_replicas_for}: every inference request fails.",
+        ),
+        _alert(
+            s,
+            "TritonTargetDown",
+            f'up{{job="{s.job}"}} == 0',
+            s.target_down_for,
+            "warning",
+            "triton",
+            "Prometheus cannot scrape Triton pod {{ $labels.namespace }}/{{ $labels.pod }}",
+            f"The metrics endpoint of {{{{ $labels.pod }}}} has been down for {s.target_down_for}: "
+            "the pod is hung or gone, and autoscaling runs on stale data.",
+        ),
+        _alert(
+            s,
+            "TritonMetricsMissing",
+            f'absent(up{{job="{s.job}"}})',
+            s.target_down_for,
+            "warning",
+            "triton",
+            f"No Triton scrape target exists for job {s.job}",
+            "Prometheus discovers no Triton pod to scrape: the PodMonitor is not selected by Prometheus or "
+            "matches no pod. The queue-time metric, the HPA and every Triton alert are blind.",
+        ),
     ]
 
 
@@ -179,14 +210,28 @@ def _traffic_alerts(s: AlertSettings) -> list[dict[str, Any]]:
         f"{_traffic_guard(s, both)}"
     )
     return [
-        _alert(s, "TritonQueueTimeAboveSlo", queue, s.queue_time_for, "warning", "triton",
-               "Model {{ $labels.model }} waits too long in Triton's queue",
-               "Requests to {{ $labels.namespace }}/{{ $labels.model }} spent {{ $value | printf \"%.0f\" }} µs "
-               f"queued on average over {s.window}, above the {s.queue_time_slo_ms:g} ms SLO."),
-        _alert(s, "TritonFailureRatioHigh", failures, s.failure_ratio_for, "critical", "triton",
-               "Model {{ $labels.model }} fails too many requests",
-               "{{ $value | humanizePercentage }} of requests to {{ $labels.namespace }}/{{ $labels.model }} failed "
-               f"over {s.window} (threshold {s.failure_ratio:.0%})."),
+        _alert(
+            s,
+            "TritonQueueTimeAboveSlo",
+            queue,
+            s.queue_time_for,
+            "warning",
+            "triton",
+            "Model {{ $labels.model }} waits too long in Triton's queue",
+            'Requests to {{ $labels.namespace }}/{{ $labels.model }} spent {{ $value | printf "%.0f" }} µs '
+            f"queued on average over {s.window}, above the {s.queue_time_slo_ms:g} ms SLO.",
+        ),
+        _alert(
+            s,
+            "TritonFailureRatioHigh",
+            failures,
+            s.failure_ratio_for,
+            "critical",
+            "triton",
+            "Model {{ $labels.model }} fails too many requests",
+            "{{ $value | humanizePercentage }} of requests to {{ $labels.namespace }}/{{ $labels.model }} failed "
+            f"over {s.window} (threshold {s.failure_ratio:.0%}).",
+        ),
     ]
 
 
@@ -197,34 +242,63 @@ def _autoscaling_alerts(s: AlertSettings) -> list[dict[str, Any]]:
         f">= on (namespace, horizontalpodautoscaler)\n"
         f"kube_horizontalpodautoscaler_spec_max_replicas{{{hpa}}}"
     )
-    inactive = (f"kube_horizontalpodautoscaler_status_condition"
-                f'{{{hpa}, condition="ScalingActive", status="false"}} == 1')
+    inactive = f'kube_horizontalpodautoscaler_status_condition{{{hpa}, condition="ScalingActive", status="false"}} == 1'
     return [
-        _alert(s, "TritonHpaAtMaxReplicas", at_max, s.hpa_max_for, "warning", "autoscaling",
-               "Triton's HPA has been pinned at its maximum for " + s.hpa_max_for,
-               "HPA {{ $labels.namespace }}/{{ $labels.horizontalpodautoscaler }} runs {{ $value }} replicas, its "
-               "maximum: demand exceeds capacity and queue time will grow. Raise autoscaling.maxReplicas or add GPUs."),
-        _alert(s, "TritonHpaMetricUnavailable", inactive, s.hpa_metric_for, "critical", "autoscaling",
-               "Triton's HPA cannot read its queue-time metric",
-               "HPA {{ $labels.namespace }}/{{ $labels.horizontalpodautoscaler }} reports ScalingActive=False: "
-               "the custom metrics API returns nothing for it, so Triton no longer scales."),
+        _alert(
+            s,
+            "TritonHpaAtMaxReplicas",
+            at_max,
+            s.hpa_max_for,
+            "warning",
+            "autoscaling",
+            "Triton's HPA has been pinned at its maximum for " + s.hpa_max_for,
+            "HPA {{ $labels.namespace }}/{{ $labels.horizontalpodautoscaler }} runs {{ $value }} replicas, its "
+            "maximum: demand exceeds capacity and queue time will grow. Raise autoscaling.maxReplicas or add GPUs.",
+        ),
+        _alert(
+            s,
+            "TritonHpaMetricUnavailable",
+            inactive,
+            s.hpa_metric_for,
+            "critical",
+            "autoscaling",
+            "Triton's HPA cannot read its queue-time metric",
+            "HPA {{ $labels.namespace }}/{{ $labels.horizontalpodautoscaler }} reports ScalingActive=False: "
+            "the custom metrics API returns nothing for it, so Triton no longer scales.",
+        ),
     ]
 
 
 def _pod_alerts(s: AlertSettings) -> list[dict[str, Any]]:
     pods = _triton_pods(s)
-    restarts = (f'increase(kube_pod_container_status_restarts_total{{{pods}, container="triton"}}'
-                f"[{s.restart_window}]) >= {s.restarts}")
+    restarts = (
+        f'increase(kube_pod_container_status_restarts_total{{{pods}, container="triton"}}'
+        f"[{s.restart_window}]) >= {s.restarts}"
+    )
     not_ready = f'max by (namespace, pod) (kube_pod_status_ready{{{pods}, condition="false"}}) == 1'
     return [
-        _alert(s, "TritonPodRestarting", restarts, "0m", "warning", "triton",
-               "Triton pod {{ $labels.pod }} keeps restarting",
-               "{{ $labels.namespace }}/{{ $labels.pod }} restarted {{ $value | printf \"%.0f\" }} times in "
-               f"{s.restart_window}: look for OOM kills, a crashing model or a failing liveness probe."),
-        _alert(s, "TritonPodNotReady", not_ready, s.not_ready_for, "warning", "triton",
-               "Triton pod {{ $labels.pod }} has not become ready",
-               f"{{{{ $labels.namespace }}}}/{{{{ $labels.pod }}}} has not been ready for {s.not_ready_for}, longer "
-               "than its startup budget: models fail to load or the repository is unreachable."),
+        _alert(
+            s,
+            "TritonPodRestarting",
+            restarts,
+            "0m",
+            "warning",
+            "triton",
+            "Triton pod {{ $labels.pod }} keeps restarting",
+            '{{ $labels.namespace }}/{{ $labels.pod }} restarted {{ $value | printf "%.0f" }} times in '
+            f"{s.restart_window}: look for OOM kills, a crashing model or a failing liveness probe.",
+        ),
+        _alert(
+            s,
+            "TritonPodNotReady",
+            not_ready,
+            s.not_ready_for,
+            "warning",
+            "triton",
+            "Triton pod {{ $labels.pod }} has not become ready",
+            f"{{{{ $labels.namespace }}}}/{{{{ $labels.pod }}}} has not been ready for {s.not_ready_for}, longer "
+            "than its startup budget: models fail to load or the repository is unreachable.",
+        ),
     ]
 
 
@@ -244,17 +318,31 @@ def _gpu_alerts(s: AlertSettings) -> list[dict[str, Any]]:
     # The HAMi monitor's own namespace/pod labels become exported_* unless its ServiceMonitor honours labels.
     workload = "{{ or $labels.exported_namespace $labels.namespace }}/{{ or $labels.exported_pod $labels.pod }}"
     return [
-        _alert(s, "GpuUtilisationHigh", util, s.gpu_utilisation_for, "warning", "gpu",
-               "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is saturated",
-               "GPU {{ $labels.gpu }}{{ if $labels.GPU_I_ID }} (MIG instance {{ $labels.GPU_I_ID }}){{ end }} on "
-               "{{ $labels.Hostname }} has been {{ $value | humanizePercentage }} busy for "
-               f"{s.gpu_utilisation_for}: add GPU capacity or spread replicas."),
-        _alert(s, "GpuMemoryNearHamiLimit", memory, s.gpu_memory_for, "warning", "gpu",
-               f"A vGPU uses most of its HAMi memory limit ({workload})",
-               "Container {{ or $labels.exported_container $labels.container }} of "
-               f"{workload} uses {{{{ $value | humanizePercentage }}}} of "
-               "its HAMi GPU memory limit: the next allocation fails with CUDA out-of-memory. Raise "
-               "gpu.hami.gpuMemoryMiB or lower Triton's memory pools."),
+        _alert(
+            s,
+            "GpuUtilisationHigh",
+            util,
+            s.gpu_utilisation_for,
+            "warning",
+            "gpu",
+            "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} is saturated",
+            "GPU {{ $labels.gpu }}{{ if $labels.GPU_I_ID }} (MIG instance {{ $labels.GPU_I_ID }}){{ end }} on "
+            "{{ $labels.Hostname }} has been {{ $value | humanizePercentage }} busy for "
+            f"{s.gpu_utilisation_for}: add GPU capacity or spread replicas.",
+        ),
+        _alert(
+            s,
+            "GpuMemoryNearHamiLimit",
+            memory,
+            s.gpu_memory_for,
+            "warning",
+            "gpu",
+            f"A vGPU uses most of its HAMi memory limit ({workload})",
+            "Container {{ or $labels.exported_container $labels.container }} of "
+            f"{workload} uses {{{{ $value | humanizePercentage }}}} of "
+            "its HAMi GPU memory limit: the next allocation fails with CUDA out-of-memory. Raise "
+            "gpu.hami.gpuMemoryMiB or lower Triton's memory pools.",
+        ),
     ]
 
 

@@ -76,8 +76,9 @@ def _location(props: Mapping[str, Any], *, to_send: bool = False) -> Any:
     from model_pipeline.publish import S3Location
 
     endpoint = (props.get("publish_endpoint") if to_send else None) or props.get("endpoint") or None
-    return S3Location(str(props["bucket"]), str(props.get("prefix") or ""),
-                      endpoint_url=endpoint, region=props.get("region") or None)
+    return S3Location(
+        str(props["bucket"]), str(props.get("prefix") or ""), endpoint_url=endpoint, region=props.get("region") or None
+    )
 
 
 def _resource_id(props: Mapping[str, Any]) -> str:
@@ -90,13 +91,15 @@ def _outputs(props: Mapping[str, Any], objects_sent: int, bytes_sent: int) -> di
     location = _location(props)
     digest = str(props["digest"])
     outs = {k: v for k, v in props.items() if k != _PROVIDER_KEY}
-    outs.update({
-        "key_prefix": f"{location.key(digest)}/",
-        "uri": location.uri(digest),
-        "triton_uri": location.triton_uri(digest),
-        "objects_sent": objects_sent,
-        "bytes_sent": bytes_sent,
-    })
+    outs.update(
+        {
+            "key_prefix": f"{location.key(digest)}/",
+            "uri": location.uri(digest),
+            "triton_uri": location.triton_uri(digest),
+            "objects_sent": objects_sent,
+            "bytes_sent": bytes_sent,
+        }
+    )
     return outs
 
 
@@ -183,8 +186,9 @@ class RepositoryPublication(dynamic.Resource):
     objects_sent: pulumi.Output[int]
     bytes_sent: pulumi.Output[int]
 
-    def __init__(self, name: str, args: PublicationArgs, phase: str,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: PublicationArgs, phase: str, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
         props: dict[str, Any] = {**args.inputs(phase), **dict.fromkeys(COMPUTED_OUTPUTS)}

@@ -172,8 +172,13 @@ def container(args: TritonClusterArgs, repository_uri: str, secret_name: pulumi.
     }
 
 
-def pod_spec(args: TritonClusterArgs, repository_uri: str, service_account: pulumi.Input[str],
-             secret_name: pulumi.Input[str] | None, pod_labels: Mapping[str, str]) -> dict[str, Any]:
+def pod_spec(
+    args: TritonClusterArgs,
+    repository_uri: str,
+    service_account: pulumi.Input[str],
+    secret_name: pulumi.Input[str] | None,
+    pod_labels: Mapping[str, str],
+) -> dict[str, Any]:
     """The pod: one Triton container, GPU placement, no API token, spread across nodes."""
     return {
         "serviceAccountName": service_account,
@@ -183,12 +188,14 @@ def pod_spec(args: TritonClusterArgs, repository_uri: str, service_account: pulu
         "terminationGracePeriodSeconds": termination_grace_seconds(args.settings),
         "containers": [container(args, repository_uri, secret_name)],
         "volumes": _volumes(args.settings),
-        "topologySpreadConstraints": [{
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector(dict(pod_labels))},
-        }],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(dict(pod_labels))},
+            }
+        ],
         **args.placement.pod_fields(),
     }
 
@@ -213,8 +220,13 @@ def service_ports() -> list[dict[str, Any]]:
     """Named Service ports; gRPC declares h2c so L7 proxies speak HTTP/2 to it."""
     return [
         {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
-        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
-         "appProtocol": "kubernetes.io/h2c"},
+        {
+            "name": "grpc",
+            "port": GRPC_PORT,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
         {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP", "appProtocol": "http"},
     ]
 
@@ -225,15 +237,20 @@ def _from_namespaces(names: Sequence[str]) -> list[dict[str, Any]]:
 
 def ingress_policy_spec(args: TritonClusterArgs, pod_selector: Mapping[str, str]) -> dict[str, Any]:
     """HTTP/gRPC only from client namespaces (the gateway's), metrics only from monitoring; nothing else."""
-    rules: list[dict[str, Any]] = [{
-        "from": _from_namespaces([args.monitoring_namespace]),
-        "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
-    }]
+    rules: list[dict[str, Any]] = [
+        {
+            "from": _from_namespaces([args.monitoring_namespace]),
+            "ports": [{"protocol": "TCP", "port": METRICS_PORT}],
+        }
+    ]
     if args.client_namespaces:
-        rules.insert(0, {
-            "from": _from_namespaces(args.client_namespaces),
-            "ports": [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}],
-        })
+        rules.insert(
+            0,
+            {
+                "from": _from_namespaces(args.client_namespaces),
+                "ports": [{"protocol": "TCP", "port": HTTP_PORT}, {"protocol": "TCP", "port": GRPC_PORT}],
+            },
+        )
     return {"podSelector": {"matchLabels": dict(pod_selector)}, "policyTypes": ["Ingress"], "ingress": rules}
 
 
@@ -286,8 +303,11 @@ class TritonCluster(pulumi.ComponentResource):
         )
         # Any on purpose: mypy's overload matching of the pod template's nested TypedDicts exhausts memory; the
         # Deployment is validated against the Kubernetes schema in the tests instead.
-        deployment_meta: Any = {**meta, "name": "triton",
-                                "annotations": {AWAIT_TIMEOUT_ANNOTATION: str(rollout_timeout_seconds(args))}}
+        deployment_meta: Any = {
+            **meta,
+            "name": "triton",
+            "annotations": {AWAIT_TIMEOUT_ANNOTATION: str(rollout_timeout_seconds(args))},
+        }
         deployment_body: Any = pod.apply(lambda p: deployment_spec(args, p, pod_labels))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
@@ -309,8 +329,10 @@ class TritonCluster(pulumi.ComponentResource):
             spec=pdb_spec,
             opts=child,
         )
-        for role, spec in (("ingress", ingress_policy_spec(args, self.selector_labels)),
-                           ("egress", egress_policy_spec(args.repository, self.selector_labels))):
+        for role, spec in (
+            ("ingress", ingress_policy_spec(args, self.selector_labels)),
+            ("egress", egress_policy_spec(args.repository, self.selector_labels)),
+        ):
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-{role}", metadata={**meta, "name": f"triton-{role}"}, spec=spec, opts=child
             )
@@ -319,22 +341,30 @@ class TritonCluster(pulumi.ComponentResource):
         self.service_name = service.metadata.name
         self.deployment_name = deployment.metadata.name
         self.service_account_name = sa.metadata.name
-        self.register_outputs({
-            "namespace": self.namespace,
-            "service_name": self.service_name,
-            "deployment_name": self.deployment_name,
-            "service_account_name": self.service_account_name,
-            "selector_labels": self.selector_labels,
-            "ports": {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT},
-        })
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "service_name": self.service_name,
+                "deployment_name": self.deployment_name,
+                "service_account_name": self.service_account_name,
+                "selector_labels": self.selector_labels,
+                "ports": {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT},
+            }
+        )
 
     @staticmethod
-    def _credentials(name: str, args: TritonClusterArgs, meta: dict[str, Any],
-                     child: pulumi.ResourceOptions) -> pulumi.Output[str] | None:
+    def _credentials(
+        name: str, args: TritonClusterArgs, meta: dict[str, Any], child: pulumi.ResourceOptions
+    ) -> pulumi.Output[str] | None:
         """Static S3 keys (MinIO/dev only) as a Secret built from Pulumi secrets; None with IRSA."""
         repo = args.repository
         if repo.access_key_id is None or repo.secret_access_key is None:
             return None
-        secret = s3_keys_secret(f"{name}-s3-credentials", {**meta, "name": "triton-s3-credentials"},
-                                repo.access_key_id, repo.secret_access_key, child)
+        secret = s3_keys_secret(
+            f"{name}-s3-credentials",
+            {**meta, "name": "triton-s3-credentials"},
+            repo.access_key_id,
+            repo.secret_access_key,
+            child,
+        )
         return secret.metadata.name

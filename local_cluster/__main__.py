@@ -41,8 +41,9 @@ def _claim(directory: Path) -> None:
     if pid_file.is_file():
         pid = int(pid_file.read_text() or 0)
         if pid and Path(f"/proc/{pid}").exists():
-            raise ClusterError(f"a simulated cluster is already running here (pid {pid}); exit its shell or "
-                               f"`kill {pid}` first")
+            raise ClusterError(
+                f"a simulated cluster is already running here (pid {pid}); exit its shell or `kill {pid}` first"
+            )
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     pid_file.write_text(str(os.getpid()))
@@ -62,11 +63,16 @@ def _serve(args: argparse.Namespace) -> int:
     with running(CLUSTER_DIR, stack_config(args.stack)) as cluster:
         env = command_environment(cluster)
         prepare_pulumi(env, args.stack)
-        print(f"local cluster: {len(cluster.kubectl('get', 'nodes', '-o', 'name').split())} nodes ready, "
-              f"kubeconfig {cluster.kubeconfig}, S3 {cluster.s3_endpoint}, stack {args.stack}", flush=True)
+        print(
+            f"local cluster: {len(cluster.kubectl('get', 'nodes', '-o', 'name').split())} nodes ready, "
+            f"kubeconfig {cluster.kubeconfig}, S3 {cluster.s3_endpoint}, stack {args.stack}",
+            flush=True,
+        )
         if args.command == "shell":
-            print("  inside the cluster's network namespace: `pulumi up`, `kubectl get pods -A`; `exit` stops it",
-                  flush=True)
+            print(
+                "  inside the cluster's network namespace: `pulumi up`, `kubectl get pods -A`; `exit` stops it",
+                flush=True,
+            )
             return subprocess.call([os.environ.get("SHELL", "/bin/bash")], env=env, cwd=ROOT)
         return subprocess.call(args.argv, env=env, cwd=ROOT)
 
@@ -77,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", default="local")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
-    command = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.argv = command
     if args.command == "run" and not args.argv:
         parser.error("run needs a command after --")
@@ -87,8 +93,20 @@ def main(argv: list[str] | None = None) -> int:
             return _inside(args)
         if shutil.which("unshare") is None:
             raise ClusterError("`unshare` (util-linux) is needed to give the cluster its own network namespace")
-        inner = ["unshare", "--net", "--kill-child", sys.executable, "-m", "local_cluster", args.command,
-                 "--stack", args.stack, "--inside", "--", *args.argv]
+        inner = [
+            "unshare",
+            "--net",
+            "--kill-child",
+            sys.executable,
+            "-m",
+            "local_cluster",
+            args.command,
+            "--stack",
+            args.stack,
+            "--inside",
+            "--",
+            *args.argv,
+        ]
         return subprocess.call(inner)
     except ClusterError as exc:
         print(f"local cluster: {exc}", file=sys.stderr)

@@ -112,16 +112,21 @@ class Cluster:
         log = (self.directory / "logs" / f"{name}.log").open("ab")
         binary = args[0] if "/" in args[0] else str(BIN / args[0])
         self.processes[name] = subprocess.Popen(
-            [binary, *args[1:]], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.directory, preexec_fn=_die_with_parent,
+            [binary, *args[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.directory,
+            preexec_fn=_die_with_parent,
         )
 
     def _check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 tail = (self.directory / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
-                raise ClusterError(f"{name} exited with {process.returncode}; last lines of its log:\n  "
-                                   + "\n  ".join(tail))
+                raise ClusterError(
+                    f"{name} exited with {process.returncode}; last lines of its log:\n  " + "\n  ".join(tail)
+                )
 
     def _wait_http(self, name: str, url: str, deadline: float, pki: ClusterPki | None = None) -> None:
         context = None
@@ -141,67 +146,118 @@ class Cluster:
             time.sleep(0.5)
 
     def _write_kubeconfigs(self, pki: ClusterPki) -> None:
-        for name, pair in (("kubeconfig", pki.admin), ("controller-manager.kubeconfig", pki.controller_manager),
-                           ("scheduler.kubeconfig", pki.scheduler), ("kwok.kubeconfig", pki.kwok)):
+        for name, pair in (
+            ("kubeconfig", pki.admin),
+            ("controller-manager.kubeconfig", pki.controller_manager),
+            ("scheduler.kubeconfig", pki.scheduler),
+            ("kwok.kubeconfig", pki.kwok),
+        ):
             config = {
-                "apiVersion": "v1", "kind": "Config", "current-context": "local",
-                "clusters": [{"name": "local", "cluster": {"server": f"https://127.0.0.1:{APISERVER_PORT}",
-                                                           "certificate-authority": str(pki.ca.cert)}}],
-                "users": [{"name": "local", "user": {"client-certificate": str(pair.cert),
-                                                     "client-key": str(pair.key)}}],
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "local",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{APISERVER_PORT}",
+                            "certificate-authority": str(pki.ca.cert),
+                        },
+                    }
+                ],
+                "users": [
+                    {"name": "local", "user": {"client-certificate": str(pair.cert), "client-key": str(pair.key)}}
+                ],
                 "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}],
             }
             (self.directory / name).write_text(yaml.safe_dump(config))
 
     def _etcd_args(self) -> list[str]:
         url = f"http://127.0.0.1:{ETCD_PORT}"
-        return ["etcd", "--data-dir", str(self.directory / "etcd"), "--listen-client-urls", url,
-                "--advertise-client-urls", url, "--listen-peer-urls", "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                "--initial-cluster", "default=http://127.0.0.1:2380", "--unsafe-no-fsync", "--log-level", "warn"]
+        return [
+            "etcd",
+            "--data-dir",
+            str(self.directory / "etcd"),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "default=http://127.0.0.1:2380",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ]
 
     def _apiserver_args(self, pki: ClusterPki) -> list[str]:
         return [
-            "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={APISERVER_PORT}",
+            "kube-apiserver",
+            f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={APISERVER_PORT}",
             f"--cert-dir={self.directory / 'pki'}",
-            f"--tls-cert-file={pki.apiserver.cert}", f"--tls-private-key-file={pki.apiserver.key}",
+            f"--tls-cert-file={pki.apiserver.cert}",
+            f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki.service_account_public}",
             f"--service-account-signing-key-file={pki.service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true", "--endpoint-reconciler-type=none", "--enable-aggregator-routing=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--enable-aggregator-routing=true",
             f"--requestheader-client-ca-file={pki.front_proxy_ca.cert}",
-            "--requestheader-allowed-names=front-proxy-client", "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
             f"--proxy-client-key-file={pki.front_proxy_client.key}",
-            "--enable-priority-and-fairness=false", "--profiling=false", "--v=1",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            "--v=1",
         ]
 
     def _controller_manager_args(self, pki: ClusterPki) -> list[str]:
         return [
-            "kube-controller-manager", f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
-            "--bind-address=127.0.0.1", "--secure-port=10257", "--leader-elect=false",
-            f"--service-account-private-key-file={pki.service_account_key}", f"--root-ca-file={pki.ca.cert}",
+            "kube-controller-manager",
+            f"--kubeconfig={self.directory / 'controller-manager.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=10257",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--root-ca-file={pki.ca.cert}",
             f"--cluster-signing-cert-file={pki.ca.cert}",
             f"--cluster-signing-key-file={self.directory / 'pki' / 'cluster-ca.key'}",
-            "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--concurrent-gc-syncs=5", "--v=1",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--concurrent-gc-syncs=5",
+            "--v=1",
         ]
 
     def _scheduler_args(self) -> list[str]:
         config = {
-            "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
             "leaderElection": {"leaderElect": False},
             "clientConnection": {"kubeconfig": str(self.directory / "scheduler.kubeconfig")},
             "profiles": [
                 {"schedulerName": "default-scheduler"},
-                {"schedulerName": HAMI_SCHEDULER, "pluginConfig": [{
-                    "name": "NodeResourcesFit",
-                    "args": {"ignoredResources": list(HAMI_EXTENDER_RESOURCES)},
-                }]},
+                {
+                    "schedulerName": HAMI_SCHEDULER,
+                    "pluginConfig": [
+                        {
+                            "name": "NodeResourcesFit",
+                            "args": {"ignoredResources": list(HAMI_EXTENDER_RESOURCES)},
+                        }
+                    ],
+                },
             ],
         }
         path = self.directory / "scheduler.yaml"
@@ -212,11 +268,17 @@ class Cluster:
         stages = sorted((SHARE / "kwok-stages").glob("*.yaml"))
         if not stages:
             raise ClusterError(f"kwok's stage files are missing in {SHARE / 'kwok-stages'}: run `make toolchain`")
-        return ["kwok", f"--kubeconfig={self.directory / 'kwok.kubeconfig'}",
-                f"--manage-nodes-with-annotation-selector={'='.join(nodes.KWOK_ANNOTATION)}",
-                # Pod and node addresses are labels only: the namespace has no route to them, nothing dials them.
-                f"--cidr={POD_CIDR}", "--node-ip=192.0.2.10", "--node-lease-duration-seconds=40", "-v=WARN",
-                *(f"--config={s}" for s in stages)]
+        return [
+            "kwok",
+            f"--kubeconfig={self.directory / 'kwok.kubeconfig'}",
+            f"--manage-nodes-with-annotation-selector={'='.join(nodes.KWOK_ANNOTATION)}",
+            # Pod and node addresses are labels only: the namespace has no route to them, nothing dials them.
+            f"--cidr={POD_CIDR}",
+            "--node-ip=192.0.2.10",
+            "--node-lease-duration-seconds=40",
+            "-v=WARN",
+            *(f"--config={s}" for s in stages),
+        ]
 
     def _create_nodes(self, pki: ClusterPki, deadline: float) -> None:
         plan = nodes.plan_for_stack(self.stack_config)
@@ -226,8 +288,12 @@ class Cluster:
         while True:
             self._check_alive()
             listed = json.loads(self.kubectl("get", "nodes", "-o", "json"))["items"]
-            ready = sum(1 for n in listed for c in n.get("status", {}).get("conditions", [])
-                        if c["type"] == "Ready" and c["status"] == "True")
+            ready = sum(
+                1
+                for n in listed
+                for c in n.get("status", {}).get("conditions", [])
+                if c["type"] == "Ready" and c["status"] == "True"
+            )
             if ready == wanted:
                 return
             if time.monotonic() > deadline:
@@ -237,16 +303,26 @@ class Cluster:
     def _create_bucket(self) -> None:
         import boto3
 
-        uri = ((self.stack_config.get("modelRepository") or {}).get("uri") or "s3://models/triton")
+        uri = (self.stack_config.get("modelRepository") or {}).get("uri") or "s3://models/triton"
         bucket = uri.removeprefix("s3://").split("/", 1)[0]
-        client = boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
-                              aws_access_key_id="local", aws_secret_access_key="local")
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
         client.create_bucket(Bucket=bucket)
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        result = subprocess.run([str(BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args], input=input,
-                                text=True, capture_output=True, timeout=60)
+        result = subprocess.run(
+            [str(BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            timeout=60,
+        )
         if check and result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
@@ -291,4 +367,3 @@ def stop_namespace(grace_s: float = 10.0) -> list[int]:
         while members() and time.monotonic() < deadline:
             time.sleep(0.2)
     return found
-

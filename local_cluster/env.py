@@ -16,18 +16,22 @@ LOCAL_PASSPHRASE = "local-cluster-only"  # encrypts the local stack's secrets; n
 
 def command_environment(cluster: Cluster) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PATH": os.pathsep.join([str(VENV / "bin"), str(BIN), env.get("PATH", "")]),
-        "VIRTUAL_ENV": str(VENV),
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "PULUMI_HOME": str(PULUMI_HOME),
-        "PULUMI_BACKEND_URL": f"file://{cluster.directory / 'state'}",
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1",
-        "LOCAL_CLUSTER_DIR": str(cluster.directory),
-        "LOCAL_CLUSTER_S3": cluster.s3_endpoint,
-    })
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(VENV / "bin"), str(BIN), env.get("PATH", "")]),
+            "VIRTUAL_ENV": str(VENV),
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "PULUMI_HOME": str(PULUMI_HOME),
+            "PULUMI_BACKEND_URL": f"file://{cluster.directory / 'state'}",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": "us-east-1",
+            "LOCAL_CLUSTER_DIR": str(cluster.directory),
+            "LOCAL_CLUSTER_S3": cluster.s3_endpoint,
+        }
+    )
     env.setdefault("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE)
     env.pop("AWS_PROFILE", None)
     return env
@@ -39,7 +43,8 @@ def prepare_pulumi(env: dict[str, str], stack: str) -> None:
     (PULUMI_HOME).mkdir(parents=True, exist_ok=True)
     state = env["PULUMI_BACKEND_URL"].removeprefix("file://")
     os.makedirs(state, exist_ok=True)
-    result = subprocess.run(["pulumi", "stack", "init", stack, "--non-interactive"], env=env, cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["pulumi", "stack", "init", stack, "--non-interactive"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     if result.returncode != 0:
         raise ClusterError(f"pulumi stack init {stack} failed: {result.stderr.strip() or result.stdout.strip()}")

@@ -30,8 +30,9 @@ def _key() -> ec.EllipticCurvePrivateKey:
 def _write(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> Pair:
     pair = Pair(directory / f"{name}.crt", directory / f"{name}.key")
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    pair.key.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     pair.key.chmod(0o600)
     return pair
 
@@ -45,9 +46,15 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALIDITY))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+    )
 
 
 class Authority:
@@ -57,22 +64,43 @@ class Authority:
         self.directory = directory
         self._key = _key()
         self._subject = _name(name)
-        cert = (_builder(self._subject, self._subject, self._key.public_key())
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                             content_commitment=False, key_encipherment=False,
-                                             data_encipherment=False, key_agreement=False, encipher_only=False,
-                                             decipher_only=False), critical=True)
-                .sign(self._key, hashes.SHA256()))
+        cert = (
+            _builder(self._subject, self._subject, self._key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
         self.pair = _write(directory, name, self._key, cert)
 
-    def issue(self, name: str, common_name: str, organization: str | None = None, *, server: bool = False,
-              hosts: tuple[str, ...] = ()) -> Pair:
+    def issue(
+        self,
+        name: str,
+        common_name: str,
+        organization: str | None = None,
+        *,
+        server: bool = False,
+        hosts: tuple[str, ...] = (),
+    ) -> Pair:
         key = _key()
         usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
-        builder = (_builder(_name(common_name, organization), self._subject, key.public_key())
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage(usage), critical=False))
+        builder = (
+            _builder(_name(common_name, organization), self._subject, key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        )
         if hosts:
             names: list[x509.GeneralName] = []
             for host in hosts:
@@ -105,13 +133,24 @@ def create_pki(directory: Path) -> ClusterPki:
     front_proxy = Authority(directory, "front-proxy-ca")
     sa_key = _key()
     sa_private = directory / "service-account.key"
-    sa_private.write_bytes(sa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                serialization.NoEncryption()))
+    sa_private.write_bytes(
+        sa_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     sa_public = directory / "service-account.pub"
-    sa_public.write_bytes(sa_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
-    hosts = ("127.0.0.1", SERVICE_IP, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-             "kubernetes.default.svc.cluster.local")
+    sa_public.write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    hosts = (
+        "127.0.0.1",
+        SERVICE_IP,
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    )
     return ClusterPki(
         ca=ca.pair,
         apiserver=ca.issue("apiserver", "kube-apiserver", server=True, hosts=hosts),

@@ -27,16 +27,23 @@ DEFAULT_REPOSITORY = Path("build/dev/model_repository")  # what `make build-mode
 
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="the pipeline's model repository")
-    parser.add_argument("--sample", action="store_true",
-                        help="serve local_serving's small sample MNIST repository instead (written to a temp dir)")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="serve local_serving's small sample MNIST repository instead (written to a temp dir)",
+    )
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--scrape-interval", default="5s", help="scrape and rule evaluation interval")
     parser.add_argument("--rule-window", default="1m", help="range of the recording rules' increase()")
-    parser.add_argument("--slow-model-ms", type=float, default=0.0,
-                        help="also serve 'slow', a python model sleeping this long per batch (shows alerts firing)")
+    parser.add_argument(
+        "--slow-model-ms",
+        type=float,
+        default=0.0,
+        help="also serve 'slow', a python model sleeping this long per batch (shows alerts firing)",
+    )
 
 
 def _load_flags(parser: argparse.ArgumentParser) -> None:
@@ -76,8 +83,11 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
 def _target(args: argparse.Namespace) -> AutoscalingTarget:
     if args.target_queue_time_ms is not None and args.min_replicas and args.max_replicas:
         return AutoscalingTarget(args.target_queue_time_ms, args.min_replicas, args.max_replicas)
-    base = stack_autoscaling_target(args.stack) if args.target_queue_time_ms is None else AutoscalingTarget(
-        args.target_queue_time_ms, 1, 1)
+    base = (
+        stack_autoscaling_target(args.stack)
+        if args.target_queue_time_ms is None
+        else AutoscalingTarget(args.target_queue_time_ms, 1, 1)
+    )
     return AutoscalingTarget(
         args.target_queue_time_ms if args.target_queue_time_ms is not None else base.target_queue_time_ms,
         args.min_replicas or base.min_replicas,

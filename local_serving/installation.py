@@ -73,8 +73,12 @@ def find_triton(venv: Path | None = None) -> TritonInstallation:
         stub=dist / "python_backend_stubs" / python_version / "triton_python_backend_stub",
         libs_dir=site / "nvidia_pytriton.libs",
     )
-    for required in (installation.server_binary, installation.python_backend_dir, installation.stub,
-                     installation.libs_dir):
+    for required in (
+        installation.server_binary,
+        installation.python_backend_dir,
+        installation.stub,
+        installation.libs_dir,
+    ):
         if not required.exists():
             raise ToolMissingError(f"Triton environment {venv} is incomplete: {required} is missing; {SETUP_HINT}")
     _check_stub_packages(venv, site)

@@ -127,7 +127,7 @@ def photo_inputs(height: int, width: int, count: int = 16, seed: int = 0) -> np.
         side = int(rng.integers(min(photo.shape[:2]) // 2, min(photo.shape[:2])))
         top = int(rng.integers(0, photo.shape[0] - side + 1))
         left = int(rng.integers(0, photo.shape[1] - side + 1))
-        crop = photo[top:top + side, left:left + side].astype(np.float32) / 255.0
+        crop = photo[top : top + side, left : left + side].astype(np.float32) / 255.0
         resized = zoom(crop, (height / side, width / side, 1), order=1)[:height, :width]
         crops.append((resized.transpose(2, 0, 1) - IMAGENET_MEAN) / IMAGENET_STD)
     return np.stack(crops).astype(np.float32)
@@ -149,27 +149,38 @@ def workload_for(model: SourceModel) -> Workload:
         inputs, source = golden_inputs(model.golden_path, tensor.name), f"{model.golden_path}"
     else:
         raise LocalServingError(f"model {model.name}: no real inputs for shape {list(dims)} and no golden.npz")
-    return Workload(model.name, tensor.name, output.name, inputs, onnxruntime_outputs(model.onnx_path, tensor.name,
-                    output.name, inputs), labels, source)
+    return Workload(
+        model.name,
+        tensor.name,
+        output.name,
+        inputs,
+        onnxruntime_outputs(model.onnx_path, tensor.name, output.name, inputs),
+        labels,
+        source,
+    )
 
 
 def golden_inputs(path: Path, input_name: str) -> np.ndarray:
     """The largest-batch golden inputs the pipeline saved (keys ``b<batch>.in.<input>``)."""
     with np.load(path, allow_pickle=False) as golden:
-        batches = sorted((int(key.split(".")[0][1:]), key) for key in golden.files
-                         if key.startswith("b") and key.endswith(f".in.{input_name}"))
+        batches = sorted(
+            (int(key.split(".")[0][1:]), key)
+            for key in golden.files
+            if key.startswith("b") and key.endswith(f".in.{input_name}")
+        )
         if not batches:
             raise LocalServingError(f"{path} holds no golden inputs for {input_name!r}")
         return np.asarray(golden[batches[-1][1]])
 
 
-def onnxruntime_outputs(onnx_path: Path, input_name: str, output_name: str, inputs: np.ndarray,
-                        chunk: int = 64) -> np.ndarray:
+def onnxruntime_outputs(
+    onnx_path: Path, input_name: str, output_name: str, inputs: np.ndarray, chunk: int = 64
+) -> np.ndarray:
     """ONNX Runtime's own answers for ``inputs``, computed here, outside Triton."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    parts = [session.run([output_name], {input_name: inputs[i:i + chunk]})[0] for i in range(0, len(inputs), chunk)]
+    parts = [session.run([output_name], {input_name: inputs[i : i + chunk]})[0] for i in range(0, len(inputs), chunk)]
     return np.concatenate(parts)
 
 
@@ -184,8 +195,16 @@ def _client_module(protocol: str) -> Any:
 class _Worker(threading.Thread):
     """One client connection sending batches back to back until the shared deadline."""
 
-    def __init__(self, index: int, workload: Workload, settings: LoadSettings, deadline: float,
-                 result: LoadResult, lock: threading.Lock, stop: threading.Event):
+    def __init__(
+        self,
+        index: int,
+        workload: Workload,
+        settings: LoadSettings,
+        deadline: float,
+        result: LoadResult,
+        lock: threading.Lock,
+        stop: threading.Event,
+    ):
         super().__init__(name=f"load-{settings.protocol}-{index}", daemon=True)
         self.index, self.workload, self.settings = index, workload, settings
         self.deadline, self.result, self.lock, self.stop = deadline, result, lock, stop
@@ -237,12 +256,15 @@ def run_load(workload: Workload, settings: LoadSettings, stop: threading.Event |
     """Send requests from ``concurrency`` clients for ``duration_s`` seconds (or until ``stop``), then summarize."""
     settings.validate()
     stop = stop or threading.Event()
-    result = LoadResult(workload.model, settings.protocol, settings.concurrency, settings.batch_size,
-                        workload.reference_name)
+    result = LoadResult(
+        workload.model, settings.protocol, settings.concurrency, settings.batch_size, workload.reference_name
+    )
     lock = threading.Lock()
     started = time.monotonic()
-    workers = [_Worker(i, workload, settings, started + settings.duration_s, result, lock, stop)
-               for i in range(settings.concurrency)]
+    workers = [
+        _Worker(i, workload, settings, started + settings.duration_s, result, lock, stop)
+        for i in range(settings.concurrency)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -48,8 +48,9 @@ def die_with_parent() -> Callable[[], None] | None:
 def start_server(command: list[str], log: IO[bytes], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A server in its own session (so a terminal's Ctrl-C reaches only the runner, which stops it in order)
     that dies with the runner."""
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                            preexec_fn=die_with_parent())
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=die_with_parent()
+    )
 
 
 def stop_process_group(process: subprocess.Popen[bytes] | None) -> None:

@@ -47,9 +47,7 @@ def scrape_config(metrics_port: int, settings: ScrapeSettings, rule_files: list[
                 "job_name": "triton",
                 "metrics_path": "/metrics",
                 "scrape_interval": settings.scrape_interval,
-                "static_configs": [
-                    {"targets": [f"{LOOPBACK}:{metrics_port}"], "labels": dict(settings.pod_labels)}
-                ],
+                "static_configs": [{"targets": [f"{LOOPBACK}:{metrics_port}"], "labels": dict(settings.pod_labels)}],
             }
         ],
     }
@@ -57,8 +55,9 @@ def scrape_config(metrics_port: int, settings: ScrapeSettings, rule_files: list[
 
 def check_with_promtool(promtool: Path, kind: str, path: Path) -> None:
     """Run ``promtool check rules|config``; raise with promtool's own output when it rejects the file."""
-    result = subprocess.run([str(promtool), "check", kind, str(path)], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [str(promtool), "check", kind, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     if result.returncode != 0:
         raise LocalServingError(f"promtool rejected {path}:\n{result.stdout}{result.stderr}".rstrip())
 
@@ -66,8 +65,15 @@ def check_with_promtool(promtool: Path, kind: str, path: Path) -> None:
 class PrometheusServer:
     """A Prometheus process on 127.0.0.1 with its own config and a throwaway data directory."""
 
-    def __init__(self, work_dir: Path, metrics_port: int, rule_groups: list[dict[str, Any]],
-                 port: int = 9090, settings: ScrapeSettings | None = None, startup_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        work_dir: Path,
+        metrics_port: int,
+        rule_groups: list[dict[str, Any]],
+        port: int = 9090,
+        settings: ScrapeSettings | None = None,
+        startup_timeout_s: float = 30.0,
+    ):
         self.work_dir = work_dir
         self.metrics_port = metrics_port
         self.rule_groups = rule_groups
@@ -141,8 +147,9 @@ class PrometheusServer:
     def __enter__(self) -> PrometheusServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def client(self) -> PrometheusClient:
@@ -175,8 +182,11 @@ class PrometheusClient:
 
     def query_value(self, expr: str, labels: dict[str, str] | None = None) -> float | None:
         """The value of the one series matching ``labels`` (all series when None); None when there is none."""
-        matching = [sample for sample in self.query(expr)
-                    if all(sample["metric"].get(k) == v for k, v in (labels or {}).items())]
+        matching = [
+            sample
+            for sample in self.query(expr)
+            if all(sample["metric"].get(k) == v for k, v in (labels or {}).items())
+        ]
         if len(matching) > 1:
             raise LocalServingError(f"{expr} returned {len(matching)} series for {labels}; expected one")
         return float(matching[0]["value"][1]) if matching else None

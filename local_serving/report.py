@@ -59,8 +59,9 @@ def desired_replicas(target: AutoscalingTarget, metric_value: float) -> int:
     """The replica count the HPA formula in components/autoscaling.py asks for."""
     from components.autoscaling import desired_replicas as hpa_formula
 
-    return int(hpa_formula(target.current_replicas, metric_value, target.target_us,
-                           target.min_replicas, target.max_replicas))
+    return int(
+        hpa_formula(target.current_replicas, metric_value, target.target_us, target.min_replicas, target.max_replicas)
+    )
 
 
 def queue_time_section(prometheus: PrometheusClient, models: list[str]) -> dict[str, Any]:
@@ -68,13 +69,15 @@ def queue_time_section(prometheus: PrometheusClient, models: list[str]) -> dict[
     pod_labels = {"namespace": LOCAL_NAMESPACE, "pod": LOCAL_POD}
     return {
         "pod_us": prometheus.query_value(QUEUE_TIME_POD, pod_labels),
-        "per_model_us": {model: prometheus.query_value(QUEUE_TIME_POD_MODEL, {**pod_labels, "model": model})
-                         for model in models},
+        "per_model_us": {
+            model: prometheus.query_value(QUEUE_TIME_POD_MODEL, {**pod_labels, "model": model}) for model in models
+        },
     }
 
 
-def autoscaling_section(prometheus: PrometheusClient, adapter_rules: dict[str, Any],
-                        target: AutoscalingTarget) -> dict[str, Any]:
+def autoscaling_section(
+    prometheus: PrometheusClient, adapter_rules: dict[str, Any], target: AutoscalingTarget
+) -> dict[str, Any]:
     """The adapter rule's query with its template filled, its value here, and the HPA's answer to it."""
     rule = adapter_rule(adapter_rules)
     query = fill_metrics_query(rule, LOCAL_NAMESPACE, [LOCAL_POD])
@@ -87,14 +90,18 @@ def autoscaling_section(prometheus: PrometheusClient, adapter_rules: dict[str, A
 def alerts_section(prometheus: PrometheusClient) -> list[dict[str, Any]]:
     """Every alerting rule with its state, and the labels of its active instances."""
     return [
-        {"alert": rule["name"], "state": rule["state"],
-         "active": [alert["labels"] for alert in rule.get("alerts", [])]}
+        {"alert": rule["name"], "state": rule["state"], "active": [alert["labels"] for alert in rule.get("alerts", [])]}
         for rule in prometheus.alerting_rules()
     ]
 
 
-def build_report(prometheus: PrometheusClient, loads: list[LoadResult], models: list[str],
-                 adapter_rules: dict[str, Any], target: AutoscalingTarget) -> dict[str, Any]:
+def build_report(
+    prometheus: PrometheusClient,
+    loads: list[LoadResult],
+    models: list[str],
+    adapter_rules: dict[str, Any],
+    target: AutoscalingTarget,
+) -> dict[str, Any]:
     """Everything the loop proves, as one JSON-able dict."""
     return {
         "load": [load.summary() for load in loads],

@@ -62,10 +62,12 @@ class LocalStack:
             self.triton = TritonServer(serving, work / "triton", settings.triton_ports).start()
             rules = settings.rule_groups
             if rules is None:
-                rules = platform_rule_groups(settings.rule_window, settings.scrape.evaluation_interval,
-                                             settings.alert_settings)
-            self.prometheus = PrometheusServer(work / "prometheus", settings.triton_ports.metrics, rules,
-                                               settings.prometheus_port, settings.scrape).start()
+                rules = platform_rule_groups(
+                    settings.rule_window, settings.scrape.evaluation_interval, settings.alert_settings
+                )
+            self.prometheus = PrometheusServer(
+                work / "prometheus", settings.triton_ports.metrics, rules, settings.prometheus_port, settings.scrape
+            ).start()
             self.client.wait_for("Prometheus to scrape Triton", self.client.targets_up, timeout_s=60)
         except BaseException:
             self.stop()
@@ -88,6 +90,7 @@ class LocalStack:
     def __enter__(self) -> LocalStack:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -60,6 +60,11 @@ def write_sample_repository(target: Path, seed: int = 0) -> Path:
         onnx_path = Path(work) / "model.onnx"
         onnx.save(mnist_onnx(weights, bias), onnx_path)
         golden = write_golden(spec, onnx_path, Path(work) / "golden.npz")
-        artifacts = ModelArtifacts(spec, onnx_path, golden, TensorRTStatus("skipped", reason="no TensorRT here"),
-                                   weights="ridge regression on scikit-learn digits (local_serving sample)")
+        artifacts = ModelArtifacts(
+            spec,
+            onnx_path,
+            golden,
+            TensorRTStatus("skipped", reason="no TensorRT here"),
+            weights="ridge regression on scikit-learn digits (local_serving sample)",
+        )
         return write_repository(target, [artifacts], collect_tool_versions()).path

@@ -27,12 +27,18 @@ _CPU_ONLY_NOISE = ("CudaDriverHelper has not been initialized",)
 
 def explain_failure(log: str) -> str:
     """Triton's own words for why it did not start: per-model load errors first, else its error lines."""
-    failures = [f"model '{m.group(1)}': {m.group(2)}".replace("\\n", "\n    ")
-                for m in map(_LOAD_FAILURE.search, log.splitlines()) if m]
+    failures = [
+        f"model '{m.group(1)}': {m.group(2)}".replace("\\n", "\n    ")
+        for m in map(_LOAD_FAILURE.search, log.splitlines())
+        if m
+    ]
     if failures:
         return "\n  ".join(failures)
-    errors = [line for line in log.splitlines()
-              if _ERROR_LINE.search(line) and not any(noise in line for noise in _CPU_ONLY_NOISE)]
+    errors = [
+        line
+        for line in log.splitlines()
+        if _ERROR_LINE.search(line) and not any(noise in line for noise in _CPU_ONLY_NOISE)
+    ]
     return "\n  ".join(errors[-10:]) or "(Triton logged no error line)"
 
 
@@ -54,9 +60,15 @@ class TritonPorts:
 class TritonServer:
     """A tritonserver process serving ``model_repository``; a context manager that always stops it."""
 
-    def __init__(self, model_repository: Path | str, work_dir: Path, ports: TritonPorts | None = None,
-                 installation: TritonInstallation | None = None, startup_timeout_s: float = 120.0,
-                 environment: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        model_repository: Path | str,
+        work_dir: Path,
+        ports: TritonPorts | None = None,
+        installation: TritonInstallation | None = None,
+        startup_timeout_s: float = 120.0,
+        environment: Mapping[str, str] | None = None,
+    ):
         self.model_repository = model_repository  # a folder, or a URI Triton reads itself (s3://...)
         self.work_dir = work_dir
         self.ports = ports or TritonPorts()
@@ -85,12 +97,20 @@ class TritonServer:
             str(self.installation.server_binary),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
-            f"--http-address={LOOPBACK}", f"--http-port={self.ports.http}",
-            f"--grpc-address={LOOPBACK}", f"--grpc-port={self.ports.grpc}",
-            f"--metrics-address={LOOPBACK}", f"--metrics-port={self.ports.metrics}",
-            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
-            "--exit-on-error=true", "--strict-readiness=true", "--disable-auto-complete-config",
-            "--exit-timeout-secs=5", "--log-verbose=0",
+            f"--http-address={LOOPBACK}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-address={LOOPBACK}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={LOOPBACK}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            "--disable-auto-complete-config",
+            "--exit-timeout-secs=5",
+            "--log-verbose=0",
         ]
 
     def start(self) -> TritonServer:
@@ -98,8 +118,9 @@ class TritonServer:
         self.ports.check_free()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self._process = start_server(self.command(), log,
-                                         env={**self.installation.server_environment(), **self.environment})
+            self._process = start_server(
+                self.command(), log, env={**self.installation.server_environment(), **self.environment}
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -146,8 +167,9 @@ class TritonServer:
     def __enter__(self) -> TritonServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 

@@ -60,7 +60,8 @@ def _read_model(directory: Path) -> SourceModel:
     config = read_config(config_path)
     if config.name and config.name != directory.name:
         raise ServingRepositoryError(
-            f"{config_path} names the model {config.name!r} but its directory is {directory.name!r}")
+            f"{config_path} names the model {config.name!r} but its directory is {directory.name!r}"
+        )
     versions = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / ONNX_FILE).is_file())
     if not versions:
         raise ServingRepositoryError(f"{directory} has no <version>/{ONNX_FILE}; only ONNX models can be served here")
@@ -102,8 +103,9 @@ def write_config(config: mc.ModelConfig, directory: Path) -> Path:
     return path
 
 
-def write_onnx_wrapper(model: SourceModel, target: Path, name: str | None = None,
-                       dynamic_batching: bool = True) -> Path:
+def write_onnx_wrapper(
+    model: SourceModel, target: Path, name: str | None = None, dynamic_batching: bool = True
+) -> Path:
     """Generate ``<target>/<name>/`` (config.pbtxt, <version>/model.py, <version>/model.onnx) for one model."""
     name = name or model.name
     directory = target / name
@@ -131,8 +133,9 @@ def write_serving_repository(repository: Path, target: Path, unbatched_variants:
     return served
 
 
-def write_sleeping_model(target: Path, name: str, sleep_ms: float, max_batch_size: int = 8,
-                         max_queue_delay_us: int = 0) -> Path:
+def write_sleeping_model(
+    target: Path, name: str, sleep_ms: float, max_batch_size: int = 8, max_queue_delay_us: int = 0
+) -> Path:
     """Generate a python-backend model that sleeps ``sleep_ms`` per execution and echoes FP32 ``input``."""
     config = mc.ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     config.input.add(name="input", data_type=mc.TYPE_FP32, dims=[1])

@@ -191,8 +191,9 @@ def _build_engine(args: argparse.Namespace, out: TextIO) -> int:
     from model_pipeline.engine_job import EngineJobRequest, build_engine_job
     from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
 
-    request = EngineJobRequest(args.repository, args.model, args.precision, _profile(args.profile),
-                               args.endpoint_url, args.region)
+    request = EngineJobRequest(
+        args.repository, args.model, args.precision, _profile(args.profile), args.endpoint_url, args.region
+    )
     try:
         result = build_engine_job(request, args.work_dir)
     except (EngineBuildError, EngineCompatibilityError, ModelValidationError) as exc:
@@ -200,12 +201,18 @@ def _build_engine(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_REJECTED
     record = result.record
     if result.already_built:
-        print(f"already built: {args.model} for TensorRT {record.get('tensorrt_version')} on "
-              f"sm{str(record.get('compute_capability', '')).replace('.', '')} (nothing sent)", file=out)
+        print(
+            f"already built: {args.model} for TensorRT {record.get('tensorrt_version')} on "
+            f"sm{str(record.get('compute_capability', '')).replace('.', '')} (nothing sent)",
+            file=out,
+        )
         return EXIT_OK
     diffs = ", ".join(f"batch {b}: {d:.3g}" for b, d in record["max_abs_diff"].items())
-    print(f"built {args.model}: TensorRT {record['tensorrt_version']} on {record['gpu']} "
-          f"({record['precision']}, profile {record['profile']}), golden max abs diff {diffs}", file=out)
+    print(
+        f"built {args.model}: TensorRT {record['tensorrt_version']} on {record['gpu']} "
+        f"({record['precision']}, profile {record['profile']}), golden max abs diff {diffs}",
+        file=out,
+    )
     for key in result.keys_written:
         print(f"uploaded s3://{args.repository.removeprefix('s3://').split('/', 1)[0]}/{key}", file=out)
     return EXIT_OK

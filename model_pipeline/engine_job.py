@@ -105,7 +105,10 @@ class _Store:
         key = self.key(relative)
         try:
             self.client.put_object(
-                Bucket=self.location.bucket, Key=key, Body=body, ContentType=content_type,
+                Bucket=self.location.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
                 Metadata={SHA256_METADATA_KEY: hashlib.sha256(body).hexdigest()},
             )
         except Exception as exc:
@@ -126,8 +129,10 @@ def _tensorrt_config(published_config: Path, spec: ModelSpec, record: dict[str, 
     validate_config(config, spec.name)
     entry = {"tensorrt": {"status": "built", "version": record["tensorrt_version"]}, "profile": record["profile"]}
     check_config_against_plan(config, entry, TRITON_TENSORRT_VERSION)
-    header = (f"# Switched to tensorrt_plan by the engine-build Job (TensorRT {record['tensorrt_version']}, "
-              f"sm{record['compute_capability'].replace('.', '')}); see {ENGINE_RECORD_FILE}\n")
+    header = (
+        f"# Switched to tensorrt_plan by the engine-build Job (TensorRT {record['tensorrt_version']}, "
+        f"sm{record['compute_capability'].replace('.', '')}); see {ENGINE_RECORD_FILE}\n"
+    )
     return header + text_format.MessageToString(config, as_utf8=True)
 
 
@@ -137,8 +142,9 @@ def _already_built(existing: dict[str, Any] | None, onnx_sha256: str, trt_versio
     return existing is not None and all(existing.get(key) == value for key, value in wanted.items())
 
 
-def build_engine_job(request: EngineJobRequest, work_dir: Path, client: Any | None = None,
-                     device: Any | None = None) -> EngineJobResult:
+def build_engine_job(
+    request: EngineJobRequest, work_dir: Path, client: Any | None = None, device: Any | None = None
+) -> EngineJobResult:
     """Download, build, check against golden.npz and publish one model's engine; see the module docstring."""
     from model_pipeline import tensorrt_build
     from model_pipeline.repository import GOLDEN_FILE, file_sha256

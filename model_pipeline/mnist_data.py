@@ -88,9 +88,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read IDX file: {exc}") from exc
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(payload) != expected:
-        raise DataError(
-            f"{path}: IDX header says shape {list(shape)} ({expected} bytes), the file has {len(payload)}"
-        )
+        raise DataError(f"{path}: IDX header says shape {list(shape)} ({expected} bytes), the file has {len(payload)}")
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -100,8 +98,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     code = _IDX_CODES.get(array.dtype.str[1:])
     if code is None:
         raise DataError(
-            f"{path}: dtype {array.dtype} cannot be stored as IDX; "
-            "allowed: uint8 int8 int16 int32 float32 float64"
+            f"{path}: dtype {array.dtype} cannot be stored as IDX; allowed: uint8 int8 int16 int32 float32 float64"
         )
     if array.ndim == 0 or array.ndim > 255:
         raise DataError(f"{path}: IDX needs 1 to 255 dimensions, got {array.ndim}")
@@ -132,9 +129,7 @@ def _find_file(directory: Path, stem: str) -> Path | None:
 
 def _check_split(images: np.ndarray, labels: np.ndarray, split: str) -> None:
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
-        raise DataError(
-            f"MNIST {split} images must be uint8 [N, 28, 28], got {images.dtype} {list(images.shape)}"
-        )
+        raise DataError(f"MNIST {split} images must be uint8 [N, 28, 28], got {images.dtype} {list(images.shape)}")
     if labels.shape != (images.shape[0],):
         raise DataError(f"MNIST {split} labels {list(labels.shape)} do not match {images.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -147,9 +142,7 @@ def load_idx_directory(directory: str | Path) -> MnistData:
     found = {key: _find_file(directory, stem) for key, stem in MNIST_FILES.items()}
     missing = [MNIST_FILES[key] for key, path in found.items() if path is None]
     if missing:
-        raise DataUnavailableError(
-            f"MNIST IDX files missing in {directory}: {', '.join(missing)} (plain or .gz)"
-        )
+        raise DataUnavailableError(f"MNIST IDX files missing in {directory}: {', '.join(missing)} (plain or .gz)")
     arrays = {key: read_idx(path) for key, path in found.items() if path is not None}
     for split in ("train", "test"):
         _check_split(arrays[f"{split}_images"], arrays[f"{split}_labels"], split)
@@ -236,4 +229,3 @@ def load_mnist(
         reason = str(exc)
     logger.warning("MNIST not available (%s); using scikit-learn's 8x8 digits upscaled to 28x28", reason)
     return sklearn_digits_as_mnist(reason)
-

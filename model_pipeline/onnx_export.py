@@ -76,9 +76,7 @@ def max_abs_diff(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.nda
     return worst
 
 
-def within_tolerance(
-    expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance
-) -> bool:
+def within_tolerance(expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], tol: Tolerance) -> bool:
     """True when every output matches within ``tol`` (NaN never matches)."""
     return all(
         np.allclose(actual[name], reference, atol=tol.atol, rtol=tol.rtol, equal_nan=False)
@@ -101,9 +99,7 @@ def make_inputs(
     return inputs
 
 
-def _torch_outputs(
-    model: torch.nn.Module, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
+def _torch_outputs(model: torch.nn.Module, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
 
     with torch.inference_mode():
@@ -156,8 +152,7 @@ def _check_io(model: onnx.ModelProto, spec: ModelSpec) -> None:
     ):
         if actual != wanted:
             raise ModelValidationError(
-                f"model '{spec.name}': ONNX graph {kind} are {actual}; expected (name, FLOAT=1, dims) "
-                f"{wanted}"
+                f"model '{spec.name}': ONNX graph {kind} are {actual}; expected (name, FLOAT=1, dims) {wanted}"
             )
 
 

@@ -184,8 +184,9 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Iterator[Callable[[in
 class _Publisher:
     """One publication of one repository (already verified) to one location."""
 
-    def __init__(self, path: Path, manifest: Mapping[str, Any], location: S3Location, client: Any,
-                 progress: bool) -> None:
+    def __init__(
+        self, path: Path, manifest: Mapping[str, Any], location: S3Location, client: Any, progress: bool
+    ) -> None:
         self.path = Path(path)
         self.manifest = manifest
         self.location = location
@@ -390,7 +391,7 @@ def published_keys(location: S3Location, digest: str, client: Any | None = None)
     found: list[str] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=root):
-            found += [str(item["Key"])[len(root):] for item in page.get("Contents", [])]
+            found += [str(item["Key"])[len(root) :] for item in page.get("Contents", [])]
     except (BotoCoreError, ClientError) as exc:
         if _error_code(exc) == "NoSuchBucket":
             return []  # no bucket, no objects: a refresh reads the repository as gone, a delete has nothing to do
@@ -398,8 +399,9 @@ def published_keys(location: S3Location, digest: str, client: Any | None = None)
     return sorted(found)
 
 
-def delete_published(location: S3Location, digest: str, client: Any | None = None,
-                     only: list[str] | None = None) -> list[str]:
+def delete_published(
+    location: S3Location, digest: str, client: Any | None = None, only: list[str] | None = None
+) -> list[str]:
     """Delete every object under ``<prefix>/<digest>/`` (or just the ``only`` paths there); returns what went.
 
     Plain deletes: in a versioned bucket each becomes a delete marker over a noncurrent version, which the
@@ -411,7 +413,7 @@ def delete_published(location: S3Location, digest: str, client: Any | None = Non
     present = published_keys(location, digest, s3)
     doomed = [rel for rel in present if only is None or rel in only]
     for start in range(0, len(doomed), _DELETE_BATCH):
-        batch = doomed[start:start + _DELETE_BATCH]
+        batch = doomed[start : start + _DELETE_BATCH]
         objects = [{"Key": location.key(digest, rel)} for rel in batch]
         try:
             response = s3.delete_objects(Bucket=location.bucket, Delete={"Objects": objects, "Quiet": True})

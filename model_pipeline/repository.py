@@ -118,7 +118,6 @@ def hash_files(root: Path, relative_paths: Iterable[str]) -> dict[str, dict[str,
     }
 
 
-
 # ---------------------------------------------------------------------------------------------------------
 # Tool versions
 

@@ -226,12 +226,16 @@ def spec_for_stack_model(entry: dict[str, Any]) -> ModelSpec:
     default = DEFAULT_SPECS.get(name)
     architecture = entry.get("architecture") or (default.architecture if default else None)
     if architecture not in SPECS_BY_ARCHITECTURE:
-        raise UnknownModelError(f"model '{name}': architecture {architecture!r} is unknown; "
-                                f"allowed: {', '.join(SPECS_BY_ARCHITECTURE)}")
+        raise UnknownModelError(
+            f"model '{name}': architecture {architecture!r} is unknown; allowed: {', '.join(SPECS_BY_ARCHITECTURE)}"
+        )
     base = SPECS_BY_ARCHITECTURE[architecture]
     batch = entry.get("batch") or {}
-    profile = BatchProfile(int(batch.get("min", base.profile.min)), int(batch.get("opt", base.profile.opt)),
-                           int(batch.get("max", base.profile.max)))
+    profile = BatchProfile(
+        int(batch.get("min", base.profile.min)),
+        int(batch.get("opt", base.profile.opt)),
+        int(batch.get("max", base.profile.max)),
+    )
     delay = base.dynamic_batching.max_queue_delay_us if base.dynamic_batching else 0
     return dataclasses.replace(
         base,
@@ -240,8 +244,9 @@ def spec_for_stack_model(entry: dict[str, Any]) -> ModelSpec:
         precision=str(entry.get("precision", STACK_MODEL_DEFAULTS["precision"])),
         profile=profile,
         # The batcher waits for the profile's opt and max, as the architectures' own specs do.
-        dynamic_batching=DynamicBatching(tuple(dict.fromkeys((profile.opt, profile.max))),
-                                         int(entry.get("maxQueueDelayUs", delay))),
+        dynamic_batching=DynamicBatching(
+            tuple(dict.fromkeys((profile.opt, profile.max))), int(entry.get("maxQueueDelayUs", delay))
+        ),
         instance_count=int(entry.get("instances", STACK_MODEL_DEFAULTS["instances"])),
     )
 

@@ -197,17 +197,27 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     for value in graph.input:
         if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and value.name not in weights:
             _rename_uses(nodes, value.name, f"{value.name}__fp16")
-            cast_in.append(onnx.helper.make_node(
-                "Cast", [value.name], [f"{value.name}__fp16"], name=f"{value.name}__to_fp16",
-                to=onnx.TensorProto.FLOAT16,
-            ))
+            cast_in.append(
+                onnx.helper.make_node(
+                    "Cast",
+                    [value.name],
+                    [f"{value.name}__fp16"],
+                    name=f"{value.name}__to_fp16",
+                    to=onnx.TensorProto.FLOAT16,
+                )
+            )
     for value in graph.output:
         if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             _rename_uses(nodes, value.name, f"{value.name}__fp16")
-            cast_out.append(onnx.helper.make_node(
-                "Cast", [f"{value.name}__fp16"], [value.name], name=f"{value.name}__to_fp32",
-                to=onnx.TensorProto.FLOAT,
-            ))
+            cast_out.append(
+                onnx.helper.make_node(
+                    "Cast",
+                    [f"{value.name}__fp16"],
+                    [value.name],
+                    name=f"{value.name}__to_fp32",
+                    to=onnx.TensorProto.FLOAT,
+                )
+            )
     graph.ClearField("node")
     graph.node.extend([*cast_in, *nodes, *cast_out])
     graph.ClearField("value_info")  # stale FP32 annotations; shape inference below recomputes them
@@ -359,8 +369,9 @@ def _save_timing_cache(config: Any, path: Path) -> None:
     partial.replace(path)
 
 
-def _serialize(trt: ModuleType, onnx_path: Path, spec: ModelSpec, options: EngineBuildOptions,
-               fp16_mode: str, cache_path: Path) -> tuple[bytes, bool]:
+def _serialize(
+    trt: ModuleType, onnx_path: Path, spec: ModelSpec, options: EngineBuildOptions, fp16_mode: str, cache_path: Path
+) -> tuple[bytes, bool]:
     trt_logger = _make_logger(trt)
     try:
         builder = trt.Builder(trt_logger)
@@ -482,16 +493,19 @@ class CudaMemory:
         self.driver.call("cuStreamDestroy_v2", ctypes.c_void_p(stream))
 
 
-def _run_case(trt: ModuleType, engine: Any, context: Any, device: DeviceMemory,
-              inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _run_case(
+    trt: ModuleType, engine: Any, context: Any, device: DeviceMemory, inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     if sorted(input_names) != sorted(inputs):
         raise ModelValidationError(f"engine inputs {input_names} do not match the golden inputs {sorted(inputs)}")
     for name in input_names:
         context.set_input_shape(name, tuple(inputs[name].shape))
-    host = {name: np.ascontiguousarray(inputs[name], dtype=trt.nptype(engine.get_tensor_dtype(name)))
-            for name in input_names}
+    host = {
+        name: np.ascontiguousarray(inputs[name], dtype=trt.nptype(engine.get_tensor_dtype(name)))
+        for name in input_names
+    }
     for name in names:
         if name not in host:
             dtype = trt.nptype(engine.get_tensor_dtype(name))

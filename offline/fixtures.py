@@ -102,8 +102,10 @@ def verify(root: Path, lock: Sequence[LockedFile]) -> None:
             problems.append(f"{entry.path} has sha256 {actual}, the lock says {entry.sha256}")
     if problems:
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise FixturesError(f"{root} does not match {LOCK_FILE.name}: {'; '.join(problems[:3])}{more} "
-                            "(restore the files, or move the lock with them)")
+        raise FixturesError(
+            f"{root} does not match {LOCK_FILE.name}: {'; '.join(problems[:3])}{more} "
+            "(restore the files, or move the lock with them)"
+        )
 
 
 def _download(url: str, timeout: float, deadline: float) -> bytes:
@@ -147,12 +149,15 @@ def _fetch_one(entry: LockedFile, target: Path, timeout: float, deadline: float)
         partial.write_bytes(data)
         partial.replace(target)
         return
-    raise FixturesError(f"cannot fetch {entry.path}: {failures[0]}"
-                        + (f" (and {len(failures) - 1} mirror(s) failed too)" if len(failures) > 1 else ""))
+    raise FixturesError(
+        f"cannot fetch {entry.path}: {failures[0]}"
+        + (f" (and {len(failures) - 1} mirror(s) failed too)" if len(failures) > 1 else "")
+    )
 
 
-def fetch(lock: Sequence[LockedFile], cache: Path, *, timeout: float = TIMEOUT_SECONDS,
-          deadline: float = DEADLINE_SECONDS) -> Fixtures:
+def fetch(
+    lock: Sequence[LockedFile], cache: Path, *, timeout: float = TIMEOUT_SECONDS, deadline: float = DEADLINE_SECONDS
+) -> Fixtures:
     """Download every fetchable locked file missing from ``cache`` (or not matching the lock) and verify it."""
     fetched, kept, missing = 0, 0, {}
     for entry in lock:
@@ -166,8 +171,9 @@ def fetch(lock: Sequence[LockedFile], cache: Path, *, timeout: float = TIMEOUT_S
         try:
             _fetch_one(entry, target, timeout, deadline)
         except FixturesError as error:
-            raise FixturesError(f"{error}; no ../shared beside {ROOT.name}/ and no $SHARED_DIR, so nothing "
-                                "to fall back on") from None
+            raise FixturesError(
+                f"{error}; no ../shared beside {ROOT.name}/ and no $SHARED_DIR, so nothing to fall back on"
+            ) from None
         fetched += 1
     where = os.path.relpath(cache, ROOT) if cache.is_relative_to(ROOT) else str(cache)
     message = f"fixtures: fetched {fetched} file(s) into {where} ({kept} already there, all verified)"
@@ -176,8 +182,14 @@ def fetch(lock: Sequence[LockedFile], cache: Path, *, timeout: float = TIMEOUT_S
     return Fixtures(cache, "download", message, missing)
 
 
-def resolve(lock: Sequence[LockedFile], *, shared_dir: str | None, sibling: Path = SIBLING, cache: Path = CACHE,
-            timeout: float = TIMEOUT_SECONDS) -> Fixtures:
+def resolve(
+    lock: Sequence[LockedFile],
+    *,
+    shared_dir: str | None,
+    sibling: Path = SIBLING,
+    cache: Path = CACHE,
+    timeout: float = TIMEOUT_SECONDS,
+) -> Fixtures:
     """Pick the fixtures root: ``shared_dir`` ($SHARED_DIR), else ``sibling`` (../shared), else a verified download."""
     if shared_dir:
         root = Path(shared_dir).expanduser().resolve()

@@ -75,15 +75,22 @@ def render(recording: Recording, out: Path) -> dict[str, Path]:
         body = masked_inputs(resource)
         if resource.type == "kubernetes:helm.sh/v3:Release":
             path = out / "helm" / f"{resource.name}.yaml"
-            path.write_text(yaml.safe_dump({k: body.get(k) for k in ("name", "namespace", "chart", "version",
-                                                                      "repositoryOpts", "values")},
-                                           sort_keys=False))
+            path.write_text(
+                yaml.safe_dump(
+                    {k: body.get(k) for k in ("name", "namespace", "chart", "version", "repositoryOpts", "values")},
+                    sort_keys=False,
+                )
+            )
             written[f"helm/{resource.name}"] = path
         elif "apiVersion" in body:
             manifests[_component_name(recording, resource)].append(body)
         elif resource.dynamic_provider is not None:
-            entry: dict[str, Any] = {"type": resource.type, "name": resource.name,
-                                     "provider": resource.dynamic_provider, "inputs": body}
+            entry: dict[str, Any] = {
+                "type": resource.type,
+                "name": resource.name,
+                "provider": resource.dynamic_provider,
+                "inputs": body,
+            }
             if resource.additional_secret_outputs:
                 entry["secret_outputs"] = list(resource.additional_secret_outputs)
             cloud.append(entry)
@@ -103,10 +110,17 @@ def render(recording: Recording, out: Path) -> dict[str, Path]:
 
 def summary(recording: Recording, manifests: dict[str, list[dict[str, Any]]]) -> str:
     """Resources per component, images, charts and outputs, as Markdown."""
-    per_component = Counter(_component_name(recording, r) for r in recording.resources
-                            if r.custom and not r.type.startswith("pulumi:providers:"))
-    lines = [f"# Stack `{recording.stack}` (rendered offline under Pulumi mocks)", "",
-             "| component | resources |", "|---|---|"]
+    per_component = Counter(
+        _component_name(recording, r)
+        for r in recording.resources
+        if r.custom and not r.type.startswith("pulumi:providers:")
+    )
+    lines = [
+        f"# Stack `{recording.stack}` (rendered offline under Pulumi mocks)",
+        "",
+        "| component | resources |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {count} |" for name, count in sorted(per_component.items())]
     lines += ["", "## Images", ""]
     lines += [f"- `{image}`" for image in sorted(_images([o for objs in manifests.values() for o in objs]))]
@@ -116,8 +130,13 @@ def summary(recording: Recording, manifests: dict[str, list[dict[str, Any]]]) ->
         lines.append(f"| {i.get('name')} | {i.get('chart')} | {i.get('version')} | {i.get('namespace')} |")
     dynamic = recording.dynamic_resources()
     if dynamic:
-        lines += ["", "## Dynamic resources (pulumi.dynamic, run in the pulumi-python provider process)", "",
-                  "| resource | provider |", "|---|---|"]
+        lines += [
+            "",
+            "## Dynamic resources (pulumi.dynamic, run in the pulumi-python provider process)",
+            "",
+            "| resource | provider |",
+            "|---|---|",
+        ]
         lines += [f"| {r.name} | `{r.dynamic_provider}` |" for r in dynamic]
     lines += ["", "## Outputs", "", "| output | value |", "|---|---|"]
     for key, value in sorted(recording.outputs.items()):

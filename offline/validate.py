@@ -64,8 +64,11 @@ def _crd_schemas(crd_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     """Reject unknown fields wherever the CRD lists its properties and does not ask to keep unknown ones."""
     if isinstance(schema, dict):
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         if schema.get("nullable"):
             schema.pop("type", None)  # OpenAPI's nullable: accept null as well as the declared type
@@ -181,13 +184,17 @@ def dynamic_resource_errors(name: str, provider: str | None, root: Path) -> list
         return [f"dynamic resource {name}: its provider could not be read from the pickle ({provider!r})"]
     module_name, class_name = provider.rsplit(".", 1)
     if module_name == "__main__" or module_name.split(".")[0] == "dill":
-        return [f"dynamic resource {name}: the provider is pickled by value ({provider}); define its class in a "
-                "module of the project so it is pickled by reference"]
+        return [
+            f"dynamic resource {name}: the provider is pickled by value ({provider}); define its class in a "
+            "module of the project so it is pickled by reference"
+        ]
     spec = importlib.util.find_spec(module_name)
     origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
     if origin is None or not origin.is_relative_to(root.resolve()):
-        return [f"dynamic resource {name}: {module_name} is not a module of the project under {root}; the provider "
-                "process could not import it"]
+        return [
+            f"dynamic resource {name}: {module_name} is not a module of the project under {root}; the provider "
+            "process could not import it"
+        ]
     from pulumi.dynamic import ResourceProvider
 
     cls = getattr(importlib.import_module(module_name), class_name, None)

@@ -39,8 +39,11 @@ DESCRIPTIONS = {
 GPU_NAMES_SCHEMA = PolicyConfigSchema(
     properties={
         "gpu": {"type": "string", "default": rules.DEFAULT_GPU_NAMES.gpu},
-        "hamiMemory": {"type": "array", "items": {"type": "string"},
-                       "default": list(rules.DEFAULT_GPU_NAMES.hami_memory)},
+        "hamiMemory": {
+            "type": "array",
+            "items": {"type": "string"},
+            "default": list(rules.DEFAULT_GPU_NAMES.hami_memory),
+        },
         "hamiCores": {"type": "string", "default": rules.DEFAULT_GPU_NAMES.hami_cores},
         "hamiScheduler": {"type": "string", "default": rules.DEFAULT_GPU_NAMES.hami_scheduler},
     }

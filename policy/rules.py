@@ -72,10 +72,22 @@ AWS_SECRET_IN_TEXT_PATTERN = re.compile(r"aws_secret_access_key\s*[=:]", re.IGNO
 TRITON_IMAGE_MARKER = "tritonserver"
 # Input names of credentials, compared lower-case without '_' and '-': a dynamic provider must read them from the
 # environment of whoever runs Pulumi, never take them as inputs (inputs and outputs are kept in the state).
-CREDENTIAL_INPUT_NAMES = frozenset({
-    "accesskey", "accesskeyid", "awsaccesskeyid", "secretkey", "secretaccesskey", "awssecretaccesskey",
-    "sessiontoken", "awssessiontoken", "token", "credentials", "profile", "awsprofile",
-})
+CREDENTIAL_INPUT_NAMES = frozenset(
+    {
+        "accesskey",
+        "accesskeyid",
+        "awsaccesskeyid",
+        "secretkey",
+        "secretaccesskey",
+        "awssecretaccesskey",
+        "sessiontoken",
+        "awssessiontoken",
+        "token",
+        "credentials",
+        "profile",
+        "awsprofile",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -279,8 +291,7 @@ def _gpu_container_problems(
     for name in sorted({str(n) for n in (*requests, *limits) if _gpu_like(str(n), names)}):
         if name not in names.allowed:
             problems.append(
-                f"{label} requests {name}, which no device plugin here advertises; "
-                f"allowed: {', '.join(names.allowed)}"
+                f"{label} requests {name}, which no device plugin here advertises; allowed: {', '.join(names.allowed)}"
             )
         elif name not in limits:
             problems.append(f"{label} sets {name} only in requests; extended resources must be set in limits")
@@ -296,9 +307,7 @@ def _gpu_container_problems(
                 f"{label} shares GPUs through HAMi without a memory share ({' or '.join(names.hami_memory)}); "
                 "it would be allowed the whole GPU memory"
             )
-        cpu_memory_differs = [
-            n for n in ("cpu", "memory") if str(requests.get(n)) != str(limits.get(n))
-        ]
+        cpu_memory_differs = [n for n in ("cpu", "memory") if str(requests.get(n)) != str(limits.get(n))]
         if cpu_memory_differs:
             problems.append(
                 f"{label} under HAMi needs Guaranteed QoS: requests must equal limits for "

@@ -49,8 +49,17 @@ def authorization(request: S3Request, partition: str = "aws") -> Authorization:
         arn = f"arn:{partition}:s3:::{bucket}"
         if method == "HEAD":  # HeadBucket is authorised as s3:ListBucket, and carries no s3:prefix
             return Authorization("s3:ListBucket", arn, {})
-        if method == "GET" and not set(q) - {"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
-                                             "start-after", "encoding-type", "marker", "fetch-owner"}:
+        if method == "GET" and not set(q) - {
+            "list-type",
+            "prefix",
+            "delimiter",
+            "max-keys",
+            "continuation-token",
+            "start-after",
+            "encoding-type",
+            "marker",
+            "fetch-owner",
+        }:
             context = {"s3:prefix": q["prefix"]} if "prefix" in q else {}
             if "delimiter" in q:
                 context["s3:delimiter"] = q["delimiter"]
@@ -99,9 +108,11 @@ def _statement_matches(statement: Mapping[str, Any], request: Authorization) -> 
         return False
     if not any(_matches(r, request.resource) for r in _listed(statement["Resource"])):
         return False
-    return all(_condition_holds(operator, key, expected, request.context)
-               for operator, keys in (statement.get("Condition") or {}).items()
-               for key, expected in keys.items())
+    return all(
+        _condition_holds(operator, key, expected, request.context)
+        for operator, keys in (statement.get("Condition") or {}).items()
+        for key, expected in keys.items()
+    )
 
 
 def is_allowed(policy: Mapping[str, Any], request: Authorization) -> bool:

@@ -30,12 +30,17 @@ def stack_specs(stack: str) -> tuple[ModelSpec, ...]:
 
 def spec_for_settings(settings: Any) -> ModelSpec:
     """The spec of one of the program's ModelSettings, through the pipeline's own translation."""
-    return spec_for_stack_model({
-        "name": settings.name, "architecture": settings.architecture, "backend": settings.backend,
-        "precision": settings.precision, "instances": settings.instances,
-        "maxQueueDelayUs": settings.max_queue_delay_us,
-        "batch": {"min": settings.batch_min, "opt": settings.batch_opt, "max": settings.batch_max},
-    })
+    return spec_for_stack_model(
+        {
+            "name": settings.name,
+            "architecture": settings.architecture,
+            "backend": settings.backend,
+            "precision": settings.precision,
+            "instances": settings.instances,
+            "maxQueueDelayUs": settings.max_queue_delay_us,
+            "batch": {"min": settings.batch_min, "opt": settings.batch_opt, "max": settings.batch_max},
+        }
+    )
 
 
 def pooled_onnx(path: Path, spec: ModelSpec) -> Path:
@@ -43,8 +48,10 @@ def pooled_onnx(path: Path, spec: ModelSpec) -> Path:
     channels, classes = spec.inputs[0].dims[0], spec.outputs[0].dims[0]
     weights = np.random.default_rng(0).standard_normal((channels, classes)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[2, 3], keepdims=0),
-         helper.make_node("MatMul", ["pooled", "weights"], ["logits"])],
+        [
+            helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "weights"], ["logits"]),
+        ],
         "pooled",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *spec.inputs[0].dims])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],

@@ -54,15 +54,15 @@ def tiny_default_model_repository(tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def stack_repositories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny built model repository per stack, holding exactly that stack's models."""
-    return {stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), stack_specs(stack))
-            for stack in STACKS}
+    return {stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), stack_specs(stack)) for stack in STACKS}
 
 
 @pytest.fixture(scope="session")
 def recordings(stack_repositories: dict[str, Path]) -> dict[str, Recording]:
     """Every stack file's program, run once per test session, publishing its tiny repository."""
-    return {stack: run_program(stack, config=config_with_build_dir(stack, stack_repositories[stack]))
-            for stack in STACKS}
+    return {
+        stack: run_program(stack, config=config_with_build_dir(stack, stack_repositories[stack])) for stack in STACKS
+    }
 
 
 @pytest.fixture(scope="session")

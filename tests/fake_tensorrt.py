@@ -42,7 +42,7 @@ class FakeState:
 
 
 class HostMemory:
-    """"Device" memory in host RAM for the double: pointers are dictionary keys."""
+    """ "Device" memory in host RAM for the double: pointers are dictionary keys."""
 
     def __init__(self) -> None:
         self.buffers: dict[int, bytearray] = {}
@@ -208,8 +208,10 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
 
         def set_shape(self, name: str, min: Any, opt: Any, max: Any) -> None:  # TRT's names
             lo, mid, hi = tuple(min), tuple(opt), tuple(max)
-            if not (len(lo) == len(mid) == len(hi)) or any(a > b for a, b in zip(lo, mid, strict=True)) or any(
-                a > b for a, b in zip(mid, hi, strict=True)
+            if (
+                not (len(lo) == len(mid) == len(hi))
+                or any(a > b for a, b in zip(lo, mid, strict=True))
+                or any(a > b for a, b in zip(mid, hi, strict=True))
             ):
                 raise ValueError(f"invalid profile shapes for {name}: {lo} {mid} {hi}")
             self.shapes[name] = (lo, mid, hi)
@@ -289,8 +291,12 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
                 return None
             if config.timing_cache is not None:  # tactic timings measured by this build land in the cache
                 config.timing_cache.data += f"<timings build {state.build_calls}>".encode()
-            plan = {"marker": PLAN_MARKER, "version": version, "onnx": network.onnx_path,
-                    "outputs": {t.name: list(t.shape[1:]) for t in network.outputs}}
+            plan = {
+                "marker": PLAN_MARKER,
+                "version": version,
+                "onnx": network.onnx_path,
+                "outputs": {t.name: list(t.shape[1:]) for t in network.outputs},
+            }
             return IHostMemory(json.dumps(plan).encode())
 
     class IExecutionContext:
@@ -366,9 +372,16 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
         return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[data_type]
 
     for name, value in {
-        "ILogger": ILogger, "Logger": Logger, "BuilderFlag": BuilderFlag, "MemoryPoolType": MemoryPoolType,
-        "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag, "TensorIOMode": TensorIOMode,
-        "DataType": DataType, "OnnxParser": OnnxParser, "Builder": Builder, "Runtime": Runtime,
+        "ILogger": ILogger,
+        "Logger": Logger,
+        "BuilderFlag": BuilderFlag,
+        "MemoryPoolType": MemoryPoolType,
+        "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
+        "TensorIOMode": TensorIOMode,
+        "DataType": DataType,
+        "OnnxParser": OnnxParser,
+        "Builder": Builder,
+        "Runtime": Runtime,
         "nptype": nptype,
     }.items():
         setattr(trt, name, value)

@@ -57,9 +57,12 @@ def _counter(start: float, step: float, samples: int = 40) -> str:
 # -> (20000+40000)/15 = 4000 µs per request. triton-b: mnist 20 req at 1 ms, resnet50 loaded but idle -> 1000 µs
 # (an idle model must not halve it). triton-c: idle -> 0, not NaN. A pod of the same name elsewhere must not leak in.
 TRITON_SERIES = [
-    ("triton-a", NAMESPACE, "mnist", 10, 2000), ("triton-a", NAMESPACE, "resnet50", 5, 8000),
-    ("triton-b", NAMESPACE, "mnist", 20, 1000), ("triton-b", NAMESPACE, "resnet50", 0, 0),
-    ("triton-c", NAMESPACE, "mnist", 0, 0), ("triton-c", NAMESPACE, "resnet50", 0, 0),
+    ("triton-a", NAMESPACE, "mnist", 10, 2000),
+    ("triton-a", NAMESPACE, "resnet50", 5, 8000),
+    ("triton-b", NAMESPACE, "mnist", 20, 1000),
+    ("triton-b", NAMESPACE, "resnet50", 0, 0),
+    ("triton-c", NAMESPACE, "mnist", 0, 0),
+    ("triton-c", NAMESPACE, "resnet50", 0, 0),
     ("triton-a", "elsewhere", "mnist", 100, 900_000),
 ]
 EXPECTED_US = {"triton-a": 4000, "triton-b": 1000, "triton-c": 0}
@@ -86,15 +89,18 @@ def _promtool(tmp_path: Path, adapter_query: str, expected: list[dict[str, Any]]
     test = {
         "rule_files": ["rules.yaml"],
         "evaluation_interval": "15s",
-        "tests": [{
-            "interval": "15s",
-            "input_series": _input_series(),
-            "promql_expr_test": [{"expr": adapter_query, "eval_time": "5m", "exp_samples": expected}],
-        }],
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": _input_series(),
+                "promql_expr_test": [{"expr": adapter_query, "eval_time": "5m", "exp_samples": expected}],
+            }
+        ],
     }
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
-    return subprocess.run([promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_adapter_query_returns_queue_time_per_request_per_pod_from_the_recording_rules(tmp_path: Path) -> None:
@@ -107,16 +113,21 @@ def test_adapter_query_returns_queue_time_per_request_per_pod_from_the_recording
 def test_adapter_query_check_fails_when_the_expected_value_is_wrong(tmp_path: Path) -> None:
     """The promtool harness itself can fail: an idle model averaged in would give triton-b 500 µs."""
     query = _filled(_rule(QUEUE_TIME_METRIC), NAMESPACE, PODS)
-    expected = [{"labels": f'{{pod="{pod}"}}', "value": 500 if pod == "triton-b" else value}
-                for pod, value in EXPECTED_US.items()]
+    expected = [
+        {"labels": f'{{pod="{pod}"}}', "value": 500 if pod == "triton-b" else value}
+        for pod, value in EXPECTED_US.items()
+    ]
     result = _promtool(tmp_path, query, expected)
     assert result.returncode != 0
 
 
 def test_adapter_pending_requests_metric_sums_the_models_of_each_pod(tmp_path: Path) -> None:
     query = _filled(_rule(PENDING_METRIC), NAMESPACE, PODS)
-    expected = [{"labels": '{pod="triton-a"}', "value": 3}, {"labels": '{pod="triton-b"}', "value": 4},
-                {"labels": '{pod="triton-c"}', "value": 0}]
+    expected = [
+        {"labels": '{pod="triton-a"}', "value": 3},
+        {"labels": '{pod="triton-b"}', "value": 4},
+        {"labels": '{pod="triton-c"}', "value": 0},
+    ]
     result = _promtool(tmp_path, query, expected)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -124,17 +135,21 @@ def test_adapter_pending_requests_metric_sums_the_models_of_each_pod(tmp_path: P
 def test_adapter_rules_select_any_namespace_and_map_namespace_and_pod_labels() -> None:
     for rule in adapter_rules()["custom"]:
         assert rule["seriesQuery"].endswith('{namespace!="",pod!=""}')
-        assert rule["resources"] == {"overrides": {"namespace": {"resource": "namespace"},
-                                                   "pod": {"resource": "pod"}}}
+        assert rule["resources"] == {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
         assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "by (<<.GroupBy>>)" in rule["metricsQuery"]
     assert _rule(QUEUE_TIME_METRIC)["seriesQuery"].startswith(prometheus_rules.record_name("pod", "queue") + "{")
 
 
 def test_adapter_values_split_the_prometheus_url_because_the_chart_appends_the_port() -> None:
-    values = adapter_values(AutoscalingSettings(adapter_relist_interval="20s"),
-                            "http://monitoring-kube-prometheus-prometheus.monitoring.svc:9090")
-    assert values["prometheus"] == {"url": "http://monitoring-kube-prometheus-prometheus.monitoring.svc",
-                                    "port": 9090, "path": ""}
+    values = adapter_values(
+        AutoscalingSettings(adapter_relist_interval="20s"),
+        "http://monitoring-kube-prometheus-prometheus.monitoring.svc:9090",
+    )
+    assert values["prometheus"] == {
+        "url": "http://monitoring-kube-prometheus-prometheus.monitoring.svc",
+        "port": 9090,
+        "path": "",
+    }
     assert values["metricsRelistInterval"] == "20s"
     assert values["rules"]["default"] is False and values["rules"]["custom"] == adapter_rules()["custom"]
     assert "resource" not in values["rules"], "resource rules would take over metrics.k8s.io from metrics-server"
@@ -152,17 +167,30 @@ def test_hpa_target_is_the_configured_milliseconds_in_microseconds(ms: float, ex
 
 
 def test_hpa_behavior_comes_from_config() -> None:
-    settings = parse_config("t", {
-        "modelRepository": {"uri": "s3://bucket-a/x"},
-        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6,
-                        "scaleUp": {"stabilizationWindowSeconds": 30, "selectPolicy": "Min",
-                                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}]},
-                        "scaleDown": {"stabilizationWindowSeconds": 600}},
-    }).autoscaling
+    settings = parse_config(
+        "t",
+        {
+            "modelRepository": {"uri": "s3://bucket-a/x"},
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 2,
+                "maxReplicas": 6,
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 30,
+                    "selectPolicy": "Min",
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}],
+                },
+                "scaleDown": {"stabilizationWindowSeconds": 600},
+            },
+        },
+    ).autoscaling
     spec = hpa_spec(settings, "triton")
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
-    assert spec["behavior"]["scaleUp"] == {"stabilizationWindowSeconds": 30, "selectPolicy": "Min",
-                                           "policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}]}
+    assert spec["behavior"]["scaleUp"] == {
+        "stabilizationWindowSeconds": 30,
+        "selectPolicy": "Min",
+        "policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}],
+    }
     assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
     assert spec["behavior"]["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
 
@@ -170,15 +198,21 @@ def test_hpa_behavior_comes_from_config() -> None:
 def test_pending_requests_metric_is_added_only_when_configured() -> None:
     assert [m["pods"]["metric"]["name"] for m in hpa_spec(AutoscalingSettings(), "d")["metrics"]] == [QUEUE_TIME_METRIC]
     spec = hpa_spec(AutoscalingSettings(pending_requests_target=8), "d")
-    assert spec["metrics"][1]["pods"] == {"metric": {"name": PENDING_METRIC},
-                                          "target": {"type": "AverageValue", "averageValue": "8"}}
+    assert spec["metrics"][1]["pods"] == {
+        "metric": {"name": PENDING_METRIC},
+        "target": {"type": "AverageValue", "averageValue": "8"},
+    }
 
 
 @pytest.mark.parametrize("version", ["1.31.0", "1.37.0"])
 def test_hpa_validates_against_the_kubernetes_schema(version: str) -> None:
     settings = AutoscalingSettings(enabled=True, min_replicas=2, max_replicas=8, pending_requests_target=4)
-    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-           "metadata": {"name": "triton", "namespace": "triton"}, "spec": hpa_spec(settings, "triton")}
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "triton", "namespace": "triton"},
+        "spec": hpa_spec(settings, "triton"),
+    }
     assert kubernetes_errors(hpa, version) == []
     scale_up = hpa["spec"]["behavior"]["scaleUp"]
     scale_up["stabilizationWindow"] = scale_up.pop("stabilizationWindowSeconds")
@@ -187,14 +221,20 @@ def test_hpa_validates_against_the_kubernetes_schema(version: str) -> None:
 
 def test_max_replicas_below_min_is_reported_with_both_keys() -> None:
     with pytest.raises(ConfigError, match=r"autoscaling.maxReplicas \(1\) must be >= autoscaling.minReplicas \(2\)"):
-        parse_config("t", {"modelRepository": {"uri": "s3://bucket-a/x"},
-                           "autoscaling": {"minReplicas": 2, "maxReplicas": 1}})
+        parse_config(
+            "t", {"modelRepository": {"uri": "s3://bucket-a/x"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 1}}
+        )
 
 
 def test_a_policy_with_an_unknown_type_is_reported() -> None:
     with pytest.raises(ConfigError, match=r"autoscaling.scaleDown.policies\[0\].type \('Pod'\) must be one of"):
-        parse_config("t", {"modelRepository": {"uri": "s3://bucket-a/x"}, "autoscaling": {
-            "scaleDown": {"policies": [{"type": "Pod", "value": 1, "periodSeconds": 60}]}}})
+        parse_config(
+            "t",
+            {
+                "modelRepository": {"uri": "s3://bucket-a/x"},
+                "autoscaling": {"scaleDown": {"policies": [{"type": "Pod", "value": 1, "periodSeconds": 60}]}},
+            },
+        )
 
 
 def test_quantity_keeps_whole_numbers_and_uses_milli_units_otherwise() -> None:
@@ -206,8 +246,11 @@ def test_quantity_keeps_whole_numbers_and_uses_milli_units_otherwise() -> None:
 
 def test_prod_scales_triton_between_the_configured_bounds_and_leaves_replicas_to_the_hpa(prod: Recording) -> None:
     hpa = prod.one(HPA_TYPE)
-    deployment = next(r for r in prod.kubernetes_objects() if r.kind == "Deployment"
-                      and r.metadata_name == hpa.inputs["spec"]["scaleTargetRef"]["name"])
+    deployment = next(
+        r
+        for r in prod.kubernetes_objects()
+        if r.kind == "Deployment" and r.metadata_name == hpa.inputs["spec"]["scaleTargetRef"]["name"]
+    )
     assert hpa.inputs["metadata"]["namespace"] == deployment.inputs["metadata"]["namespace"]
     assert (hpa.inputs["spec"]["minReplicas"], hpa.inputs["spec"]["maxReplicas"]) == (2, 3)
     assert "replicas" not in deployment.inputs["spec"], "a fixed replica count would fight the HPA on every update"
@@ -232,7 +275,10 @@ def test_a_stack_with_autoscaling_on_gets_the_configured_behavior(stack_reposito
 
     config = config_with_build_dir("dev", stack_repositories["dev"])
     config["inference-platform:autoscaling"] = {
-        "enabled": True, "minReplicas": 1, "maxReplicas": 3, "targetQueueTimeMs": 20,
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetQueueTimeMs": 20,
         "scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 30}]},
     }
     recording = run_program("dev", config=config)

@@ -192,8 +192,11 @@ def _importing(pattern: str) -> list[str]:
     found = []
     for path in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             found += [f"{path.name}: {name}" for name in names if re.match(pattern, name)]
     return found
 
@@ -233,8 +236,24 @@ def test_build_for_a_stack_writes_the_stacks_settings_and_the_program_accepts_it
     (tmp_path / "Pulumi.staging.yaml").write_text(STACK_FILE)
     idx = _synthetic_mnist(tmp_path / "idx")
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["build", "--stack", "staging", "--mnist-data", str(idx), "--no-mnist-fallback", "--epochs", "1",
-                     "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == cli.EXIT_OK
+    assert (
+        cli.main(
+            [
+                "build",
+                "--stack",
+                "staging",
+                "--mnist-data",
+                str(idx),
+                "--no-mnist-fallback",
+                "--epochs",
+                "1",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == cli.EXIT_OK
+    )
 
     out = tmp_path / "build" / "staging" / "model_repository"  # the stack's own folder
     config = parse_triton_config((out / "mnist" / "config.pbtxt").read_text())

@@ -32,10 +32,13 @@ def test_the_crds_of_the_pinned_charts_and_their_subcharts(shared_dir: Path) -> 
     assert len(operator) == 8
 
 
-@pytest.mark.parametrize(("release", "group", "pin"), [
-    ("gpu-gpu-operator", "gpu-gpu-operator-crds", versions.GPU_OPERATOR),
-    ("monitoring-kube-prometheus-stack", "monitoring-kube-prometheus-stack-crds", versions.KUBE_PROMETHEUS_STACK),
-])
+@pytest.mark.parametrize(
+    ("release", "group", "pin"),
+    [
+        ("gpu-gpu-operator", "gpu-gpu-operator-crds", versions.GPU_OPERATOR),
+        ("monitoring-kube-prometheus-stack", "monitoring-kube-prometheus-stack-crds", versions.KUBE_PROMETHEUS_STACK),
+    ],
+)
 def test_releases_skip_their_crds_and_install_after_pulumis(
     prod: Recording, shared_dir: Path, release: str, group: str, pin: versions.ChartPin
 ) -> None:
@@ -61,8 +64,10 @@ def chart_repository(tmp_path: Path, shared_dir: Path) -> Iterator[tuple[str, Pa
     served.mkdir()
     shutil.copy(shared_dir / "charts" / pin.archive, served / pin.archive)
     digest = hashlib.sha256((served / pin.archive).read_bytes()).hexdigest()
-    index = {"apiVersion": "v1", "entries": {pin.name: [{"version": pin.version, "urls": [pin.archive],
-                                                          "digest": digest}]}}
+    index = {
+        "apiVersion": "v1",
+        "entries": {pin.name: [{"version": pin.version, "urls": [pin.archive], "digest": digest}]},
+    }
     (served / "index.yaml").write_text(yaml.safe_dump(index))
 
     with serve_directory(served) as url:

@@ -23,10 +23,10 @@ COMPONENTS = ("inference:platform:TritonCluster",)
 # check id -> why it does not apply to these objects.
 SKIPPED: dict[str, str] = {
     "CKV_K8S_14": "image tags are pinned to an immutable NGC release (components/versions.py); digests are "
-                  "resolved per registry mirror, so a tag pin is what the policy pack enforces",
+    "resolved per registry mirror, so a tag pin is what the policy pack enforces",
     "CKV_K8S_43": "same as CKV_K8S_14: a pinned release tag rather than a digest",
     "CKV_K8S_40": "Triton runs as the image's own non-root user triton-server (UID 1000, as in Triton's charts); "
-                  "an arbitrary high UID would have no passwd entry or home directory in the image",
+    "an arbitrary high UID would have no passwd entry or home directory in the image",
     "CKV_K8S_15": "IfNotPresent is correct for an immutable release tag and avoids re-pulling a ~15 GB image",
 }
 
@@ -49,9 +49,22 @@ def _render(stack: Recording, out: Path) -> Path:
 
 def _failed_checks(manifest: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
-        [str(_checkov()), "--file", str(manifest), "--framework", "kubernetes", "--output", "json", "--quiet",
-         "--compact", "--skip-download"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(_checkov()),
+            "--file",
+            str(manifest),
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if result.returncode not in (0, 1) or not result.stdout.strip():
         pytest.fail(f"checkov did not run: {result.stderr[-2000:]}")
@@ -62,8 +75,9 @@ def _failed_checks(manifest: Path) -> list[dict[str, Any]]:
 
 def test_triton_objects_pass_checkov_except_documented_skips(stack: Recording, tmp_path: Path) -> None:
     failed = _failed_checks(_render(stack, tmp_path))
-    unexplained = sorted({f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed
-                          if c["check_id"] not in SKIPPED})
+    unexplained = sorted(
+        {f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in failed if c["check_id"] not in SKIPPED}
+    )
     assert unexplained == []
 
 

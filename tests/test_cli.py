@@ -30,8 +30,6 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, out.getvalue(), capsys.readouterr().err
 
 
-
-
 def test_verify_reports_the_digest_of_a_good_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tiny_repository(tmp_path)
     code, out, err = _run(["verify", str(repo)], capsys)

@@ -47,13 +47,24 @@ def test_resnet50_gets_its_own_default_profile() -> None:
     assert (model.architecture, model.backend, model.batch_max) == ("resnet50", "tensorrt", 16)
 
 
-@pytest.mark.parametrize(("endpoint", "uri"), [
-    ("http://minio.minio.svc:9000", "s3://minio.minio.svc:9000/models/triton"),
-    ("https://minio.example.com:443", "s3://https://minio.example.com:443/models/triton"),
-])
+@pytest.mark.parametrize(
+    ("endpoint", "uri"),
+    [
+        ("http://minio.minio.svc:9000", "s3://minio.minio.svc:9000/models/triton"),
+        ("https://minio.example.com:443", "s3://https://minio.example.com:443/models/triton"),
+    ],
+)
 def test_custom_endpoints_are_written_in_tritons_own_uri_syntax(endpoint: str, uri: str) -> None:
-    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton", "endpoint": endpoint,
-                                                    "publishEndpoint": "http://127.0.0.1:9000"}})
+    cfg = parse_config(
+        "test",
+        {
+            "modelRepository": {
+                "uri": "s3://models/triton",
+                "endpoint": endpoint,
+                "publishEndpoint": "http://127.0.0.1:9000",
+            }
+        },
+    )
     assert cfg.model_repository.triton_uri == uri  # the cluster's name for the store, never the publisher's
 
 
@@ -68,70 +79,143 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ("image untagged", {"triton": {"image": "nvcr.io/nvidia/tritonserver"}}, "must carry an explicit version tag"),
     ("image malformed", {"triton": {"image": "Not An Image"}}, "triton.image ('Not An Image') must be an image"),
     ("typo in triton key", {"triton": {"replcias": 2}}, "triton.replcias is not a known key; did you mean 'replicas'?"),
-    ("typo in top-level key", {"trition": {}}, "inference-platform:trition is not a known configuration key; "
-                                               "did you mean 'triton'?"),
+    (
+        "typo in top-level key",
+        {"trition": {}},
+        "inference-platform:trition is not a known configuration key; did you mean 'triton'?",
+    ),
     ("unknown sharing mode", {"gpu": {"sharing": "timeslice"}}, "gpu.sharing ('timeslice') must be one of whole, hami"),
-    ("unknown MIG strategy", {"gpu": {"migStrategy": "all"}}, "gpu.migStrategy ('all') must be one of none, single, "
-                                                             "mixed"),
+    (
+        "unknown MIG strategy",
+        {"gpu": {"migStrategy": "all"}},
+        "gpu.migStrategy ('all') must be one of none, single, mixed",
+    ),
     ("driver not a boolean", {"gpu": {"driver": "yes"}}, "gpu.driver ('yes') must be true or false"),
-    ("gpu nodes by name", {"gpu": {"gpuNodes": ["ip-10-0-1-7"]}}, "gpu.gpuNodes (['ip-10-0-1-7']) is no longer read: "
-                                                                 "GPU nodes are selected by gpu.nodeSelector"),
-    ("hami without its node label", {"gpu": {"sharing": "hami", "nodeSelector": {"pool": "gpu"}}},
-     "gpu.nodeSelector ({'pool': 'gpu'}) must include gpu: \"on\" when sharing is hami"),
+    (
+        "gpu nodes by name",
+        {"gpu": {"gpuNodes": ["ip-10-0-1-7"]}},
+        "gpu.gpuNodes (['ip-10-0-1-7']) is no longer read: GPU nodes are selected by gpu.nodeSelector",
+    ),
+    (
+        "hami without its node label",
+        {"gpu": {"sharing": "hami", "nodeSelector": {"pool": "gpu"}}},
+        "gpu.nodeSelector ({'pool': 'gpu'}) must include gpu: \"on\" when sharing is hami",
+    ),
     ("hami share without hami", {"gpu": {"hami": {"gpuCoresPercent": 30}}}, "only apply when gpu.sharing is hami"),
-    ("hami cores out of range", {"gpu": {"sharing": "hami", "hami": {"gpuCoresPercent": 150}}},
-     "gpu.hami.gpuCoresPercent (150) must be between 1 and 100"),
-    ("hami memory two ways", {"gpu": {"sharing": "hami",
-                                      "hami": {"gpuMemoryMiB": 4000, "gpuMemoryPercent": 50}}},
-     "cannot be set together with gpuMemoryMiB"),
-    ("hami needs guaranteed QoS", {"gpu": {"sharing": "hami"}},
-     "triton.cpuRequest ('2') must equal triton.cpuLimit ('4') when gpu.sharing is hami"),
+    (
+        "hami cores out of range",
+        {"gpu": {"sharing": "hami", "hami": {"gpuCoresPercent": 150}}},
+        "gpu.hami.gpuCoresPercent (150) must be between 1 and 100",
+    ),
+    (
+        "hami memory two ways",
+        {"gpu": {"sharing": "hami", "hami": {"gpuMemoryMiB": 4000, "gpuMemoryPercent": 50}}},
+        "cannot be set together with gpuMemoryMiB",
+    ),
+    (
+        "hami needs guaranteed QoS",
+        {"gpu": {"sharing": "hami"}},
+        "triton.cpuRequest ('2') must equal triton.cpuLimit ('4') when gpu.sharing is hami",
+    ),
     ("tolerations not a list", {"gpu": {"tolerations": "nvidia"}}, "gpu.tolerations ('nvidia') must be a list"),
-    ("toleration operator", {"gpu": {"tolerations": [{"key": "k", "operator": "In"}]}},
-     "gpu.tolerations[0].operator ('In') must be Equal or Exists"),
-    ("node selector values", {"gpu": {"nodeSelector": {"pool": 3}}}, "gpu.nodeSelector ({'pool': 3}) must be an object "
-                                                                     "of string values"),
+    (
+        "toleration operator",
+        {"gpu": {"tolerations": [{"key": "k", "operator": "In"}]}},
+        "gpu.tolerations[0].operator ('In') must be Equal or Exists",
+    ),
+    (
+        "node selector values",
+        {"gpu": {"nodeSelector": {"pool": 3}}},
+        "gpu.nodeSelector ({'pool': 3}) must be an object of string values",
+    ),
     ("cpu not a quantity", {"triton": {"cpuLimit": "four"}}, "triton.cpuLimit ('four') must be a Kubernetes quantity"),
-    ("request above limit", {"triton": {"memoryRequest": "16Gi", "memoryLimit": "8Gi"}},
-     "triton.memoryRequest ('16Gi') must not exceed triton.memoryLimit (8Gi)"),
-    ("startup budget too short", {"triton": {"startupBudgetSeconds": 5}},
-     "triton.startupBudgetSeconds (5) must be between 30 and 7200"),
-    ("poll mode refused", {"triton": {"modelControlMode": "poll"}}, "triton.modelControlMode ('poll') must be one of "
-                                                                    "none, explicit"),
-    ("namespace not a DNS label", {"triton": {"namespace": "Triton_NS"}}, "triton.namespace ('Triton_NS') must be a "
-                                                                          "DNS label"),
+    (
+        "request above limit",
+        {"triton": {"memoryRequest": "16Gi", "memoryLimit": "8Gi"}},
+        "triton.memoryRequest ('16Gi') must not exceed triton.memoryLimit (8Gi)",
+    ),
+    (
+        "startup budget too short",
+        {"triton": {"startupBudgetSeconds": 5}},
+        "triton.startupBudgetSeconds (5) must be between 30 and 7200",
+    ),
+    (
+        "poll mode refused",
+        {"triton": {"modelControlMode": "poll"}},
+        "triton.modelControlMode ('poll') must be one of none, explicit",
+    ),
+    (
+        "namespace not a DNS label",
+        {"triton": {"namespace": "Triton_NS"}},
+        "triton.namespace ('Triton_NS') must be a DNS label",
+    ),
     ("section not an object", {"triton": ["replicas", 2]}, "triton (['replicas', 2]) must be an object"),
-    ("uri not s3", {"modelRepository": {"uri": "gs://models/x"}}, "modelRepository.uri ('gs://models/x') must be an "
-                                                                  "S3 URI"),
+    (
+        "uri not s3",
+        {"modelRepository": {"uri": "gs://models/x"}},
+        "modelRepository.uri ('gs://models/x') must be an S3 URI",
+    ),
     ("bucket name invalid", {"modelRepository": {"uri": "s3://Models_Bucket/x"}}, "must name a valid bucket"),
     ("uri missing", {"modelRepository": {}}, "modelRepository.uri (None) is required"),
-    ("endpoint without port", {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio"}},
-     "modelRepository.endpoint ('http://minio') must be http(s)://host:port"),
-    ("cluster-local endpoint, nothing to publish through",
-     {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio.minio.svc.cluster.local:9000"}},
-     "modelRepository.endpoint ('http://minio.minio.svc.cluster.local:9000') resolves only inside the cluster, and "
-     "`pulumi up` publishes from outside it: set modelRepository.publishEndpoint"),
-    ("publish endpoint for AWS S3", {"modelRepository": {"uri": "s3://models/x", "publishEndpoint": "http://127.0.0.1:9000"}},
-     "modelRepository.publishEndpoint ('http://127.0.0.1:9000') needs modelRepository.endpoint"),
+    (
+        "endpoint without port",
+        {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio"}},
+        "modelRepository.endpoint ('http://minio') must be http(s)://host:port",
+    ),
+    (
+        "cluster-local endpoint, nothing to publish through",
+        {"modelRepository": {"uri": "s3://models/x", "endpoint": "http://minio.minio.svc.cluster.local:9000"}},
+        "modelRepository.endpoint ('http://minio.minio.svc.cluster.local:9000') resolves only inside the cluster, and "
+        "`pulumi up` publishes from outside it: set modelRepository.publishEndpoint",
+    ),
+    (
+        "publish endpoint for AWS S3",
+        {"modelRepository": {"uri": "s3://models/x", "publishEndpoint": "http://127.0.0.1:9000"}},
+        "modelRepository.publishEndpoint ('http://127.0.0.1:9000') needs modelRepository.endpoint",
+    ),
     ("bad region", {"modelRepository": {"uri": "s3://models/x", "region": "Europe"}}, "must be an AWS region"),
-    ("bad role arn", {"modelRepository": {"uri": "s3://models/x", "irsaRoleArn": "triton-reader"}},
-     "modelRepository.irsaRoleArn ('triton-reader') must be an IAM role ARN"),
+    (
+        "bad role arn",
+        {"modelRepository": {"uri": "s3://models/x", "irsaRoleArn": "triton-reader"}},
+        "modelRepository.irsaRoleArn ('triton-reader') must be an IAM role ARN",
+    ),
     ("models empty", {"models": []}, "models ([]) must be a non-empty list of models"),
-    ("model unknown architecture", {"models": [{"name": "bert"}]}, "models[0].architecture (None) is required for "
-                                                                   "model 'bert'"),
-    ("model unknown backend", {"models": [{"name": "mnist", "backend": "tflite"}]},
-     "models[0].backend ('tflite') must be one of onnxruntime, tensorrt"),
-    ("model profile order", {"models": [{"name": "mnist", "batch": {"min": 4, "opt": 2, "max": 8}}]},
-     "models[0].batch ([4, 2, 8]) must satisfy min <= opt <= max"),
-    ("model duplicated", {"models": [{"name": "mnist"}, {"name": "mnist"}]}, "models ('mnist') is listed more than "
-                                                                            "once"),
-    ("model name invalid", {"models": [{"name": "My Model", "architecture": "resnet50"}]},
-     "models[0].name ('My Model') must be a lower-case model name"),
+    (
+        "model unknown architecture",
+        {"models": [{"name": "bert"}]},
+        "models[0].architecture (None) is required for model 'bert'",
+    ),
+    (
+        "model unknown backend",
+        {"models": [{"name": "mnist", "backend": "tflite"}]},
+        "models[0].backend ('tflite') must be one of onnxruntime, tensorrt",
+    ),
+    (
+        "model profile order",
+        {"models": [{"name": "mnist", "batch": {"min": 4, "opt": 2, "max": 8}}]},
+        "models[0].batch ([4, 2, 8]) must satisfy min <= opt <= max",
+    ),
+    (
+        "model duplicated",
+        {"models": [{"name": "mnist"}, {"name": "mnist"}]},
+        "models ('mnist') is listed more than once",
+    ),
+    (
+        "model name invalid",
+        {"models": [{"name": "My Model", "architecture": "resnet50"}]},
+        "models[0].name ('My Model') must be a lower-case model name",
+    ),
     ("secret key in plain config", {"s3SecretAccessKey": "hunter2"}, "s3SecretAccessKey must be set as a secret"),
-    ("kubernetes version malformed", {"kubernetes": {"version": "1.31"}}, "kubernetes.version ('1.31') must be the "
-                                                                          "control plane's version"),
-    ("namespaces collide", {"monitoring": {"namespace": "triton"}}, "monitoring.namespace ('triton') must differ from "
-                                                                    "triton.namespace"),
+    (
+        "kubernetes version malformed",
+        {"kubernetes": {"version": "1.31"}},
+        "kubernetes.version ('1.31') must be the control plane's version",
+    ),
+    (
+        "namespaces collide",
+        {"monitoring": {"namespace": "triton"}},
+        "monitoring.namespace ('triton') must differ from triton.namespace",
+    ),
 ]
 
 
@@ -146,8 +230,13 @@ def test_there_are_at_least_25_distinct_bad_inputs() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    problems = _problems({"triton": {"replicas": 0, "image": "x:latest"}, "gpu": {"sharing": "nope"},
-                          "modelRepository": {"uri": "http://x"}})
+    problems = _problems(
+        {
+            "triton": {"replicas": 0, "image": "x:latest"},
+            "gpu": {"sharing": "nope"},
+            "modelRepository": {"uri": "http://x"},
+        }
+    )
     assert len(problems) == 4
     assert "4 problem(s)" in str(ConfigError(problems))
 
@@ -179,10 +268,13 @@ def test_quantities_compare_across_units() -> None:
 
 
 def test_a_bad_stack_file_stops_the_program_before_any_resource() -> None:
-    config = {f"inference-platform:{k}": v for k, v in {
-        **{key.split(":", 1)[1]: value for key, value in stack_config("dev").items()},
-        "triton": {"replicas": -1},
-    }.items()}
+    config = {
+        f"inference-platform:{k}": v
+        for k, v in {
+            **{key.split(":", 1)[1]: value for key, value in stack_config("dev").items()},
+            "triton": {"replicas": -1},
+        }.items()
+    }
     with pytest.raises(ConfigError, match=r"triton.replicas \(-1\)") as raised:
         run_program("dev", config=config)
     assert raised.value.problems
@@ -196,13 +288,16 @@ def test_no_stack_file_needs_a_decrypted_secret() -> None:
 
 def test_a_request_equal_to_its_limit_in_other_units_is_accepted() -> None:
     """As floats, 2300m (2300 x 0.001 = 2.3000000000000003) exceeded 2.3: a valid pod was refused."""
-    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton"},
-                                "triton": {"cpuRequest": "2300m", "cpuLimit": "2.3"}})
+    cfg = parse_config(
+        "test", {"modelRepository": {"uri": "s3://models/triton"}, "triton": {"cpuRequest": "2300m", "cpuLimit": "2.3"}}
+    )
     assert cfg.triton.cpu_request == "2300m"
 
 
 def test_hami_selects_gpu_on_nodes_by_default() -> None:
     """HAMi's device plugin selects gpu=on (its chart's default, which Helm keeps beside any selector we add)."""
-    cfg = parse_config("test", {"modelRepository": {"uri": "s3://models/triton"}, "gpu": {"sharing": "hami"},
-                                "triton": {"cpuRequest": "4"}})
+    cfg = parse_config(
+        "test",
+        {"modelRepository": {"uri": "s3://models/triton"}, "gpu": {"sharing": "hami"}, "triton": {"cpuRequest": "4"}},
+    )
     assert dict(cfg.gpu.node_selector) == {"gpu": "on"}

@@ -19,10 +19,29 @@ ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
 ALLOWLIST = yaml.safe_load((Path(__file__).parent / "data" / "monitoring" / "metric_allowlist.yaml").read_text())
 # What Grafana substitutes before a query reaches Prometheus.
-VARIABLES = {"__rate_interval": "1m", "__interval": "30s", "__range": "1h", "namespace": "triton", "model": ".*",
-             "hpa": "triton"}
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
-             "inf", "nan"}
+VARIABLES = {
+    "__rate_interval": "1m",
+    "__interval": "30s",
+    "__range": "1h",
+    "namespace": "triton",
+    "model": ".*",
+    "hpa": "triton",
+}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def recorded_names() -> set[str]:
@@ -35,11 +54,13 @@ def allowed_metrics() -> set[str]:
 
 def substitute(expr: str) -> str:
     """The query as Grafana sends it: ``$var`` / ``${var}`` replaced."""
+
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         if name not in VARIABLES:
             raise KeyError(f"dashboard variable ${name} has no test value")
         return VARIABLES[name]
+
     return re.sub(r"\$\{(\w+)\}|\$([a-zA-Z_]\w*)", value, expr)  # $1 is label_replace's, not Grafana's
 
 
@@ -95,22 +116,38 @@ def test_every_panel_queries_prometheus_through_the_datasource_variable(path):
 
 def test_every_metric_a_panel_uses_is_exported_by_the_platform():
     allowed = allowed_metrics()
-    unknown = {(name, title, metric) for name, title, expr in queries() for metric in metric_names(substitute(expr))
-               if metric not in allowed}
+    unknown = {
+        (name, title, metric)
+        for name, title, expr in queries()
+        for metric in metric_names(substitute(expr))
+        if metric not in allowed
+    }
     assert unknown == set()
 
 
 def test_dashboards_cover_what_operators_need():
     used = {(name, metric) for name, _, expr in queries() for metric in metric_names(substitute(expr))}
     needed = {
-        "triton.json": {"nv_inference_request_success", "nv_inference_request_failure",
-                        "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
-                        "nv_inference_pending_request_count"},
-        "gpu.json": {"DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED",
-                     "hami_vgpu_memory_used_bytes", "hami_vgpu_memory_limit_bytes"},
-        "autoscaling.json": {"kube_horizontalpodautoscaler_status_current_replicas",
-                             "kube_horizontalpodautoscaler_status_desired_replicas",
-                             "kube_horizontalpodautoscaler_spec_target_metric", "pod:triton_queue_time_us:per_request"},
+        "triton.json": {
+            "nv_inference_request_success",
+            "nv_inference_request_failure",
+            "nv_inference_queue_duration_us",
+            "nv_inference_compute_infer_duration_us",
+            "nv_inference_pending_request_count",
+        },
+        "gpu.json": {
+            "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+            "DCGM_FI_DEV_GPU_UTIL",
+            "DCGM_FI_DEV_FB_USED",
+            "hami_vgpu_memory_used_bytes",
+            "hami_vgpu_memory_limit_bytes",
+        },
+        "autoscaling.json": {
+            "kube_horizontalpodautoscaler_status_current_replicas",
+            "kube_horizontalpodautoscaler_status_desired_replicas",
+            "kube_horizontalpodautoscaler_spec_target_metric",
+            "pod:triton_queue_time_us:per_request",
+        },
     }
     for name, metrics in needed.items():
         assert metrics <= {m for n, m in used if n == name}, name
@@ -120,8 +157,9 @@ def test_every_panel_query_parses_with_promtool(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package `prometheus`: apt-get install -y prometheus)")
-    rules = [{"record": f"dashboard:query_{i}:check", "expr": substitute(expr)}
-             for i, (_, _, expr) in enumerate(queries())]
+    rules = [
+        {"record": f"dashboard:query_{i}:check", "expr": substitute(expr)} for i, (_, _, expr) in enumerate(queries())
+    ]
     path = tmp_path / "dashboards.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}, allow_unicode=True))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
@@ -129,14 +167,17 @@ def test_every_panel_query_parses_with_promtool(tmp_path):
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
-@pytest.mark.parametrize(("expr", "expected"), [
-    ('sum by (model) (rate(nv_inference_count{model=~"a|b"}[5m]))', {"nv_inference_count"}),
-    ('a / ignoring (pod) group_left sum(b{x="y"})', {"a", "b"}),
-    ('rate({__name__=~"x_total|y_total", job="j"}[1m])', {"x_total", "y_total"}),
-    ('label_replace(m, "pod", "$1", "exported_pod", "(.+)") > 0.5e3', {"m"}),
-    ("max by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL) / 100 or on (gpu) vector(0)", {"DCGM_FI_DEV_GPU_UTIL"}),
-    ("pod:triton_queue_time_us:per_request offset 5m", {"pod:triton_queue_time_us:per_request"}),
-])
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ('sum by (model) (rate(nv_inference_count{model=~"a|b"}[5m]))', {"nv_inference_count"}),
+        ('a / ignoring (pod) group_left sum(b{x="y"})', {"a", "b"}),
+        ('rate({__name__=~"x_total|y_total", job="j"}[1m])', {"x_total", "y_total"}),
+        ('label_replace(m, "pod", "$1", "exported_pod", "(.+)") > 0.5e3', {"m"}),
+        ("max by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL) / 100 or on (gpu) vector(0)", {"DCGM_FI_DEV_GPU_UTIL"}),
+        ("pod:triton_queue_time_us:per_request offset 5m", {"pod:triton_queue_time_us:per_request"}),
+    ],
+)
 def test_metric_name_extraction(expr, expected):
     assert metric_names(expr) == expected
 

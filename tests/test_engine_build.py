@@ -83,8 +83,13 @@ def test_job_builds_checks_and_uploads_with_the_pipelines_own_cli(prod: Recordin
 def test_pipeline_code_is_shipped_from_the_checkout_and_on_pythonpath(prod: Recording) -> None:
     config_map = prod.one("kubernetes:core/v1:ConfigMap", "models-engines-pipeline")
     data = config_map.inputs["data"]
-    for path in ("model_pipeline/tensorrt_build.py", "model_pipeline/engine_job.py", "model_pipeline/cli.py",
-                 "model_pipeline/release.py", "model_pipeline/requirements-engine.txt"):
+    for path in (
+        "model_pipeline/tensorrt_build.py",
+        "model_pipeline/engine_job.py",
+        "model_pipeline/cli.py",
+        "model_pipeline/release.py",
+        "model_pipeline/requirements-engine.txt",
+    ):
         assert data[engine_build.config_map_key(path)] == (ROOT / path).read_text()
     assert not any(key.startswith("components") for key in data), "the pipeline needs nothing of the program"
     assert config_map.inputs["immutable"] is True
@@ -97,8 +102,9 @@ def test_pipeline_code_is_shipped_from_the_checkout_and_on_pythonpath(prod: Reco
 
 
 def test_engine_requirements_use_the_projects_pins() -> None:
-    pins = {line.split("==")[0]: line for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
-            if "==" in line}
+    pins = {
+        line.split("==")[0]: line for line in (ROOT / "requirements-dev.txt").read_text().splitlines() if "==" in line
+    }
     for requirement in engine_build.ENGINE_JOB_REQUIREMENTS:
         name = requirement.split("==")[0]
         if name.split("[")[0] in {p.split("[")[0] for p in pins}:
@@ -157,8 +163,9 @@ def test_build_namespace_enforces_restricted_and_allows_only_dns_and_object_stor
     assert ports == {53, 443}
 
 
-@pytest.mark.parametrize("name", ["models-engines-resnet50", "models-engines-ns", "models-engines-sa",
-                                  "models-engines-netpol"])
+@pytest.mark.parametrize(
+    "name", ["models-engines-resnet50", "models-engines-ns", "models-engines-sa", "models-engines-netpol"]
+)
 def test_engine_build_objects_validate_against_kubernetes(prod: Recording, name: str) -> None:
     (resource,) = [r for r in prod.kubernetes_objects() if r.name == name]
     assert kubernetes_errors(_k8s_object(resource), "1.31.4") == []
@@ -172,7 +179,9 @@ def test_job_passes_checkov_except_skips_with_written_reasons(prod: Recording, t
     manifest.write_text(yaml.safe_dump_all([_k8s_object(_job(prod)), _k8s_object(policy)]))
     result = subprocess.run(
         [str(CHECKOV), "-o", "json", "--framework", "kubernetes", "-f", str(manifest)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     report = json.loads(result.stdout)
     assert report.get("resource_count", 1) != 0, "checkov parsed no Kubernetes object"

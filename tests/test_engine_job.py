@@ -30,20 +30,23 @@ H100 = GpuInfo(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 @pytest.fixture
 def published(tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
     """An MNIST-shaped repository (ONNX Runtime config, TensorRT pending) published to a fresh bucket."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     onnx_path = tiny_onnx(tmp_path / "work" / "model.onnx", MNIST)
     golden = write_golden(MNIST, onnx_path, tmp_path / "work" / "golden.npz")
     pending = TensorRTStatus("pending", reason="built by the engine-build Job in the cluster")
-    repo = write_repository(tmp_path / "repo", [ModelArtifacts(MNIST, onnx_path, golden, pending)],
-                            collect_tool_versions())
+    repo = write_repository(
+        tmp_path / "repo", [ModelArtifacts(MNIST, onnx_path, golden, pending)], collect_tool_versions()
+    )
     bucket = f"engines-{tmp_path.name.lower().replace('_', '-')[-40:]}".strip("-")
     location = S3Location(bucket, "models", endpoint_url=s3_endpoint, region="us-east-1")
     client = make_s3_client(location)
@@ -62,8 +65,22 @@ def _install(monkeypatch: pytest.MonkeyPatch, version: str = "11.1.0.106", offse
 
 
 def _run(uri: str, endpoint: str, work: Path, *extra: str) -> int:
-    return cli.main(["build-engine", "--repository", uri, "--model", "mnist", "--endpoint-url", endpoint,
-                     "--region", "us-east-1", "--work-dir", str(work), *extra])
+    return cli.main(
+        [
+            "build-engine",
+            "--repository",
+            uri,
+            "--model",
+            "mnist",
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "us-east-1",
+            "--work-dir",
+            str(work),
+            *extra,
+        ]
+    )
 
 
 def _read(client: Any, uri: str, relative: str) -> bytes:
@@ -98,7 +115,10 @@ def test_verified_engine_and_tensorrt_config_land_in_the_same_digest_prefix(
 
 
 def test_plan_that_misses_the_golden_outputs_fails_the_job_and_leaves_the_onnx_repository(
-    published: tuple[str, Any], s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    published: tuple[str, Any],
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     uri, client = published
@@ -113,7 +133,10 @@ def test_plan_that_misses_the_golden_outputs_fails_the_job_and_leaves_the_onnx_r
 
 
 def test_tensorrt_other_than_the_triton_images_is_refused_before_any_upload(
-    published: tuple[str, Any], s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    published: tuple[str, Any],
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     uri, client = published
@@ -126,7 +149,10 @@ def test_tensorrt_other_than_the_triton_images_is_refused_before_any_upload(
 
 
 def test_rerun_for_the_same_tensorrt_and_gpu_sends_nothing(
-    published: tuple[str, Any], s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    published: tuple[str, Any],
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     uri, _ = published
@@ -141,7 +167,10 @@ def test_rerun_for_the_same_tensorrt_and_gpu_sends_nothing(
 
 
 def test_without_tensorrt_the_job_fails_with_the_reason(
-    published: tuple[str, Any], s3_endpoint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    published: tuple[str, Any],
+    s3_endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     uri, _ = published
@@ -159,9 +188,10 @@ def test_repository_that_is_not_an_s3_digest_prefix_is_one_clear_error(capsys: p
 
 def test_job_code_path_imports_neither_torch_nor_tensorrt() -> None:
     """The TensorRT container has no torch; tensorrt itself is only imported once the build starts."""
-    code = ("import sys, model_pipeline.cli, model_pipeline.engine_job, model_pipeline.tensorrt_build, "
-            "model_pipeline.repository, model_pipeline.publish; "
-            "print(sorted(m for m in ('torch', 'tensorrt') if m in sys.modules))")
+    code = (
+        "import sys, model_pipeline.cli, model_pipeline.engine_job, model_pipeline.tensorrt_build, "
+        "model_pipeline.repository, model_pipeline.publish; "
+        "print(sorted(m for m in ('torch', 'tensorrt') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-

@@ -48,6 +48,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 # --- local copies --------------------------------------------------------------------------------------------------
 
+
 def test_the_shared_folder_beside_the_project_is_used_when_present(tmp_path: Path) -> None:
     sibling = _tree(tmp_path / "shared", FILES)
     found = resolve(LOCK, shared_dir=None, sibling=sibling, cache=tmp_path / "cache")
@@ -67,8 +68,9 @@ def test_shared_dir_wins_over_the_folder_beside_the_project(tmp_path: Path) -> N
 def test_a_locked_file_whose_bytes_differ_is_refused(tmp_path: Path, where: str) -> None:
     folder = _tree(tmp_path / "shared", {**FILES, "crds/a.yaml": b"kind: CustomResourceDefinition # edited\n"})
     with pytest.raises(FixturesError) as raised:
-        resolve(LOCK, shared_dir=str(folder) if where == "SHARED_DIR" else None, sibling=folder,
-                cache=tmp_path / "cache")
+        resolve(
+            LOCK, shared_dir=str(folder) if where == "SHARED_DIR" else None, sibling=folder, cache=tmp_path / "cache"
+        )
     message = str(raised.value)
     assert f"{folder.resolve()} does not match fixtures.lock.json: crds/a.yaml has sha256 " in message
     assert f"the lock says {LOCK[0].sha256}" in message
@@ -90,6 +92,7 @@ def test_the_real_shared_folder_matches_the_lock() -> None:
 
 # --- downloads -----------------------------------------------------------------------------------------------------
 
+
 def test_without_network_or_shared_the_message_names_the_first_url_that_failed(tmp_path: Path) -> None:
     with pytest.raises(FixturesError) as raised:
         resolve(LOCK, shared_dir=None, sibling=tmp_path / "no-shared", cache=tmp_path / "cache", timeout=2)
@@ -100,11 +103,13 @@ def test_without_network_or_shared_the_message_names_the_first_url_that_failed(t
     assert not (tmp_path / "cache" / "crds" / "a.yaml").exists()
 
 
-def test_the_command_prints_one_line_naming_what_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_prints_one_line_naming_what_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     lock = tmp_path / "fixtures.lock.json"
-    lock.write_text(json.dumps({"files": [{"path": "crds/a.yaml", "sha256": LOCK[0].sha256,
-                                           "url": f"{UNREACHABLE}/crds/a.yaml"}]}))
+    lock.write_text(
+        json.dumps({"files": [{"path": "crds/a.yaml", "sha256": LOCK[0].sha256, "url": f"{UNREACHABLE}/crds/a.yaml"}]})
+    )
     monkeypatch.delenv("SHARED_DIR", raising=False)
     monkeypatch.setattr(fx, "LOCK_FILE", lock)
     monkeypatch.setattr(fx, "SIBLING", tmp_path / "no-shared")
@@ -145,21 +150,28 @@ def test_a_download_with_other_bytes_is_refused(tmp_path: Path, server: tuple[st
 def test_a_mirror_is_tried_after_the_upstream_fails(tmp_path: Path, server: tuple[str, Path]) -> None:
     url, served = server
     _tree(served, {"charts/c-1.0.0.tgz": b"archive"})
-    lock = (_entry("charts/c-1.0.0.tgz", b"archive", f"{url}/missing/c-1.0.0.tgz",
-                   mirrors=(f"{url}/charts/c-1.0.0.tgz",)),)
+    lock = (
+        _entry("charts/c-1.0.0.tgz", b"archive", f"{url}/missing/c-1.0.0.tgz", mirrors=(f"{url}/charts/c-1.0.0.tgz",)),
+    )
     found = resolve(lock, shared_dir=None, sibling=tmp_path / "no-shared", cache=tmp_path / "cache")
     assert (found.root / "charts/c-1.0.0.tgz").read_bytes() == b"archive"
 
 
 def test_upstream_bytes_that_differ_from_our_copy_are_checked_against_the_upstream_sha(
-        tmp_path: Path, server: tuple[str, Path]) -> None:
+    tmp_path: Path, server: tuple[str, Path]
+) -> None:
     url, served = server
     _tree(served, {"values.tmpl.yaml": b"image: ${Image}\n", "published.tgz": b"published"})
     lock = (
-        _entry("helm-values/g.values.yaml", b"image: docker.io/g:v1\n", f"{url}/values.tmpl.yaml",
-               substitute={"${Image}": "docker.io/g:v1"}),
-        LockedFile("charts/k.tgz", sha256=_sha(b"rebuilt"), url=f"{url}/published.tgz",
-                   upstream_sha256=_sha(b"published")),
+        _entry(
+            "helm-values/g.values.yaml",
+            b"image: docker.io/g:v1\n",
+            f"{url}/values.tmpl.yaml",
+            substitute={"${Image}": "docker.io/g:v1"},
+        ),
+        LockedFile(
+            "charts/k.tgz", sha256=_sha(b"rebuilt"), url=f"{url}/published.tgz", upstream_sha256=_sha(b"published")
+        ),
         LockedFile("charts/oci-only.tgz", sha256=_sha(b"x"), not_fetchable="OCI only"),
     )
     found = resolve(lock, shared_dir=None, sibling=tmp_path / "no-shared", cache=tmp_path / "cache")
@@ -171,13 +183,16 @@ def test_upstream_bytes_that_differ_from_our_copy_are_checked_against_the_upstre
 
 # --- the lock itself -----------------------------------------------------------------------------------------------
 
+
 def test_the_lock_covers_every_fixture_the_pins_need_and_says_where_each_comes_from() -> None:
     lock = {entry.path: entry for entry in load_lock()}
     pins = [p for p in vars(versions).values() if isinstance(p, versions.ChartPin)]
     released = [p for p in pins if p is not versions.ENVOY_GATEWAY_CRDS]  # a v4 Chart: its values are not checked
     needed = {f"charts/{p.archive}" for p in pins} | {f"helm-values/{p.values_fixture}" for p in released}
-    needed |= {"helm-values/grafana-12.11.1.values.yaml",
-               f"manifests/gateway-api-{versions.GATEWAY_API_VERSION}-standard-install.yaml"}
+    needed |= {
+        "helm-values/grafana-12.11.1.values.yaml",
+        f"manifests/gateway-api-{versions.GATEWAY_API_VERSION}-standard-install.yaml",
+    }
     assert needed <= set(lock)
     assert sum(p.startswith("crds/") for p in lock) == 12
     for entry in lock.values():

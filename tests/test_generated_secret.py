@@ -58,9 +58,12 @@ def test_the_provider_is_pickled_by_reference_and_loads_in_a_fresh_process() -> 
 
     serialized = serialize_provider(GeneratedSecretProvider())
     assert b"components.generated_secret" in base64.b64decode(serialized)
-    code = ("import base64, json, sys, dill; p = dill.loads(base64.b64decode(sys.argv[1])); "
-            "outs = p.create({'length': 32}).outs; print(json.dumps(len(outs['result'])))")
-    result = subprocess.run([sys.executable, "-c", code, serialized], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import base64, json, sys, dill; p = dill.loads(base64.b64decode(sys.argv[1])); "
+        "outs = p.create({'length': 32}).outs; print(json.dumps(len(outs['result'])))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, serialized], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) == 32

@@ -22,21 +22,25 @@ NO_WINDOW_UP = ScalingRules(0, "Max", (ScalingPolicy("Percent", 100, 15), Scalin
 NO_WINDOW_DOWN = ScalingRules(0, "Max", (ScalingPolicy("Percent", 100, 15),))
 
 
-def _hpa(min_r: int = 1, max_r: int = 20, up: ScalingRules = NO_WINDOW_UP,
-         down: ScalingRules = NO_WINDOW_DOWN) -> HorizontalPodAutoscaler:
+def _hpa(
+    min_r: int = 1, max_r: int = 20, up: ScalingRules = NO_WINDOW_UP, down: ScalingRules = NO_WINDOW_DOWN
+) -> HorizontalPodAutoscaler:
     return HorizontalPodAutoscaler(min_r, max_r, up, down)
 
 
-@pytest.mark.parametrize(("current", "metric", "expected"), [
-    (4, 100_000, 8),   # twice the target: twice the replicas
-    (3, 60_000, 4),    # ceil(3 * 1.2) = 4
-    (4, 54_000, 4),    # 8 % over target: inside the 10 % tolerance
-    (4, 45_500, 4),    # 9 % under: inside
-    (4, 40_000, 4),    # ceil(4 * 0.8) = 4 still
-    (4, 20_000, 2),
-    (4, 0, 1),         # idle: down to min
-    (2, 1_000_000, 10),  # clamped to max
-])
+@pytest.mark.parametrize(
+    ("current", "metric", "expected"),
+    [
+        (4, 100_000, 8),  # twice the target: twice the replicas
+        (3, 60_000, 4),  # ceil(3 * 1.2) = 4
+        (4, 54_000, 4),  # 8 % over target: inside the 10 % tolerance
+        (4, 45_500, 4),  # 9 % under: inside
+        (4, 40_000, 4),  # ceil(4 * 0.8) = 4 still
+        (4, 20_000, 2),
+        (4, 0, 1),  # idle: down to min
+        (2, 1_000_000, 10),  # clamped to max
+    ],
+)
 def test_desired_replicas_is_ceil_current_times_ratio_within_bounds(current: int, metric: float, expected: int) -> None:
     assert desired_replicas(current, metric, TARGET_US, 1, 10) == expected
 
@@ -71,17 +75,17 @@ def test_no_metrics_at_all_means_no_proposal_and_no_change() -> None:
 
 def test_scale_up_policy_max_takes_the_biggest_step_and_min_the_smallest() -> None:
     policies = (ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15))
-    assert _hpa(up=ScalingRules(0, "Max", policies)).reconcile(15, 2, 20) == 6   # max(2*2, 2+4)
-    assert _hpa(up=ScalingRules(0, "Min", policies)).reconcile(15, 2, 20) == 4   # min(2*2, 2+4)
+    assert _hpa(up=ScalingRules(0, "Max", policies)).reconcile(15, 2, 20) == 6  # max(2*2, 2+4)
+    assert _hpa(up=ScalingRules(0, "Min", policies)).reconcile(15, 2, 20) == 4  # min(2*2, 2+4)
     assert _hpa(up=ScalingRules(0, "Disabled", policies)).reconcile(15, 2, 20) == 2
 
 
 def test_scale_up_within_one_period_counts_what_was_already_added() -> None:
     hpa = _hpa(up=ScalingRules(0, "Max", (ScalingPolicy("Pods", 2, 60),)))
     assert hpa.reconcile(0, 2, 10) == 4
-    assert hpa.reconcile(15, 4, 10) == 4   # 2 pods already added in the last 60 s
+    assert hpa.reconcile(15, 4, 10) == 4  # 2 pods already added in the last 60 s
     assert hpa.reconcile(45, 4, 10) == 4
-    assert hpa.reconcile(61, 4, 10) == 6   # the first event left the period
+    assert hpa.reconcile(61, 4, 10) == 6  # the first event left the period
 
 
 def test_scale_down_waits_for_the_stabilization_window_then_one_pod_per_minute() -> None:
@@ -100,8 +104,8 @@ def test_scale_down_waits_for_the_stabilization_window_then_one_pod_per_minute()
 def test_scale_up_stabilization_uses_the_lowest_recent_recommendation() -> None:
     hpa = _hpa(up=ScalingRules(60, "Max", (ScalingPolicy("Pods", 10, 15),)))
     assert hpa.reconcile(15, 2, 3) == 3
-    assert hpa.reconcile(30, 3, 9) == 3   # 3 was recommended 15 s ago, inside the 60 s window
-    assert hpa.reconcile(90, 3, 9) == 9   # only 9s remain in the window
+    assert hpa.reconcile(30, 3, 9) == 3  # 3 was recommended 15 s ago, inside the 60 s window
+    assert hpa.reconcile(90, 3, 9) == 9  # only 9s remain in the window
 
 
 def test_bounds_win_over_metrics() -> None:

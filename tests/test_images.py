@@ -87,8 +87,12 @@ def mirrored(stack_repositories: dict[str, Path]) -> Recording:
 
 
 def test_every_chart_image_of_a_mirrored_stack_names_the_mirror(mirrored: Recording) -> None:
-    outside = [f"{pin.name}: {i.path} = {i.upstream}" for pin in PINS for i in _images(_installed(mirrored, pin))
-               if not i.upstream.startswith(f"{MIRROR}/")]
+    outside = [
+        f"{pin.name}: {i.path} = {i.upstream}"
+        for pin in PINS
+        for i in _images(_installed(mirrored, pin))
+        if not i.upstream.startswith(f"{MIRROR}/")
+    ]
     assert outside == []
 
 
@@ -106,7 +110,9 @@ def test_the_platforms_own_images_come_through_the_mirror(mirrored: Recording) -
 def test_an_engine_image_runs_the_build_without_installing_anything(stack_repositories: dict[str, Path]) -> None:
     config = config_with_build_dir("prod", stack_repositories["prod"])
     config["inference-platform:modelRepository"] = {
-        **config["inference-platform:modelRepository"], "engineImage": "registry.example.com/engine-build:26.07"}
+        **config["inference-platform:modelRepository"],
+        "engineImage": "registry.example.com/engine-build:26.07",
+    }
     recording = run_program("prod", config=config)
     (job,) = [r for r in recording.kubernetes_objects() if r.kind == "Job"]
     (container,) = job.inputs["spec"]["template"]["spec"]["containers"]
@@ -129,14 +135,23 @@ def test_a_pypi_mirror_on_its_own_port_is_reachable_from_the_engine_job() -> Non
     assert spec["egress"][1]["ports"] == [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8081}]
 
 
-@pytest.mark.parametrize(("values", "problem"), [
-    ({"sources": {"imageRegistry": "https://harbor.example.com"}},
-     "sources.imageRegistry ('https://harbor.example.com') must be a registry host and optional path"),
-    ({"sources": {"pythonIndex": "pypi.example.com/simple"}}, "sources.pythonIndex ('pypi.example.com/simple') must "
-                                                               "be the http(s) URL of a PyPI simple index"),
-    ({"modelRepository": {"uri": "s3://m/x", "engineImage": "registry.example.com/engine-build"}},
-     "modelRepository.engineImage ('registry.example.com/engine-build') must carry an explicit version tag"),
-])
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (
+            {"sources": {"imageRegistry": "https://harbor.example.com"}},
+            "sources.imageRegistry ('https://harbor.example.com') must be a registry host and optional path",
+        ),
+        (
+            {"sources": {"pythonIndex": "pypi.example.com/simple"}},
+            "sources.pythonIndex ('pypi.example.com/simple') must be the http(s) URL of a PyPI simple index",
+        ),
+        (
+            {"modelRepository": {"uri": "s3://m/x", "engineImage": "registry.example.com/engine-build"}},
+            "modelRepository.engineImage ('registry.example.com/engine-build') must carry an explicit version tag",
+        ),
+    ],
+)
 def test_bad_sources_are_one_clear_error(values: dict[str, Any], problem: str) -> None:
     from components.config import ConfigError, parse_config
 

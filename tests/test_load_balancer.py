@@ -47,8 +47,9 @@ def _service_ports(stack: Recording) -> dict[str, dict[str, Any]]:
 
 
 def _policy_for(stack: Recording, kind: str) -> dict[str, Any]:
-    found = [r.inputs for r in _kind(stack, "BackendTrafficPolicy")
-             if r.inputs["spec"]["targetRefs"][0]["kind"] == kind]
+    found = [
+        r.inputs for r in _kind(stack, "BackendTrafficPolicy") if r.inputs["spec"]["targetRefs"][0]["kind"] == kind
+    ]
     assert len(found) == 1
     return found[0]
 
@@ -61,8 +62,12 @@ def test_every_gateway_object_validates_against_its_crd(stack: Recording, shared
 
 
 def test_crd_validation_catches_a_wrong_load_balancer_type(shared_dir: Path) -> None:
-    policy = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "BackendTrafficPolicy",
-              "metadata": {"name": "p"}, "spec": traffic_policy_spec(LoadBalancerSettings(), "HTTPRoute", "r")}
+    policy = {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "BackendTrafficPolicy",
+        "metadata": {"name": "p"},
+        "spec": traffic_policy_spec(LoadBalancerSettings(), "HTTPRoute", "r"),
+    }
     assert custom_resource_errors(policy, shared_dir / "crds") == []
     policy["spec"]["loadBalancer"]["type"] = "LeastConnections"
     assert custom_resource_errors(policy, shared_dir / "crds") != []
@@ -73,10 +78,12 @@ def test_each_policy_targets_exactly_one_route_of_its_kind_by_targetrefs_only(st
         policy = _policy_for(stack, route_kind)
         spec = policy["spec"]
         assert "targetRef" not in spec and "targetSelectors" not in spec, "CEL: exactly one of the target forms"
-        assert spec["targetRefs"] == [{"group": GATEWAY_API, "kind": kind,
-                                       "name": _one(stack, kind)["metadata"]["name"]}]
-        assert policy["metadata"]["namespace"] == _one(stack, kind)["metadata"]["namespace"], \
+        assert spec["targetRefs"] == [
+            {"group": GATEWAY_API, "kind": kind, "name": _one(stack, kind)["metadata"]["name"]}
+        ]
+        assert policy["metadata"]["namespace"] == _one(stack, kind)["metadata"]["namespace"], (
             "policies attach only to routes in their own namespace"
+        )
 
 
 def test_routes_point_at_the_triton_service_ports_named_http_and_grpc(stack: Recording) -> None:
@@ -89,8 +96,9 @@ def test_routes_point_at_the_triton_service_ports_named_http_and_grpc(stack: Rec
 
 
 def test_routes_live_beside_the_service_and_attach_to_their_own_listener(stack: Recording) -> None:
-    service_ns = next(r for r in stack.kubernetes_objects()
-                      if r.kind == "Service" and r.metadata_name == "triton").inputs["metadata"]["namespace"]
+    service_ns = next(
+        r for r in stack.kubernetes_objects() if r.kind == "Service" and r.metadata_name == "triton"
+    ).inputs["metadata"]["namespace"]
     gateway = _one(stack, "Gateway")
     listeners = {listener["name"]: listener for listener in gateway["spec"]["listeners"]}
     for kind, section in (("HTTPRoute", "http"), ("GRPCRoute", "grpc")):
@@ -98,7 +106,10 @@ def test_routes_live_beside_the_service_and_attach_to_their_own_listener(stack: 
         assert route["metadata"]["namespace"] == service_ns, "a cross-namespace backendRef would need a ReferenceGrant"
         (parent,) = route["spec"]["parentRefs"]
         assert (parent["name"], parent["namespace"], parent["sectionName"]) == (
-            gateway["metadata"]["name"], gateway["metadata"]["namespace"], section)
+            gateway["metadata"]["name"],
+            gateway["metadata"]["namespace"],
+            section,
+        )
         allowed = listeners[section]["allowedRoutes"]
         assert allowed["kinds"] == [{"group": GATEWAY_API, "kind": kind}]
         assert allowed["namespaces"]["selector"]["matchLabels"] == {"kubernetes.io/metadata.name": service_ns}
@@ -125,15 +136,28 @@ def test_policies_balance_per_request_retry_safely_and_bound_time_and_load(stack
     assert {"connect-failure", "unavailable", "reset-before-request"} <= triggers
     assert not triggers & {"5xx", "reset", "internal"}, "never retry a request a replica may have executed"
     assert spec["timeout"]["http"]["requestTimeout"] and spec["timeout"]["tcp"]["connectTimeout"]
-    assert set(spec["circuitBreaker"]) == {"maxConnections", "maxPendingRequests", "maxParallelRequests",
-                                           "maxParallelRetries"}
+    assert set(spec["circuitBreaker"]) == {
+        "maxConnections",
+        "maxPendingRequests",
+        "maxParallelRequests",
+        "maxParallelRetries",
+    }
 
 
 def test_policy_values_come_from_config() -> None:
-    settings = parse_config("t", {"modelRepository": {"uri": "s3://bucket-a/x"}, "loadBalancer": {
-        "enabled": True, "requestTimeout": "5m", "retries": {"attempts": 4, "on": ["connect-failure"]},
-        "healthCheck": {"interval": "2s", "maxEjectionPercent": 100},
-        "circuitBreaker": {"maxPendingRequests": 64}}}).load_balancer
+    settings = parse_config(
+        "t",
+        {
+            "modelRepository": {"uri": "s3://bucket-a/x"},
+            "loadBalancer": {
+                "enabled": True,
+                "requestTimeout": "5m",
+                "retries": {"attempts": 4, "on": ["connect-failure"]},
+                "healthCheck": {"interval": "2s", "maxEjectionPercent": 100},
+                "circuitBreaker": {"maxPendingRequests": 64},
+            },
+        },
+    ).load_balancer
     spec = traffic_policy_spec(settings, "HTTPRoute", "r")
     assert spec["timeout"]["http"]["requestTimeout"] == "5m"
     assert spec["retry"]["numRetries"] == 4 and spec["retry"]["retryOn"] == {"triggers": ["connect-failure"]}
@@ -146,20 +170,28 @@ def test_tls_terminates_both_listeners_with_the_configured_secret() -> None:
     settings = LoadBalancerSettings(enabled=True, tls_enabled=True, certificate_secret="triton-tls", http_port=443)
     listeners = gateway_spec(settings, "triton", "triton")["listeners"]
     assert [listener["protocol"] for listener in listeners] == ["HTTPS", "HTTPS"]
-    assert all(listener["tls"]["certificateRefs"] == [{"group": "", "kind": "Secret", "name": "triton-tls"}]
-               for listener in listeners)
+    assert all(
+        listener["tls"]["certificateRefs"] == [{"group": "", "kind": "Secret", "name": "triton-tls"}]
+        for listener in listeners
+    )
     assert endpoints("gw.example.com", settings) == ("https://gw.example.com:443", "gw.example.com:8001")
 
 
 def test_tls_without_a_certificate_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"loadBalancer.tls.certificateSecret \(None\) is required"):
-        parse_config("t", {"modelRepository": {"uri": "s3://bucket-a/x"},
-                           "loadBalancer": {"enabled": True, "tls": {"enabled": True}}})
+        parse_config(
+            "t",
+            {
+                "modelRepository": {"uri": "s3://bucket-a/x"},
+                "loadBalancer": {"enabled": True, "tls": {"enabled": True}},
+            },
+        )
 
 
 def test_service_type_follows_the_stack(dev: Recording, prod: Recording) -> None:
-    proxy = {s.stack: _one(s, "EnvoyProxy")["spec"]["provider"]["kubernetes"]["envoyService"]["type"]
-             for s in (dev, prod)}
+    proxy = {
+        s.stack: _one(s, "EnvoyProxy")["spec"]["provider"]["kubernetes"]["envoyService"]["type"] for s in (dev, prod)
+    }
     assert proxy == {"dev": "NodePort", "prod": "LoadBalancer"}
     gateway_class = _one(prod, "GatewayClass")["spec"]["parametersRef"]
     proxy_name = _one(prod, "EnvoyProxy")["metadata"]["name"]
@@ -187,11 +219,16 @@ def test_gateway_objects_wait_for_the_controller_and_crds(stack: Recording) -> N
 
 def test_only_the_envoy_data_plane_namespace_reaches_triton_http_and_grpc(stack: Recording) -> None:
     controller = next(r for r in stack.helm_releases() if r.inputs["chart"] == versions.ENVOY_GATEWAY.chart)
-    policy = next(r for r in stack.kubernetes_objects()
-                  if r.kind == "NetworkPolicy" and "Ingress" in r.inputs["spec"]["policyTypes"]
-                  and r.inputs["metadata"]["namespace"] == "triton")
-    serving_rules = [rule for rule in policy.inputs["spec"]["ingress"]
-                     if {p["port"] for p in rule["ports"]} & {8000, 8001}]
+    policy = next(
+        r
+        for r in stack.kubernetes_objects()
+        if r.kind == "NetworkPolicy"
+        and "Ingress" in r.inputs["spec"]["policyTypes"]
+        and r.inputs["metadata"]["namespace"] == "triton"
+    )
+    serving_rules = [
+        rule for rule in policy.inputs["spec"]["ingress"] if {p["port"] for p in rule["ports"]} & {8000, 8001}
+    ]
     assert len(serving_rules) == 1
     sources = [s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in serving_rules[0]["from"]]
     # Envoy Gateway's default deployment mode runs the proxies in the controller's namespace.
@@ -219,5 +256,6 @@ def test_only_a_cloud_load_balancer_makes_pulumi_wait_for_an_address(dev: Record
 
 def test_same_port_for_both_listeners_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"loadBalancer.grpcPort \(80\) must differ"):
-        parse_config("t", {"modelRepository": {"uri": "s3://bucket-a/x"},
-                           "loadBalancer": {"enabled": True, "grpcPort": 80}})
+        parse_config(
+            "t", {"modelRepository": {"uri": "s3://bucket-a/x"}, "loadBalancer": {"enabled": True, "grpcPort": 80}}
+        )

@@ -110,12 +110,14 @@ def test_busy_port_is_reported_with_its_role_and_flag():
 
 
 def test_model_load_failure_shows_tritons_own_error_not_the_cpu_only_noise():
-    log = "\n".join([
-        'E1123 14:47:06.239322 1 server.cc:241] "CudaDriverHelper has not been initialized."',
-        'E1123 14:47:07.040826 1 model_lifecycle.cc:642] "failed to load \'mnist\' version 1: Internal: '
-        'INVALID_PROTOBUF : Load model failed:Protobuf parsing failed.\\n\\nAt:\\n  model.py(27): initialize\\n"',
-        "error: creating server: Internal - failed to load all models",
-    ])
+    log = "\n".join(
+        [
+            'E1123 14:47:06.239322 1 server.cc:241] "CudaDriverHelper has not been initialized."',
+            "E1123 14:47:07.040826 1 model_lifecycle.cc:642] \"failed to load 'mnist' version 1: Internal: "
+            'INVALID_PROTOBUF : Load model failed:Protobuf parsing failed.\\n\\nAt:\\n  model.py(27): initialize\\n"',
+            "error: creating server: Internal - failed to load all models",
+        ]
+    )
     message = explain_failure(log)
     assert message.startswith("model 'mnist': Internal: INVALID_PROTOBUF")
     assert "CudaDriverHelper" not in message
@@ -140,8 +142,11 @@ def test_unknown_template_field_is_an_error_not_left_in_the_query():
 
 @pytest.mark.parametrize(
     ("naming", "expected"),
-    [({"matches": "^(.*)_total$"}, "requests"), ({"matches": "^(.*)_total$", "as": "${1}_per_second"},
-                                                 "requests_per_second"), ({}, "requests_total")],
+    [
+        ({"matches": "^(.*)_total$"}, "requests"),
+        ({"matches": "^(.*)_total$", "as": "${1}_per_second"}, "requests_per_second"),
+        ({}, "requests_total"),
+    ],
 )
 def test_exposed_metric_name_follows_the_adapter_naming_rules(naming, expected):
     assert exposed_name({"name": naming}, "requests_total") == expected
@@ -216,8 +221,11 @@ def test_onnx_wrapper_answers_each_batched_request_with_its_own_rows(tmp_path, m
     spec = importlib.util.spec_from_file_location("wrapper_under_test", TEMPLATES / "onnx_wrapper.py")
     wrapper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(wrapper)
-    config = {"max_batch_size": 8, "input": [{"name": "input", "data_type": "TYPE_FP32"}],
-              "output": [{"name": "logits", "data_type": "TYPE_FP32"}]}
+    config = {
+        "max_batch_size": 8,
+        "input": [{"name": "input", "data_type": "TYPE_FP32"}],
+        "output": [{"name": "logits", "data_type": "TYPE_FP32"}],
+    }
     instance = wrapper.TritonPythonModel()
     instance.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"})
 

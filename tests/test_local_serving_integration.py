@@ -92,18 +92,26 @@ def _recorded(stack, record, labels):
 def _wait_for_scrape_of(stack, model, success_count):
     """Block until Prometheus holds a sample with Triton's current success count, then one more evaluation."""
     expr = f'sum(nv_inference_request_success{{model="{model}"}})'
-    stack.client.wait_for(f"a scrape showing {success_count} successes of {model}",
-                          lambda: stack.client.query_value(expr) == success_count, timeout_s=15)
+    stack.client.wait_for(
+        f"a scrape showing {success_count} successes of {model}",
+        lambda: stack.client.query_value(expr) == success_count,
+        timeout_s=15,
+    )
     time.sleep(2.5)  # two 1s rule evaluations after that scrape
 
 
 def test_idle_queue_time_is_zero_not_nan(stack):
-    value = stack.client.wait_for("the first recorded queue time",
-                                  lambda: _recorded(stack, QUEUE_TIME_POD_MODEL, {"model": "mnist"}) is not None,
-                                  timeout_s=20)
+    value = stack.client.wait_for(
+        "the first recorded queue time",
+        lambda: _recorded(stack, QUEUE_TIME_POD_MODEL, {"model": "mnist"}) is not None,
+        timeout_s=20,
+    )
     assert value
-    for labels, record in (({"model": "mnist"}, QUEUE_TIME_POD_MODEL), ({"model": "slow"}, QUEUE_TIME_POD_MODEL),
-                           ({}, QUEUE_TIME_POD)):
+    for labels, record in (
+        ({"model": "mnist"}, QUEUE_TIME_POD_MODEL),
+        ({"model": "slow"}, QUEUE_TIME_POD_MODEL),
+        ({}, QUEUE_TIME_POD),
+    ):
         recorded = _recorded(stack, record, labels)
         assert recorded is not None and not math.isnan(recorded)
         assert recorded == 0.0
@@ -112,8 +120,7 @@ def test_idle_queue_time_is_zero_not_nan(stack):
 def test_recorded_queue_time_equals_what_tritons_counters_imply(stack):
     before = read_metrics(stack.triton.metrics_url)
     workload = workload_for(stack.source_models[0])
-    result = run_load(workload, LoadSettings("grpc", stack.triton.grpc_url, concurrency=4, duration_s=3,
-                                             batch_size=2))
+    result = run_load(workload, LoadSettings("grpc", stack.triton.grpc_url, concurrency=4, duration_s=3, batch_size=2))
     after = read_metrics(stack.triton.metrics_url)
 
     def delta(metric):
@@ -153,10 +160,14 @@ def test_slow_model_sets_off_the_queue_time_alert_and_the_hpa_asks_for_more_repl
     try:
         active = stack.client.wait_for(
             "the queue-time alert to go pending or firing",
-            lambda: [r for r in _queue_alerts(stack) if r["state"] in ("pending", "firing")], timeout_s=20)
-        replicas = stack.client.wait_for("the HPA formula to ask for more than the minimum",
-                                         lambda: (replicas_asked_for() or 0) > target.min_replicas and
-                                         replicas_asked_for(), timeout_s=20)
+            lambda: [r for r in _queue_alerts(stack) if r["state"] in ("pending", "firing")],
+            timeout_s=20,
+        )
+        replicas = stack.client.wait_for(
+            "the HPA formula to ask for more than the minimum",
+            lambda: (replicas_asked_for() or 0) > target.min_replicas and replicas_asked_for(),
+            timeout_s=20,
+        )
     finally:
         done.set()
         loader.join()
@@ -188,15 +199,21 @@ def test_served_outputs_equal_onnxruntimes_own_outputs_over_http_and_grpc(stack)
 
 
 def test_load_step_reports_accuracy_latency_and_throughput_and_the_report_every_alert(stack):
-    result = run_load(workload_for(stack.source_models[0]),
-                      LoadSettings("http", stack.triton.http_url, concurrency=2, duration_s=1.5))
+    result = run_load(
+        workload_for(stack.source_models[0]), LoadSettings("http", stack.triton.http_url, concurrency=2, duration_s=1.5)
+    )
     summary = result.summary()
     assert summary["errors"] == 0 and summary["requests"] > 50
     assert summary["accuracy"] > 0.9 and summary["matches_reference"] == 1.0
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
-    report = build_report(stack.client, [result], ["mnist", "slow"], _adapter_rules(),
-                          AutoscalingTarget(target_queue_time_ms=50, min_replicas=1, max_replicas=10))
+    report = build_report(
+        stack.client,
+        [result],
+        ["mnist", "slow"],
+        _adapter_rules(),
+        AutoscalingTarget(target_queue_time_ms=50, min_replicas=1, max_replicas=10),
+    )
     from components import prometheus_rules
 
     alert_names = {rule["alert"] for rule in prometheus_rules.alert_rule_group(_fast_alert_settings())["rules"]}
@@ -236,11 +253,15 @@ def _processes_with(marker: str) -> list[str]:
 def _serve_through_make(repository: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
     """`make serve` in a session of its own, as a supervisor runs it; returns once both servers are up."""
     http, prometheus = free_port(), free_port()
-    flags = (f"--http-port {http} --grpc-port {free_port()} --metrics-port {free_port()} "
-             f"--prometheus-port {prometheus}")
+    flags = f"--http-port {http} --grpc-port {free_port()} --metrics-port {free_port()} --prometheus-port {prometheus}"
     log = tmp_path / "serve.log"
-    make = subprocess.Popen(["make", "-s", "serve", f"REPO_DIR={repository}", f"SERVE_ARGS={flags}"],
-                            cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    make = subprocess.Popen(
+        ["make", "-s", "serve", f"REPO_DIR={repository}", f"SERVE_ARGS={flags}"],
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while "Ctrl-C stops both" not in log.read_text(errors="replace"):
         assert make.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
@@ -250,8 +271,9 @@ def _serve_through_make(repository: Path, tmp_path: Path) -> tuple[subprocess.Po
 
 def _gone(marker: str, prometheus_port: int, within_s: float = 30.0) -> list[str]:
     deadline = time.monotonic() + within_s
-    while (left := _processes_with(marker) + _processes_with(f"127.0.0.1:{prometheus_port}")) and \
-            time.monotonic() < deadline:
+    while (
+        left := _processes_with(marker) + _processes_with(f"127.0.0.1:{prometheus_port}")
+    ) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 

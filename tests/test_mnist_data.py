@@ -123,9 +123,7 @@ def test_load_mnist_downloads_from_a_url(http_server: str, tmp_path: Path) -> No
     np.testing.assert_array_equal(data.test_labels, load_idx_directory(tmp_path / "mnist").test_labels)
 
 
-def test_unreachable_url_falls_back_with_the_reason_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unreachable_url_falls_back_with_the_reason_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="model_pipeline.mnist_data"):
         data = load_mnist("http://127.0.0.1:9/mnist/", download_dir=tmp_path / "d", timeout_s=2)
     assert data.is_fallback and data.source == "sklearn-digits"

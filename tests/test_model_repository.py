@@ -21,8 +21,9 @@ from tests._stack_repository import config_with_build_dir, spec_for_settings, st
 ROOT = Path(__file__).resolve().parents[1]
 PUBLICATION = "components.s3_publication.S3PublicationProvider"
 MNIST = ModelSettings(name="mnist", architecture="mnist_mlp")
-RESNET = ModelSettings(name="resnet50", architecture="resnet50", backend="tensorrt", batch_min=1, batch_opt=8,
-                       batch_max=16)
+RESNET = ModelSettings(
+    name="resnet50", architecture="resnet50", backend="tensorrt", batch_min=1, batch_opt=8, batch_max=16
+)
 
 
 def _one_of(recording: Recording, type_suffix: str) -> dict[str, Any]:
@@ -78,22 +79,35 @@ def test_file_edited_after_the_build_is_stale(tmp_path: Path) -> None:
         mr.load_local_repository(str(repo), [MNIST], "dev")
 
 
-@pytest.mark.parametrize(("setting", "value", "problem"), [
-    ("instances", 4, "mnist was built with instances 1 but the stack sets models[mnist].instances to 4"),
-    ("max_queue_delay_us", 250, "mnist was built with maxQueueDelayUs 100 but the stack sets "
-                                "models[mnist].maxQueueDelayUs to 250"),
-    ("precision", "fp32", "mnist was built with precision 'fp16' but the stack sets models[mnist].precision to "
-                          "'fp32'"),
-    ("backend", "tensorrt", "mnist was built with backend 'onnxruntime' but the stack sets models[mnist].backend "
-                            "to 'tensorrt'"),
-])
+@pytest.mark.parametrize(
+    ("setting", "value", "problem"),
+    [
+        ("instances", 4, "mnist was built with instances 1 but the stack sets models[mnist].instances to 4"),
+        (
+            "max_queue_delay_us",
+            250,
+            "mnist was built with maxQueueDelayUs 100 but the stack sets models[mnist].maxQueueDelayUs to 250",
+        ),
+        (
+            "precision",
+            "fp32",
+            "mnist was built with precision 'fp16' but the stack sets models[mnist].precision to 'fp32'",
+        ),
+        (
+            "backend",
+            "tensorrt",
+            "mnist was built with backend 'onnxruntime' but the stack sets models[mnist].backend to 'tensorrt'",
+        ),
+    ],
+)
 def test_a_build_whose_settings_are_not_the_stacks_is_refused_naming_the_setting(
     stack_repositories: dict[str, Path], setting: str, value: Any, problem: str
 ) -> None:
     """`instances: 4` in the stack used to reach nothing: the build used its own specs and Triton ran one."""
     with pytest.raises(mr.ModelRepositoryError) as raised:
-        mr.load_local_repository(str(stack_repositories["dev"]), [dataclasses.replace(MNIST, **{setting: value})],
-                                 "dev")
+        mr.load_local_repository(
+            str(stack_repositories["dev"]), [dataclasses.replace(MNIST, **{setting: value})], "dev"
+        )
     assert problem in str(raised.value)
     assert "python -m model_pipeline build --stack dev" in str(raised.value)
 
@@ -116,8 +130,7 @@ def test_evaluating_the_program_imports_neither_torch_onnx_nor_tensorrt(stack_re
         "print(json.dumps(sorted(m for m in ('torch', 'onnx', 'tensorrt', 'onnxruntime') if m in sys.modules)))"
     )
     config = json.dumps(config_with_build_dir("prod", stack_repositories["prod"]))
-    result = subprocess.run([sys.executable, "-c", code, config], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", code, config], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
@@ -156,8 +169,7 @@ def test_publication_inputs_carry_no_credentials(recordings: dict[str, Recording
 
 def test_triton_serves_exactly_the_published_digest(dev: Recording, prod: Recording) -> None:
     dev_digest, prod_digest = dev.outputs["model_repository_digest"], prod.outputs["model_repository_digest"]
-    assert ("--model-repository=s3://minio.minio.svc.cluster.local:9000/models/triton/" + dev_digest
-            in _triton_args(dev))
+    assert "--model-repository=s3://minio.minio.svc.cluster.local:9000/models/triton/" + dev_digest in _triton_args(dev)
     assert f"--model-repository=s3://acme-inference-models/triton/{prod_digest}" in _triton_args(prod)
     assert prod.outputs["model_repository_uri"] == f"s3://acme-inference-models/triton/{prod_digest}"
     assert prod.outputs["model_bucket"] == "acme-inference-models"
@@ -168,8 +180,9 @@ def test_triton_rolls_only_after_the_manifest(stack: Recording) -> None:
     assert _manifest(stack).urn in deployment.dependencies
 
 
-def test_a_model_change_shows_as_a_new_digest_to_replace_and_a_new_triton_argument(tmp_path: Path,
-                                                                                    dev: Recording) -> None:
+def test_a_model_change_shows_as_a_new_digest_to_replace_and_a_new_triton_argument(
+    tmp_path: Path, dev: Recording
+) -> None:
     changed = stack_repository(tmp_path, (spec_for_settings(MNIST),))
     golden = changed / "mnist" / "golden.npz"
     # A rebuilt model: different content, same layout; the manifest is rewritten by the pipeline's writer.
@@ -190,14 +203,17 @@ def test_a_model_change_shows_as_a_new_digest_to_replace_and_a_new_triton_argume
     assert _triton_args(after) != _triton_args(dev)
 
 
-def test_unchanged_repository_declares_identical_objects_and_triton(dev: Recording,
-                                                                    stack_repositories: dict[str, Path]) -> None:
+def test_unchanged_repository_declares_identical_objects_and_triton(
+    dev: Recording, stack_repositories: dict[str, Path]
+) -> None:
     again = run_program("dev", config=config_with_build_dir("dev", stack_repositories["dev"]))
     published = {r.name: r.inputs for r in again.dynamic_resources(PUBLICATION)}
     assert published == {r.name: r.inputs for r in dev.dynamic_resources(PUBLICATION)}
     provider = s3_publication.S3PublicationProvider()
-    assert all(provider.diff("id", dev.dynamic(PUBLICATION, name).inputs, inputs).changes is False
-               for name, inputs in published.items())
+    assert all(
+        provider.diff("id", dev.dynamic(PUBLICATION, name).inputs, inputs).changes is False
+        for name, inputs in published.items()
+    )
     assert _triton_args(again) == _triton_args(dev)
 
 
@@ -210,8 +226,9 @@ def test_prod_bucket_is_versioned_encrypted_private_and_expires_replaced_version
     (rule,) = _one_of(prod, ":BucketServerSideEncryptionConfiguration")["rules"]
     assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
     block = _one_of(prod, ":BucketPublicAccessBlock")
-    assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
-                                          "restrictPublicBuckets"))
+    assert all(
+        block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
+    )
     rules = {r["id"]: r for r in _one_of(prod, ":BucketLifecycleConfiguration")["rules"]}
     expiry = rules["expire-replaced-repository-versions"]
     assert expiry["noncurrentVersionExpiration"]["noncurrentDays"] == 30
@@ -219,9 +236,15 @@ def test_prod_bucket_is_versioned_encrypted_private_and_expires_replaced_version
     assert "days" not in expiry.get("expiration", {}), "served (current) objects must never expire"
 
 
-BUCKET_TYPES = (":Bucket", ":BucketVersioning", ":BucketServerSideEncryptionConfiguration",
-                ":BucketPublicAccessBlock", ":BucketOwnershipControls", ":BucketPolicy",
-                ":BucketLifecycleConfiguration")
+BUCKET_TYPES = (
+    ":Bucket",
+    ":BucketVersioning",
+    ":BucketServerSideEncryptionConfiguration",
+    ":BucketPublicAccessBlock",
+    ":BucketOwnershipControls",
+    ":BucketPolicy",
+    ":BucketLifecycleConfiguration",
+)
 
 
 def _bucket_resources(recording: Recording) -> list[RecordedResource]:
@@ -239,8 +262,10 @@ def test_destroy_retains_prods_bucket_with_the_rules_that_expire_what_is_left(pr
 
 def test_bucket_on_destroy_delete_removes_it_with_every_version(stack_repositories: dict[str, Path]) -> None:
     config = config_with_build_dir("prod", stack_repositories["prod"])
-    config["inference-platform:modelRepository"] = {**config["inference-platform:modelRepository"],
-                                                    "bucketOnDestroy": "delete"}
+    config["inference-platform:modelRepository"] = {
+        **config["inference-platform:modelRepository"],
+        "bucketOnDestroy": "delete",
+    }
     recording = run_program("prod", config=config)
     assert not any(r.retain_on_delete for r in _bucket_resources(recording))
     assert _one_of(recording, ":Bucket")["forceDestroy"] is True
@@ -256,7 +281,8 @@ def test_prod_bucket_refuses_plain_http(prod: Recording) -> None:
 def test_dev_on_minio_declares_no_aws_resource_and_no_aws_provider(dev: Recording) -> None:
     assert [r.type for r in dev.resources if r.type.startswith(("aws:", "pulumi:providers:aws"))] == []
     assert {r.inputs.get("endpoint") for r in dev.dynamic_resources(PUBLICATION)} == {
-        "http://minio.minio.svc.cluster.local:9000"}
+        "http://minio.minio.svc.cluster.local:9000"
+    }
 
 
 def test_prod_keeps_the_bucket_and_roles_in_pulumi_aws_and_publishes_after_the_bucket(prod: Recording) -> None:
@@ -264,8 +290,14 @@ def test_prod_keeps_the_bucket_and_roles_in_pulumi_aws_and_publishes_after_the_b
     assert provider.inputs["region"] == "eu-west-1"
     bucket_side = [r for r in prod.resources if r.type.startswith("aws:s3/")]
     assert {r.type.rsplit(":", 1)[-1] for r in bucket_side} == {
-        "Bucket", "BucketVersioning", "BucketServerSideEncryptionConfiguration", "BucketPublicAccessBlock",
-        "BucketOwnershipControls", "BucketPolicy", "BucketLifecycleConfiguration"}
+        "Bucket",
+        "BucketVersioning",
+        "BucketServerSideEncryptionConfiguration",
+        "BucketPublicAccessBlock",
+        "BucketOwnershipControls",
+        "BucketPolicy",
+        "BucketLifecycleConfiguration",
+    }
     assert len(prod.of_type("aws:iam/role:Role")) == 2
     assert all((r.provider or "").startswith(provider.urn + "::") for r in prod.resources if r.type.startswith("aws:"))
     assert {r.urn for r in bucket_side} <= set(_files(prod).dependencies)
@@ -303,8 +335,13 @@ def test_engine_build_may_also_write_plans(prod: Recording) -> None:
     assert actions == {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListBucket"}
 
 
-@pytest.mark.parametrize(("role", "subject"), [("triton", "system:serviceaccount:triton:triton"),
-                                               ("engine-build", "system:serviceaccount:model-build:engine-build")])
+@pytest.mark.parametrize(
+    ("role", "subject"),
+    [
+        ("triton", "system:serviceaccount:triton:triton"),
+        ("engine-build", "system:serviceaccount:model-build:engine-build"),
+    ],
+)
 def test_trust_names_exactly_one_service_account_through_the_clusters_oidc_provider(
     prod: Recording, role: str, subject: str
 ) -> None:

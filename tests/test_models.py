@@ -28,8 +28,14 @@ def test_resnet50_has_torchvisions_320_keys_and_25_557_032_parameters(resnet: Re
     keys = list(resnet.state_dict())
     assert len(keys) == 320
     assert sum(p.numel() for p in resnet.parameters()) == 25_557_032
-    assert keys[:6] == ["conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
-                        "bn1.num_batches_tracked"]
+    assert keys[:6] == [
+        "conv1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "bn1.num_batches_tracked",
+    ]
     assert keys[-2:] == ["fc.weight", "fc.bias"]
 
 
@@ -38,8 +44,10 @@ def test_resnet50_block_layout_matches_torchvision(resnet: ResNet50) -> None:
     # Only block 0 of each layer projects the shortcut; layer1 does too (64 -> 256 channels).
     projections = sorted({k.split(".downsample")[0] for k in state if ".downsample." in k})
     assert projections == ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
-    blocks = {layer: len({k.split(".")[1] for k in state if k.startswith(layer + ".")})
-              for layer in ("layer1", "layer2", "layer3", "layer4")}
+    blocks = {
+        layer: len({k.split(".")[1] for k in state if k.startswith(layer + ".")})
+        for layer in ("layer1", "layer2", "layer3", "layer4")
+    }
     assert blocks == {"layer1": 3, "layer2": 4, "layer3": 6, "layer4": 3}
     # ResNet v1.5: the stride sits on the 3x3 conv of the first block of layers 2-4.
     assert resnet.layer2[0].conv2.stride == (2, 2) and resnet.layer2[0].conv1.stride == (1, 1)

@@ -34,9 +34,11 @@ DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 def with_secrets(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     """The prod stack with a configured Grafana password and both alert receivers, set as secrets."""
     build = stack_repository(tmp_path_factory.mktemp("prod-models"), stack_specs("prod"))
-    secrets = {"inference-platform:grafanaAdminPassword": GRAFANA_PASSWORD,
-               "inference-platform:alertWebhookUrl": WEBHOOK,
-               "inference-platform:alertSlackWebhookUrl": SLACK}
+    secrets = {
+        "inference-platform:grafanaAdminPassword": GRAFANA_PASSWORD,
+        "inference-platform:alertWebhookUrl": WEBHOOK,
+        "inference-platform:alertSlackWebhookUrl": SLACK,
+    }
     return run_program("prod", config=config_with_build_dir("prod", build), secrets=secrets)
 
 
@@ -75,6 +77,7 @@ def _drop(tree: Any, dotted: str) -> None:
 
 # --- the release ------------------------------------------------------------------------------------------------
 
+
 def test_kps_is_a_named_pinned_release_in_the_monitoring_namespace(stack):
     release = kps(stack)
     assert release.inputs["name"] == "monitoring"
@@ -87,8 +90,11 @@ def test_prometheus_selects_monitors_and_rules_without_the_release_label(stack):
     # DCGM's ServiceMonitor (created by the GPU Operator), HAMi's (its chart, prometheus.enabled) and our own
     # PodMonitor/PrometheusRule carry no `release: monitoring` label: only these switches make Prometheus see them.
     spec = values(stack)["prometheus"]["prometheusSpec"]
-    for key in ("serviceMonitorSelectorNilUsesHelmValues", "podMonitorSelectorNilUsesHelmValues",
-                "ruleSelectorNilUsesHelmValues"):
+    for key in (
+        "serviceMonitorSelectorNilUsesHelmValues",
+        "podMonitorSelectorNilUsesHelmValues",
+        "ruleSelectorNilUsesHelmValues",
+    ):
         assert spec[key] is False, key
     for selector in ("serviceMonitorSelector", "podMonitorSelector", "ruleSelector"):
         assert selector not in spec  # left at {} = everything, in every namespace
@@ -143,14 +149,19 @@ def test_creating_a_storage_class_needs_its_name():
     with pytest.raises(ConfigError) as error:
         _parse({"createStorageClass": True})
     assert error.value.problems == [
-        "monitoring.createStorageClass (True) needs monitoring.storageClass: the name of the class to create"]
+        "monitoring.createStorageClass (True) needs monitoring.storageClass: the name of the class to create"
+    ]
 
 
 def test_helm_values_keys_exist_in_the_pinned_charts(stack, shared_dir):
     defaults = load_values(shared_dir / "helm-values" / versions.KUBE_PROMETHEUS_STACK.values_fixture)
     grafana = load_values(shared_dir / "helm-values" / "grafana-12.11.1.values.yaml")
-    assert unknown_values_keys(values(stack), defaults, subcharts={"grafana": grafana},
-                               allowed=UNLISTED_VALUES["kube-prometheus-stack"]) == []
+    assert (
+        unknown_values_keys(
+            values(stack), defaults, subcharts={"grafana": grafana}, allowed=UNLISTED_VALUES["kube-prometheus-stack"]
+        )
+        == []
+    )
     assert unknown_values_keys({"prometheus": {"prometheusSpec": {"retentionn": "1d"}}}, defaults)
 
 
@@ -160,6 +171,7 @@ def test_grafana_runs_the_dashboard_sidecar_on_our_label(stack):
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------
+
 
 def test_configured_grafana_password_reaches_only_a_secret_input(with_secrets):
     secret = child(with_secrets, "Secret", "grafana-admin")
@@ -216,6 +228,7 @@ def test_receiver_urls_come_from_a_mounted_secret_never_from_values(with_secrets
 
 # --- the PodMonitor ---------------------------------------------------------------------------------------------
 
+
 def test_pod_monitor_scrapes_tritons_metrics_port_on_its_pods(stack, shared_dir):
     podmonitor = child(stack, "PodMonitor", monitoring.POD_MONITOR_NAME)
     spec = podmonitor.inputs["spec"]
@@ -249,6 +262,7 @@ def test_alerts_watch_the_job_the_pod_monitor_produces(stack):
 
 
 # --- the rules --------------------------------------------------------------------------------------------------
+
 
 def test_prometheus_rule_carries_both_groups_and_validates(stack, shared_dir):
     rule = child(stack, "PrometheusRule", "inference-platform")
@@ -288,6 +302,7 @@ def test_rule_groups_are_what_the_builders_render():
 
 # --- dashboards -------------------------------------------------------------------------------------------------
 
+
 def test_every_dashboard_file_is_a_labelled_configmap(stack):
     files = sorted(p.name for p in DASHBOARDS.glob("*.json"))
     assert files == ["autoscaling.json", "gpu.json", "triton.json"]
@@ -305,8 +320,11 @@ def test_a_dashboard_without_uid_is_refused(tmp_path):
 
 # --- wiring for the autoscaling helper ---------------------------------------------------------------------------
 
+
 def test_prometheus_url_names_the_charts_service_without_the_port():
-    assert monitoring.prometheus_url(MonitoringSettings()) == "http://monitoring-kube-prometheus-prometheus.monitoring.svc"
+    assert (
+        monitoring.prometheus_url(MonitoringSettings()) == "http://monitoring-kube-prometheus-prometheus.monitoring.svc"
+    )
     assert kps_fullname("kube-prometheus-stack") == "kube-prometheus-stack"
     assert kps_fullname("observability-platform") == "observability-platform-kub"  # 26 characters, like the chart
     assert monitoring.PROMETHEUS_PORT == 9090
@@ -332,6 +350,7 @@ def test_every_alert_has_a_runbook_heading_in_the_readme():
 
 # --- config -----------------------------------------------------------------------------------------------------
 
+
 def _parse(monitoring_values: dict[str, Any], secrets: dict[str, Any] | None = None) -> MonitoringSettings:
     from components.config import parse_config
 
@@ -343,16 +362,25 @@ def test_monitoring_config_problems_name_key_value_and_what_is_allowed():
     from components.config import ConfigError
 
     with pytest.raises(ConfigError) as error:
-        _parse({"recordingWindow": "30s", "retentionSize": "60GB", "storageSize": "50Gi", "slackChannel": "alerts",
-                "alerts": {"failureRatio": 1.5, "gpuUtilisaton": 0.8}})
+        _parse(
+            {
+                "recordingWindow": "30s",
+                "retentionSize": "60GB",
+                "storageSize": "50Gi",
+                "slackChannel": "alerts",
+                "alerts": {"failureRatio": 1.5, "gpuUtilisaton": 0.8},
+            }
+        )
     problems = error.value.problems
     assert "monitoring.recordingWindow ('30s') must be at least 4 x monitoring.scrapeInterval (15s)" in problems
-    assert any(p.startswith("monitoring.retentionSize ('60GB') must be smaller than monitoring.storageSize")
-               for p in problems)
+    assert any(
+        p.startswith("monitoring.retentionSize ('60GB') must be smaller than monitoring.storageSize") for p in problems
+    )
     assert "monitoring.alerts.failureRatio (1.5) must be between 0.0001 and 1" in problems
     assert any(p.startswith("monitoring.slackChannel ('alerts') must be a Slack channel") for p in problems)
-    assert any("monitoring.alerts.gpuUtilisaton is not a known key; did you mean 'gpuUtilisation'?" in p
-               for p in problems)
+    assert any(
+        "monitoring.alerts.gpuUtilisaton is not a known key; did you mean 'gpuUtilisation'?" in p for p in problems
+    )
 
 
 def test_receivers_follow_the_secrets_that_are_set():
@@ -364,12 +392,17 @@ def test_receivers_follow_the_secrets_that_are_set():
 def test_receiver_urls_and_grafana_password_are_refused_in_plain_config():
     from components.config import ConfigError, parse_config
 
-    values = {"modelRepository": {"uri": "s3://models/triton"}, "alertSlackWebhookUrl": "https://hooks.slack.com/x",
-              "grafanaAdminPassword": "hunter2"}
+    values = {
+        "modelRepository": {"uri": "s3://models/triton"},
+        "alertSlackWebhookUrl": "https://hooks.slack.com/x",
+        "grafanaAdminPassword": "hunter2",
+    }
     with pytest.raises(ConfigError) as error:
         parse_config("dev", values)
-    assert "alertSlackWebhookUrl must be set as a secret: pulumi config set --secret alertSlackWebhookUrl <value>" \
+    assert (
+        "alertSlackWebhookUrl must be set as a secret: pulumi config set --secret alertSlackWebhookUrl <value>"
         in error.value.problems
+    )
     assert any(p.startswith("grafanaAdminPassword must be set as a secret") for p in error.value.problems)
 
 

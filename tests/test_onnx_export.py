@@ -35,8 +35,9 @@ def mnist_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[MnistMLP, Ex
     model = MnistMLP()
     out = tmp_path_factory.mktemp("mnist")
     samples = {"input": np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)}
-    return model, export_onnx(model, DEFAULT_SPECS["mnist"], out / "1" / "model.onnx", out / "golden.npz",
-                              samples=samples)
+    return model, export_onnx(
+        model, DEFAULT_SPECS["mnist"], out / "1" / "model.onnx", out / "golden.npz", samples=samples
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,10 @@ def resnet_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResNet50, E
 
 def _io(path: Path) -> list[tuple[str, list[str | int]]]:
     graph = onnx.load(str(path), load_external_data=False).graph
-    return [(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
-            for v in (*graph.input, *graph.output)]
+    return [
+        (v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+        for v in (*graph.input, *graph.output)
+    ]
 
 
 def test_graph_io_uses_spec_names_and_a_dynamic_batch_axis(mnist_export, resnet_export) -> None:
@@ -103,8 +106,9 @@ def test_mismatch_names_the_model_batch_and_difference(mnist_export) -> None:
     _, result = mnist_export
     torch.manual_seed(99)
     other = MnistMLP().eval()
-    with pytest.raises(ModelValidationError,
-                       match=r"model 'mnist': ONNX Runtime differs from PyTorch at batch 1: max abs diff \d"):
+    with pytest.raises(
+        ModelValidationError, match=r"model 'mnist': ONNX Runtime differs from PyTorch at batch 1: max abs diff \d"
+    ):
         verify_against_torch(other, DEFAULT_SPECS["mnist"], result.onnx_path, (1, 8), Tolerance(1e-4, 1e-3))
 
 

@@ -52,23 +52,31 @@ def test_the_rules_see_the_stacks_workloads(stack: Recording) -> None:
     assert pod_specs, "no workload with a pod spec in the stack"
     assert any(rules.is_triton_workload(t, p) for t, p in stack_resources(stack))
     triton = [p for t, p in stack_resources(stack) if rules.is_triton_workload(t, p)]
-    assert all(rules.DEFAULT_GPU_NAMES.gpu in c["resources"]["limits"]
-               for p in triton for c in rules.containers(rules.pod_spec(DEPLOYMENT, p) or {}))
+    assert all(
+        rules.DEFAULT_GPU_NAMES.gpu in c["resources"]["limits"]
+        for p in triton
+        for c in rules.containers(rules.pod_spec(DEPLOYMENT, p) or {})
+    )
 
 
 def test_dev_with_static_minio_keys_keeps_them_in_a_secret() -> None:
-    recording = run_program("dev", secrets={
-        f"{PROJECT}:s3AccessKeyId": "minio-platform",
-        f"{PROJECT}:s3SecretAccessKey": "minio-platform-secret-key",
-    })
+    recording = run_program(
+        "dev",
+        secrets={
+            f"{PROJECT}:s3AccessKeyId": "minio-platform",
+            f"{PROJECT}:s3SecretAccessKey": "minio-platform-secret-key",
+        },
+    )
     assert recording.of_type(rules.SECRET), "the keys should be in a Secret"
     assert {r.urn: v for r in recording.resources if (v := rules.static_aws_keys(r.type, r.inputs))} == {}
 
 
 def test_default_gpu_names_are_the_ones_the_gpu_stack_requests() -> None:
     names = rules.DEFAULT_GPU_NAMES
-    assert (names.hami_scheduler, names.nvidia_runtime_class) == (gpu_stack.HAMI_SCHEDULER,
-                                                                  gpu_stack.NVIDIA_RUNTIME_CLASS)
+    assert (names.hami_scheduler, names.nvidia_runtime_class) == (
+        gpu_stack.HAMI_SCHEDULER,
+        gpu_stack.NVIDIA_RUNTIME_CLASS,
+    )
     for stack in ("dev", "prod"):
         settings = parse_config(stack, {k.split(":", 1)[1]: v for k, v in stack_config(stack).items()}).gpu
         assert set(gpu_stack.gpu_placement(settings).limits) <= set(names.allowed)
@@ -78,12 +86,15 @@ def test_default_gpu_names_are_the_ones_the_gpu_stack_requests() -> None:
 # Images
 
 
-@pytest.mark.parametrize(("image", "problem"), [
-    ("nvcr.io/nvidia/tritonserver:latest", "uses the mutable tag latest"),
-    ("nvcr.io/nvidia/tritonserver", "has no tag (Kubernetes pulls latest)"),
-    ("registry.local:5000/triton", "has no tag (Kubernetes pulls latest)"),
-    ("nvcr.io/nvidia/tritonserver@sha256:abc", "has a malformed digest"),
-])
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        ("nvcr.io/nvidia/tritonserver:latest", "uses the mutable tag latest"),
+        ("nvcr.io/nvidia/tritonserver", "has no tag (Kubernetes pulls latest)"),
+        ("registry.local:5000/triton", "has no tag (Kubernetes pulls latest)"),
+        ("nvcr.io/nvidia/tritonserver@sha256:abc", "has a malformed digest"),
+    ],
+)
 def test_unpinned_images_are_refused(dev: Recording, image: str, problem: str) -> None:
     props = triton_deployment(dev)
     triton_container(props)["image"] = image
@@ -93,10 +104,13 @@ def test_unpinned_images_are_refused(dev: Recording, image: str, problem: str) -
     ]
 
 
-@pytest.mark.parametrize("image", [
-    "registry.local:5000/triton:26.07-py3",
-    "nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64,
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.local:5000/triton:26.07-py3",
+        "nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64,
+    ],
+)
 def test_port_qualified_tags_and_digests_are_pinned(image: str) -> None:
     assert rules.image_problem(image) is None
 
@@ -133,9 +147,16 @@ def test_init_containers_need_resources_too(dev: Recording) -> None:
 
 
 def test_cronjob_pod_templates_are_checked() -> None:
-    cronjob = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "sync", "namespace": "ops"},
-               "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [
-                   {"name": "sync", "image": "amazon/aws-cli:2.17.0"}]}}}}}}
+    cronjob = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "sync", "namespace": "ops"},
+        "spec": {
+            "jobTemplate": {
+                "spec": {"template": {"spec": {"containers": [{"name": "sync", "image": "amazon/aws-cli:2.17.0"}]}}}
+            }
+        },
+    }
     assert rules.container_resources("kubernetes:batch/v1:CronJob", cronjob)[0].startswith(
         "CronJob ops/sync: container 'sync' sets no resources requests.cpu"
     )
@@ -179,8 +200,10 @@ def test_hami_shares_without_a_gpu_are_refused(prod: Recording) -> None:
     props = triton_deployment(prod)
     for section in ("requests", "limits"):
         del triton_container(props)["resources"][section]["nvidia.com/gpu"]
-    assert ("Deployment triton/triton: container 'triton' sets HAMi shares without nvidia.com/gpu; HAMi shares apply "
-            "per requested GPU") in rules.gpu_requests(DEPLOYMENT, props)
+    assert (
+        "Deployment triton/triton: container 'triton' sets HAMi shares without nvidia.com/gpu; HAMi shares apply "
+        "per requested GPU"
+    ) in rules.gpu_requests(DEPLOYMENT, props)
 
 
 def test_hami_pods_need_a_gpu_memory_share(prod: Recording) -> None:
@@ -243,23 +266,46 @@ def _without_pdb(recording: Recording) -> list[tuple[str, dict[str, Any]]]:
     return [(t, copy.deepcopy(p)) for t, p in stack_resources(recording) if t != rules.PDB]
 
 
-NO_PDB = ("Deployment triton/triton: no policy/v1 PodDisruptionBudget in its namespace selects its pods; "
-          "a node drain could evict every replica at once")
+NO_PDB = (
+    "Deployment triton/triton: no policy/v1 PodDisruptionBudget in its namespace selects its pods; "
+    "a node drain could evict every replica at once"
+)
 
 
 def test_triton_without_a_disruption_budget_is_refused(prod: Recording) -> None:
     assert rules.triton_disruption_budget(_without_pdb(prod)) == [NO_PDB]
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ({"metadata": {"namespace": "default"}}, [NO_PDB]),
-    ({"spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "other"}}}}, [NO_PDB]),
-    ({"spec": {"selector": {}}}, [NO_PDB]),
-    ({"spec": {"selector": {"matchExpressions": [
-        {"key": "app.kubernetes.io/name", "operator": "In", "values": ["triton"]}]}}}, []),
-    ({"spec": {"selector": {"matchExpressions": [
-        {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["triton"]}]}}}, [NO_PDB]),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"metadata": {"namespace": "default"}}, [NO_PDB]),
+        ({"spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "other"}}}}, [NO_PDB]),
+        ({"spec": {"selector": {}}}, [NO_PDB]),
+        (
+            {
+                "spec": {
+                    "selector": {
+                        "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["triton"]}]
+                    }
+                }
+            },
+            [],
+        ),
+        (
+            {
+                "spec": {
+                    "selector": {
+                        "matchExpressions": [
+                            {"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["triton"]}
+                        ]
+                    }
+                }
+            },
+            [NO_PDB],
+        ),
+    ],
+)
 def test_the_budget_must_be_in_the_namespace_and_select_the_pods(
     prod: Recording, change: dict[str, Any], expected: list[str]
 ) -> None:
@@ -284,16 +330,23 @@ def test_a_literal_aws_secret_key_in_env_is_refused(dev: Recording) -> None:
 
 
 def test_keys_in_a_config_map_are_refused() -> None:
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws", "namespace": "triton"},
-                  "data": {"credentials": "[default]\naws_secret_access_key = abc\n"}}
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "aws", "namespace": "triton"},
+        "data": {"credentials": "[default]\naws_secret_access_key = abc\n"},
+    }
     assert rules.static_aws_keys("kubernetes:core/v1:ConfigMap", config_map) == [
         "ConfigMap triton/aws: data.credentials holds AWS credentials; keys belong in a Secret"
     ]
 
 
 def test_an_access_key_id_anywhere_outside_a_secret_is_refused() -> None:
-    service_account = {"apiVersion": "v1", "kind": "ServiceAccount",
-                       "metadata": {"name": "x", "annotations": {"note": "key AKIAIOSFODNN7EXAMPLE"}}}
+    service_account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "x", "annotations": {"note": "key AKIAIOSFODNN7EXAMPLE"}},
+    }
     assert rules.static_aws_keys("kubernetes:core/v1:ServiceAccount", service_account) == [
         "ServiceAccount x: metadata.annotations.note contains an AWS access key id; keys belong in a Secret"
     ]
@@ -324,14 +377,20 @@ def test_the_pickled_provider_of_a_dynamic_resource_is_code_not_configuration() 
 
 def test_the_stacks_dynamic_resources_are_checked_and_pass(stack: Recording) -> None:
     dynamic = stack.dynamic_resources()
-    assert {r.dynamic_provider for r in dynamic} == {"components.s3_publication.S3PublicationProvider",
-                                                     "components.generated_secret.GeneratedSecretProvider"}
+    assert {r.dynamic_provider for r in dynamic} == {
+        "components.s3_publication.S3PublicationProvider",
+        "components.generated_secret.GeneratedSecretProvider",
+    }
     assert all(rules.resource_violations(r.type, r.inputs) == {} for r in dynamic)
 
 
 def test_a_provider_for_an_s3_compatible_store_may_use_its_keys() -> None:
-    minio = {"region": "us-east-1", "accessKey": "minioadmin", "secretKey": "minio-secret",
-             "endpoints": '[{"s3": "http://minio.minio.svc.cluster.local:9000"}]'}
+    minio = {
+        "region": "us-east-1",
+        "accessKey": "minioadmin",
+        "secretKey": "minio-secret",
+        "endpoints": '[{"s3": "http://minio.minio.svc.cluster.local:9000"}]',
+    }
     assert rules.static_aws_keys(rules.AWS_PROVIDER, minio) == []
 
 
@@ -349,10 +408,12 @@ def test_a_load_balancer_service_is_refused(dev: Recording) -> None:
 
 
 def test_the_gateways_envoy_proxy_may_ask_for_a_load_balancer() -> None:
-    envoy_proxy = {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyProxy",
-                   "metadata": {"name": "gateway", "namespace": "envoy-gateway-system"},
-                   "spec": {"provider": {"type": "Kubernetes",
-                                         "kubernetes": {"envoyService": {"type": "LoadBalancer"}}}}}
+    envoy_proxy = {
+        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+        "kind": "EnvoyProxy",
+        "metadata": {"name": "gateway", "namespace": "envoy-gateway-system"},
+        "spec": {"provider": {"type": "Kubernetes", "kubernetes": {"envoyService": {"type": "LoadBalancer"}}}},
+    }
     assert rules.resource_violations(rules.ENVOY_PROXY, envoy_proxy) == {}
 
 
@@ -369,21 +430,34 @@ def test_chart_values_cannot_expose_a_load_balancer(prod: Recording) -> None:
 # Removed API versions
 
 
-@pytest.mark.parametrize(("resource_type", "expected"), [
-    ("kubernetes:autoscaling/v2beta2:HorizontalPodAutoscaler",
-     "autoscaling/v2beta2 HorizontalPodAutoscaler was removed in Kubernetes 1.26; use autoscaling/v2"),
-    ("kubernetes:autoscaling/v2beta1:HorizontalPodAutoscaler",
-     "autoscaling/v2beta1 HorizontalPodAutoscaler was removed in Kubernetes 1.25; use autoscaling/v2"),
-    ("kubernetes:policy/v1beta1:PodDisruptionBudget",
-     "policy/v1beta1 PodDisruptionBudget was removed in Kubernetes 1.25; use policy/v1 PodDisruptionBudget "
-     "(PodSecurityPolicy: Pod Security Admission)"),
-    ("kubernetes:extensions/v1beta1:Ingress",
-     "extensions/v1beta1 Ingress was removed in Kubernetes 1.22; use apps/v1 workloads, networking.k8s.io/v1 "
-     "Ingress and NetworkPolicy"),
-    ("kubernetes:networking.k8s.io/v1beta1:Ingress",
-     "networking.k8s.io/v1beta1 Ingress was removed in Kubernetes 1.22; use networking.k8s.io/v1"),
-    ("kubernetes:batch/v1beta1:CronJob", "batch/v1beta1 CronJob was removed in Kubernetes 1.25; use batch/v1"),
-])
+@pytest.mark.parametrize(
+    ("resource_type", "expected"),
+    [
+        (
+            "kubernetes:autoscaling/v2beta2:HorizontalPodAutoscaler",
+            "autoscaling/v2beta2 HorizontalPodAutoscaler was removed in Kubernetes 1.26; use autoscaling/v2",
+        ),
+        (
+            "kubernetes:autoscaling/v2beta1:HorizontalPodAutoscaler",
+            "autoscaling/v2beta1 HorizontalPodAutoscaler was removed in Kubernetes 1.25; use autoscaling/v2",
+        ),
+        (
+            "kubernetes:policy/v1beta1:PodDisruptionBudget",
+            "policy/v1beta1 PodDisruptionBudget was removed in Kubernetes 1.25; use policy/v1 PodDisruptionBudget "
+            "(PodSecurityPolicy: Pod Security Admission)",
+        ),
+        (
+            "kubernetes:extensions/v1beta1:Ingress",
+            "extensions/v1beta1 Ingress was removed in Kubernetes 1.22; use apps/v1 workloads, networking.k8s.io/v1 "
+            "Ingress and NetworkPolicy",
+        ),
+        (
+            "kubernetes:networking.k8s.io/v1beta1:Ingress",
+            "networking.k8s.io/v1beta1 Ingress was removed in Kubernetes 1.22; use networking.k8s.io/v1",
+        ),
+        ("kubernetes:batch/v1beta1:CronJob", "batch/v1beta1 CronJob was removed in Kubernetes 1.25; use batch/v1"),
+    ],
+)
 def test_removed_api_versions_are_refused(resource_type: str, expected: str) -> None:
     assert rules.removed_api_versions(resource_type, {"metadata": {"name": "x"}}) == [
         f"{resource_type.rsplit(':', 1)[1]} x: {expected}"
@@ -406,14 +480,19 @@ def test_the_api_version_in_the_object_wins_over_the_type_token() -> None:
 def analyzer() -> Iterator[Any]:
     """The policy pack served by its own environment (.venv-policy), the way `pulumi preview` starts it."""
     if not POLICY_PYTHON.exists():
-        pytest.skip("the policy pack's environment .venv-policy is missing; create it with: python3.11 -m venv "
-                    ".venv-policy && .venv-policy/bin/pip install -r policy/requirements.txt")
+        pytest.skip(
+            "the policy pack's environment .venv-policy is missing; create it with: python3.11 -m venv "
+            ".venv-policy && .venv-policy/bin/pip install -r policy/requirements.txt"
+        )
     import grpc
     from pulumi.runtime.proto import analyzer_pb2_grpc
 
     process = subprocess.Popen(
         [str(POLICY_PYTHON), "-u", "-m", "pulumi.policy", "127.0.0.1:0", str(ROOT / "policy")],
-        cwd=ROOT / "policy", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT / "policy",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -440,18 +519,19 @@ def _struct(props: dict[str, Any]) -> Any:
 def _analyze(analyzer: Any, resource_type: str, props: dict[str, Any], name: str = "x") -> list[tuple[str, str]]:
     from pulumi.runtime.proto import analyzer_pb2
 
-    request = analyzer_pb2.AnalyzeRequest(type=resource_type, properties=_struct(props), urn=f"urn:{name}",
-                                          name=name)
+    request = analyzer_pb2.AnalyzeRequest(type=resource_type, properties=_struct(props), urn=f"urn:{name}", name=name)
     return [(d.policyName, _rule_message(d)) for d in analyzer.Analyze(request, timeout=30).diagnostics]
 
 
 def _analyze_stack(analyzer: Any, resources: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
     from pulumi.runtime.proto import analyzer_pb2
 
-    request = analyzer_pb2.AnalyzeStackRequest(resources=[
-        analyzer_pb2.AnalyzerResource(type=t, properties=_struct(p), urn=f"urn:{i}", name=str(i))
-        for i, (t, p) in enumerate(resources)
-    ])
+    request = analyzer_pb2.AnalyzeStackRequest(
+        resources=[
+            analyzer_pb2.AnalyzerResource(type=t, properties=_struct(p), urn=f"urn:{i}", name=str(i))
+            for i, (t, p) in enumerate(resources)
+        ]
+    )
     return [(d.policyName, _rule_message(d)) for d in analyzer.AnalyzeStack(request, timeout=30).diagnostics]
 
 
@@ -493,10 +573,16 @@ def test_the_pack_reads_gpu_names_from_its_config(analyzer: Any, dev: Recording)
     from pulumi.runtime.proto import analyzer_pb2
 
     def configure(names: dict[str, Any]) -> None:
-        analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={
-            "gpu-resource-names": analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.MANDATORY,
-                                                            properties=_struct(names)),
-        }), timeout=30)
+        analyzer.Configure(
+            analyzer_pb2.ConfigureAnalyzerRequest(
+                policyConfig={
+                    "gpu-resource-names": analyzer_pb2.PolicyConfig(
+                        enforcementLevel=analyzer_pb2.MANDATORY, properties=_struct(names)
+                    ),
+                }
+            ),
+            timeout=30,
+        )
 
     props = triton_deployment(dev)
     configure({"gpu": "example.com/accelerator"})

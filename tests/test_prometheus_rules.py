@@ -56,8 +56,10 @@ def with_runbooks(tests: list[dict[str, Any]], settings: AlertSettings) -> list[
     for test in tests:
         for check in test.get("alert_rule_test", []):
             for alert in check.get("exp_alerts", []):
-                alert["exp_annotations"] = {**alert["exp_annotations"],
-                                            "runbook_url": settings.runbook(check["alertname"])}
+                alert["exp_annotations"] = {
+                    **alert["exp_annotations"],
+                    "runbook_url": settings.runbook(check["alertname"]),
+                }
     return tests
 
 
@@ -81,8 +83,13 @@ def test_alerts_fire_exactly_in_their_cases(promtool, tmp_path, block):
 
 
 def _cases(alertname: str) -> list[dict[str, Any]]:
-    return [check for block in ALERT_CASES for test in block["tests"] for check in test.get("alert_rule_test", [])
-            if check["alertname"] == alertname]
+    return [
+        check
+        for block in ALERT_CASES
+        for test in block["tests"]
+        for check in test.get("alert_rule_test", [])
+        if check["alertname"] == alertname
+    ]
 
 
 def test_every_alert_has_a_firing_and_a_silent_case():
@@ -100,8 +107,11 @@ def test_every_record_has_an_exact_expected_value():
 
 def test_record_names_match_the_contract():
     names = [rule["record"] for rule in rules.recording_rule_group()["rules"]]
-    assert sorted(names) == sorted(f"{level}:triton_{kind}_time_us:per_request"
-                                   for level in ("pod", "pod_model") for kind in ("queue", "compute", "request"))
+    assert sorted(names) == sorted(
+        f"{level}:triton_{kind}_time_us:per_request"
+        for level in ("pod", "pod_model")
+        for kind in ("queue", "compute", "request")
+    )
 
 
 def test_recording_window_and_interval_come_from_the_arguments():
@@ -119,8 +129,16 @@ def test_every_alert_carries_severity_summary_description_and_runbook():
 
 
 def test_thresholds_come_from_the_settings():
-    settings = AlertSettings(queue_time_slo_ms=250, failure_ratio=0.2, gpu_utilisation=0.75, gpu_memory_ratio=0.8,
-                             restarts=5, window="10m", namespace="serving", deployment="tritonserver")
+    settings = AlertSettings(
+        queue_time_slo_ms=250,
+        failure_ratio=0.2,
+        gpu_utilisation=0.75,
+        gpu_memory_ratio=0.8,
+        restarts=5,
+        window="10m",
+        namespace="serving",
+        deployment="tritonserver",
+    )
     by_name = {r["alert"]: r for r in rules.alert_rule_group(settings)["rules"]}
     assert ") > 250000\n" in by_name["TritonQueueTimeAboveSlo"]["expr"]
     assert ") > 0.2\n" in by_name["TritonFailureRatioHigh"]["expr"]
@@ -136,10 +154,18 @@ def test_gpu_utilisation_uses_engine_activity_only_on_mig():
     assert "DCGM_FI_DEV_GPU_UTIL" in rules.gpu_utilisation_expr(mig=False)
 
 
-@pytest.mark.parametrize("change", [
-    {"failure_ratio": 0}, {"gpu_utilisation": 1.5}, {"gpu_memory_ratio": -0.1}, {"queue_time_slo_ms": 0},
-    {"restarts": 0}, {"window": "5 minutes"}, {"queue_time_for": "soon"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"failure_ratio": 0},
+        {"gpu_utilisation": 1.5},
+        {"gpu_memory_ratio": -0.1},
+        {"queue_time_slo_ms": 0},
+        {"restarts": 0},
+        {"window": "5 minutes"},
+        {"queue_time_for": "soon"},
+    ],
+)
 def test_invalid_settings_are_refused_with_the_field_named(change):
     with pytest.raises(RuleSettingsError, match=next(iter(change)).split("_")[0]):
         dataclasses.replace(AlertSettings(), **change)

@@ -28,18 +28,27 @@ def test_millicores_equal_the_same_amount_written_in_cores(milli: int) -> None:
     assert quantity_value(f"{milli}m") < quantity_value(f"{milli + 1}m")
 
 
-@given(st.lists(st.tuples(st.integers(1, 999), st.sampled_from(list(UNITS))), min_size=1, max_size=4,
-                unique_by=lambda p: p[1]))
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 999), st.sampled_from(list(UNITS))), min_size=1, max_size=4, unique_by=lambda p: p[1]
+    )
+)
 def test_a_duration_is_the_sum_of_its_parts(parts: list[tuple[int, str]]) -> None:
     ordered = sorted(parts, key=lambda p: -UNITS[p[1]])  # Prometheus wants the largest unit first
     text = "".join(f"{n}{unit}" for n, unit in ordered)
     assert duration_seconds(text) == sum(n * UNITS[unit] for n, unit in ordered)
 
 
-@given(st.integers(1, 64), st.floats(0, 1e6, allow_nan=False), st.floats(0.001, 1e5), st.integers(1, 32),
-       st.integers(0, 32))
-def test_the_hpa_never_leaves_its_bounds_and_moves_with_the_metric(current: int, metric: float, target: float,
-                                                                   low: int, span: int) -> None:
+@given(
+    st.integers(1, 64),
+    st.floats(0, 1e6, allow_nan=False),
+    st.floats(0.001, 1e5),
+    st.integers(1, 32),
+    st.integers(0, 32),
+)
+def test_the_hpa_never_leaves_its_bounds_and_moves_with_the_metric(
+    current: int, metric: float, target: float, low: int, span: int
+) -> None:
     high = low + span
     wanted = desired_replicas(current, metric, target, low, high)
     assert low <= wanted <= high
@@ -58,8 +67,13 @@ def test_the_rollout_wait_covers_every_batch_of_pods(replicas: int, budget: int,
     if surge + unavailable == 0:
         unavailable = 1
     settings = TritonSettings(max_surge=surge, max_unavailable=unavailable, startup_budget_seconds=budget)
-    args = TritonClusterArgs(settings=settings, repository=ModelRepositorySettings(bucket="m"),
-                             placement=gpu_placement(GpuSettings()), model_names=("m",), rollout_replicas=replicas)
+    args = TritonClusterArgs(
+        settings=settings,
+        repository=ModelRepositorySettings(bucket="m"),
+        placement=gpu_placement(GpuSettings()),
+        model_names=("m",),
+        rollout_replicas=replicas,
+    )
     batches = -(-replicas // (surge + unavailable))
     assert rollout_timeout_seconds(args) == batches * budget + 300
     assert rollout_timeout_seconds(args) >= budget + 300

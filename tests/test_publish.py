@@ -25,8 +25,6 @@ from tests._pipeline_helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_aws")]
 
 
-
-
 @pytest.fixture
 def location(s3_endpoint: str) -> S3Location:
     """A fresh bucket per test, so tests never see each other's objects."""

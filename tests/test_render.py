@@ -34,8 +34,10 @@ def test_secrets_are_shown_as_secret_and_never_in_clear(stack_repositories: dict
     recording = run_program(
         "dev",
         config=config_with_build_dir("dev", stack_repositories["dev"]),
-        secrets={"inference-platform:s3AccessKeyId": "minio-user-7f3a",
-                 "inference-platform:s3SecretAccessKey": "minio-password-91c2"},
+        secrets={
+            "inference-platform:s3AccessKeyId": "minio-user-7f3a",
+            "inference-platform:s3SecretAccessKey": "minio-password-91c2",
+        },
     )
     render(recording, tmp_path)
     text = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
@@ -43,8 +45,9 @@ def test_secrets_are_shown_as_secret_and_never_in_clear(stack_repositories: dict
     assert SECRET in text
 
 
-def test_dynamic_resources_are_rendered_with_their_provider_and_without_the_pickle(dev: Recording,
-                                                                                   tmp_path: Path) -> None:
+def test_dynamic_resources_are_rendered_with_their_provider_and_without_the_pickle(
+    dev: Recording, tmp_path: Path
+) -> None:
     render(dev, tmp_path)
     cloud = {entry["name"]: entry for entry in yaml.safe_load((tmp_path / "cloud.yaml").read_text())}
     assert set(cloud) == {"models-files", "models-manifest", "monitoring-grafana-admin-password"}, "no aws in dev"

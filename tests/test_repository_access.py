@@ -90,8 +90,9 @@ def test_the_engine_build_job_needs_nothing_beyond_the_builder_policy(
     onnx_path = tiny_onnx(tmp_path / "work" / "model.onnx", spec)
     golden = write_golden(spec, onnx_path, tmp_path / "work" / "golden.npz")
     pending = TensorRTStatus("pending", reason="built by the engine-build Job in the cluster")
-    repo = write_repository(tmp_path / "repo", [ModelArtifacts(spec, onnx_path, golden, pending)],
-                            collect_tool_versions())
+    repo = write_repository(
+        tmp_path / "repo", [ModelArtifacts(spec, onnx_path, golden, pending)], collect_tool_versions()
+    )
     location = S3Location(bucket, PREFIX, endpoint_url=proxy.url, region=REGION)
     client = make_s3_client(location)
     client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -102,8 +103,21 @@ def test_the_engine_build_job_needs_nothing_beyond_the_builder_policy(
     monkeypatch.setattr(tensorrt_build, "CudaMemory", lambda: fake.memory)
     proxy.clear()
 
-    exit_code = cli.main(["build-engine", "--repository", f"s3://{bucket}/{PREFIX}/{digest}", "--model", "mnist",
-                          "--endpoint-url", proxy.url, "--region", REGION, "--work-dir", str(tmp_path / "job")])
+    exit_code = cli.main(
+        [
+            "build-engine",
+            "--repository",
+            f"s3://{bucket}/{PREFIX}/{digest}",
+            "--model",
+            "mnist",
+            "--endpoint-url",
+            proxy.url,
+            "--region",
+            REGION,
+            "--work-dir",
+            str(tmp_path / "job"),
+        ]
+    )
 
     assert exit_code == cli.EXIT_OK
     requests = list(proxy.requests)
@@ -114,22 +128,33 @@ def test_the_engine_build_job_needs_nothing_beyond_the_builder_policy(
 def test_head_bucket_carries_no_prefix_so_a_prefix_condition_alone_denies_it() -> None:
     """Why the policies say StringLikeIfExists: the rule the first test checks, stated on its own."""
     arn = "arn:aws:s3:::models"
-    only_with_prefix = {"Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": arn,
-                                       "Condition": {"StringLike": {"s3:prefix": ["triton", "triton/*"]}}}]}
+    only_with_prefix = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": arn,
+                "Condition": {"StringLike": {"s3:prefix": ["triton", "triton/*"]}},
+            }
+        ]
+    }
     head_bucket = authorization(S3Request("HEAD", "/models", {}))
     assert head_bucket == Authorization("s3:ListBucket", arn, {})
     assert not is_allowed(only_with_prefix, head_bucket)
     assert is_allowed(reader_policy("models", "triton", "us-east-1"), head_bucket)
 
 
-@pytest.mark.parametrize("request_, allowed", [
-    (S3Request("GET", "/models", {"list-type": "2", "prefix": "triton/abc/"}), True),
-    (S3Request("GET", "/models", {"list-type": "2", "prefix": "other/"}), False),
-    (S3Request("GET", "/models/triton/abc/alpha/config.pbtxt", {}), True),
-    (S3Request("GET", "/models/other/secrets.json", {}), False),
-    (S3Request("PUT", "/models/triton/abc/alpha/config.pbtxt", {}), False),
-    (S3Request("DELETE", "/models/triton/abc/alpha/config.pbtxt", {}), False),
-])
+@pytest.mark.parametrize(
+    "request_, allowed",
+    [
+        (S3Request("GET", "/models", {"list-type": "2", "prefix": "triton/abc/"}), True),
+        (S3Request("GET", "/models", {"list-type": "2", "prefix": "other/"}), False),
+        (S3Request("GET", "/models/triton/abc/alpha/config.pbtxt", {}), True),
+        (S3Request("GET", "/models/other/secrets.json", {}), False),
+        (S3Request("PUT", "/models/triton/abc/alpha/config.pbtxt", {}), False),
+        (S3Request("DELETE", "/models/triton/abc/alpha/config.pbtxt", {}), False),
+    ],
+)
 def test_the_reader_still_sees_only_its_prefix(request_: S3Request, allowed: bool) -> None:
     assert is_allowed(reader_policy("models", "triton", "us-east-1"), authorization(request_)) is allowed
 
@@ -147,4 +172,3 @@ def test_proxy_passes_requests_through_unchanged(proxy: RecordingS3Proxy) -> Non
     s3.put_object(Bucket="echo", Key="k", Body=b"x" * 70_000)
     assert s3.get_object(Bucket="echo", Key="k")["Body"].read() == b"x" * 70_000
     assert [(r.method, r.path) for r in proxy.requests][-2:] == [("PUT", "/echo/k"), ("GET", "/echo/k")]
-

@@ -36,8 +36,6 @@ PREFIX = "triton/repos"
 REGION = "us-east-1"
 
 
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_repository(tmp_path_factory.mktemp("publication"), ("alpha", "beta"))
@@ -61,31 +59,38 @@ def _manifest(repo: Path) -> dict[str, Any]:
 def _args(repo: Path, bucket: str, endpoint: str) -> PublicationArgs:
     manifest = _manifest(repo)
     return PublicationArgs(
-        bucket=bucket, prefix=PREFIX, digest=manifest["digest"], endpoint=endpoint, region=REGION,
-        build_dir=str(repo), files={rel: entry["sha256"] for rel, entry in manifest["files"].items()},
+        bucket=bucket,
+        prefix=PREFIX,
+        digest=manifest["digest"],
+        endpoint=endpoint,
+        region=REGION,
+        build_dir=str(repo),
+        files={rel: entry["sha256"] for rel, entry in manifest["files"].items()},
     )
 
 
 def _under_digest(endpoint: str, bucket: str, digest: str) -> list[str]:
     root = f"{PREFIX}/{digest}/"
     listing = _s3(endpoint).list_objects_v2(Bucket=bucket, Prefix=root)
-    return sorted(item["Key"][len(root):] for item in listing.get("Contents", []))
+    return sorted(item["Key"][len(root) :] for item in listing.get("Contents", []))
 
 
 def _engine_job_switches(endpoint: str, bucket: str, digest: str, model: str) -> None:
     """What the engine-build Job writes into the digest prefix: a plan, the switched config, its record."""
     s3, root = _s3(endpoint), f"{PREFIX}/{digest}/{model}"
     s3.put_object(Bucket=bucket, Key=f"{root}/1/model.plan", Body=b"plan", Metadata={"sha256": "p"})
-    s3.put_object(Bucket=bucket, Key=f"{root}/config.pbtxt", Body=b'platform: "tensorrt_plan"\n',
-                  Metadata={"sha256": "switched"})
+    s3.put_object(
+        Bucket=bucket, Key=f"{root}/config.pbtxt", Body=b'platform: "tensorrt_plan"\n', Metadata={"sha256": "switched"}
+    )
     s3.put_object(Bucket=bucket, Key=f"{root}/engine.json", Body=b"{}", Metadata={"sha256": "e"})
 
 
 # --- create --------------------------------------------------------------------------------------------------
 
 
-def test_first_create_uploads_every_file_and_a_second_sends_zero_bytes(repo: Path, bucket: str,
-                                                                       s3_endpoint: str) -> None:
+def test_first_create_uploads_every_file_and_a_second_sends_zero_bytes(
+    repo: Path, bucket: str, s3_endpoint: str
+) -> None:
     args, provider, manifest = _args(repo, bucket, s3_endpoint), S3PublicationProvider(), _manifest(repo)
     first = provider.create(args.inputs(FILES_PHASE))
     assert first.outs is not None
@@ -117,8 +122,9 @@ def test_manifest_goes_last_only_once_the_files_are_there(repo: Path, bucket: st
     assert again.outs is not None and again.outs["bytes_sent"] == 0
 
 
-def test_a_build_edited_since_it_was_hashed_is_refused_before_any_upload(tmp_path: Path, bucket: str,
-                                                                         s3_endpoint: str) -> None:
+def test_a_build_edited_since_it_was_hashed_is_refused_before_any_upload(
+    tmp_path: Path, bucket: str, s3_endpoint: str
+) -> None:
     edited = tiny_repository(tmp_path)
     args = _args(edited, bucket, s3_endpoint)
     (edited / "tiny" / "config.pbtxt").write_text("max_batch_size: 4\n")
@@ -186,8 +192,9 @@ def test_check_reports_each_bad_input() -> None:
 # --- read (refresh) ------------------------------------------------------------------------------------------
 
 
-def test_read_after_the_engine_job_rewrote_the_config_reports_no_change(repo: Path, bucket: str,
-                                                                       s3_endpoint: str) -> None:
+def test_read_after_the_engine_job_rewrote_the_config_reports_no_change(
+    repo: Path, bucket: str, s3_endpoint: str
+) -> None:
     args, provider = _args(repo, bucket, s3_endpoint), S3PublicationProvider()
     files = provider.create(args.inputs(FILES_PHASE))
     _engine_job_switches(s3_endpoint, bucket, args.digest, "alpha")
@@ -215,8 +222,9 @@ def test_read_reports_a_missing_repository_as_gone(repo: Path, bucket: str, s3_e
 # --- delete --------------------------------------------------------------------------------------------------
 
 
-def test_delete_leaves_no_object_under_the_digest_and_touches_nothing_else(repo: Path, bucket: str,
-                                                                         s3_endpoint: str) -> None:
+def test_delete_leaves_no_object_under_the_digest_and_touches_nothing_else(
+    repo: Path, bucket: str, s3_endpoint: str
+) -> None:
     args, provider = _args(repo, bucket, s3_endpoint), S3PublicationProvider()
     other = f"{PREFIX}/{'e' * 64}/alpha/config.pbtxt"
     _s3(s3_endpoint).put_object(Bucket=bucket, Key=other, Body=b"another repository")
@@ -252,8 +260,9 @@ def test_delete_in_a_versioned_bucket_leaves_noncurrent_versions_for_the_lifecyc
 # --- credentials ---------------------------------------------------------------------------------------------
 
 
-def test_credentials_come_only_from_the_environment(repo: Path, bucket: str, s3_endpoint: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_come_only_from_the_environment(
+    repo: Path, bucket: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args, provider = _args(repo, bucket, s3_endpoint), S3PublicationProvider()
     created = provider.create(args.inputs(FILES_PHASE))
     assert created.outs is not None
@@ -275,8 +284,9 @@ def _serialized_provider() -> str:
     return str(serialize_provider(S3PublicationProvider()))
 
 
-def test_the_pickled_provider_is_a_reference_and_runs_with_light_imports(repo: Path, bucket: str,
-                                                                         s3_endpoint: str) -> None:
+def test_the_pickled_provider_is_a_reference_and_runs_with_light_imports(
+    repo: Path, bucket: str, s3_endpoint: str
+) -> None:
     """Unpickled in a fresh interpreter in the project directory, it publishes without numpy, onnx or the SDKs."""
     serialized = _serialized_provider()
     assert len(serialized) < 200, "the provider is pickled by reference to its module, not by value"
@@ -290,8 +300,14 @@ def test_the_pickled_provider_is_a_reference_and_runs_with_light_imports(repo: P
         "'heavy': sorted(m for m in heavy if m in sys.modules)}))"
     )
     props = json.dumps(_args(repo, bucket, s3_endpoint).inputs(FILES_PHASE))
-    result = subprocess.run([sys.executable, "-c", code, serialized, props], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, "-c", code, serialized, props],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"sent": len(_manifest(repo)["files"]), "heavy": []}
@@ -305,8 +321,13 @@ def test_pulumis_dynamic_provider_process_creates_and_deletes(repo: Path, bucket
 
     props = {**_args(repo, bucket, s3_endpoint).inputs(FILES_PHASE), "__provider": _serialized_provider()}
     props = {k: v for k, v in props.items() if v is not None}
-    server = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=dict(os.environ))
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.dynamic"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().decode().strip())

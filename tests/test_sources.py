@@ -53,6 +53,7 @@ def _pin(release: Any) -> versions.ChartPin:
 
 # --- one place turns a pin into Release arguments ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("pin", PINS, ids=lambda p: p.name)
 def test_by_default_each_chart_comes_from_its_upstream(pin: versions.ChartPin) -> None:
     args = pin.release_args(None)
@@ -77,21 +78,24 @@ def test_a_repository_url_gives_the_bare_chart_name_from_that_repository(pin: ve
 
 # --- config ------------------------------------------------------------------------------------------------------
 
+
 def test_unset_sources_are_the_upstream_ones_in_every_component() -> None:
     cfg = parse_config("test", {**REPO, **ALL_CHARTS})
     assert cfg.sources == SourceSettings()
     assert cfg.sources.charts is None
     assert cfg.sources.gateway_api_crds == versions.GATEWAY_API_STANDARD_CRDS
-    assert {cfg.gpu.sources, cfg.monitoring.sources, cfg.autoscaling.sources, cfg.load_balancer.sources} == \
-        {SourceSettings()}
+    assert {cfg.gpu.sources, cfg.monitoring.sources, cfg.autoscaling.sources, cfg.load_balancer.sources} == {
+        SourceSettings()
+    }
 
 
 def test_the_shared_chart_folder_holds_every_chart_and_every_component_gets_it() -> None:
     charts = _fixture("charts/gateway-helm-v1.9.0.tgz").parent
     _fixture("charts/gateway-crds-helm-v1.9.0.tgz")
     manifest = _fixture(MANIFEST)
-    cfg = parse_config("test", {**REPO, **ALL_CHARTS,
-                                "sources": {"charts": str(charts), "gatewayApiCrds": str(manifest)}})
+    cfg = parse_config(
+        "test", {**REPO, **ALL_CHARTS, "sources": {"charts": str(charts), "gatewayApiCrds": str(manifest)}}
+    )
     assert len(cfg.charts) == 6
     assert cfg.sources == SourceSettings(charts=str(charts.resolve()), gateway_api_crds=str(manifest.resolve()))
     assert cfg.sources.local_charts
@@ -106,8 +110,7 @@ def test_relative_paths_are_taken_from_the_project_root(tmp_path: Path) -> None:
     for pin in (versions.KUBE_PROMETHEUS_STACK, versions.GPU_OPERATOR):
         (tmp_path / "mirror" / pin.archive).write_bytes(b"archive")
     (tmp_path / "crds.yaml").write_text("---\n")
-    cfg = parse_config("test", {**REPO, "sources": {"charts": "mirror", "gatewayApiCrds": "crds.yaml"}},
-                       root=tmp_path)
+    cfg = parse_config("test", {**REPO, "sources": {"charts": "mirror", "gatewayApiCrds": "crds.yaml"}}, root=tmp_path)
     assert cfg.sources.charts == str(tmp_path.resolve() / "mirror")
     assert cfg.sources.gateway_api_crds == str(tmp_path.resolve() / "crds.yaml")
 
@@ -144,17 +147,20 @@ def test_a_missing_folder_or_manifest_is_a_config_problem(tmp_path: Path) -> Non
     ]
 
 
-@pytest.mark.parametrize(("key", "value", "fragment"), [
-    ("charts", "ftp://mirror.example.internal/charts", "must use http:// or https://"),
-    ("charts", "oci://registry.example.internal/charts", "must use http:// or https://"),
-    ("charts", "https://", "must name a host"),
-    ("charts", "https://mirror.example.internal:99999/charts", "has an invalid port"),
-    ("charts", "https://mirror.example.internal/charts/index.yaml", "without /index.yaml"),
-    ("charts", "", "must not be empty"),
-    ("charts", 7, "must be a string"),
-    ("gatewayApiCrds", "htps://github.com/x.yaml", "must use http:// or https://"),
-    ("gatewayApiCrds", "https://mirror.example.internal", "must name the manifest's path"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("charts", "ftp://mirror.example.internal/charts", "must use http:// or https://"),
+        ("charts", "oci://registry.example.internal/charts", "must use http:// or https://"),
+        ("charts", "https://", "must name a host"),
+        ("charts", "https://mirror.example.internal:99999/charts", "has an invalid port"),
+        ("charts", "https://mirror.example.internal/charts/index.yaml", "without /index.yaml"),
+        ("charts", "", "must not be empty"),
+        ("charts", 7, "must be a string"),
+        ("gatewayApiCrds", "htps://github.com/x.yaml", "must use http:// or https://"),
+        ("gatewayApiCrds", "https://mirror.example.internal", "must name the manifest's path"),
+    ],
+)
 def test_a_bad_url_is_a_config_problem_naming_the_key(key: str, value: Any, fragment: str) -> None:
     problems = _problems({"sources": {key: value}})
     assert len(problems) == 1
@@ -168,6 +174,7 @@ def test_an_unknown_sources_key_suggests_the_known_one() -> None:
 
 
 # --- the whole stack -----------------------------------------------------------------------------------------------
+
 
 def test_every_release_of_both_stacks_comes_from_its_upstream_by_default(stack: Recording) -> None:
     releases = _charts(stack)
@@ -185,8 +192,10 @@ def local_prod(stack_repositories: dict[str, Path]) -> tuple[Recording, Path, Pa
     charts = _fixture("charts/gateway-helm-v1.9.0.tgz").parent
     _fixture("charts/gateway-crds-helm-v1.9.0.tgz")
     manifest = _fixture(MANIFEST)
-    config = {**config_with_build_dir("prod", stack_repositories["prod"]),
-              f"{PROJECT}:sources": {"charts": str(charts), "gatewayApiCrds": str(manifest)}}
+    config = {
+        **config_with_build_dir("prod", stack_repositories["prod"]),
+        f"{PROJECT}:sources": {"charts": str(charts), "gatewayApiCrds": str(manifest)},
+    }
     return run_program("prod", config=config), charts.resolve(), manifest.resolve()
 
 

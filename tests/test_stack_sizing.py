@@ -22,11 +22,20 @@ PROJECT = "inference-platform"
 GPU_NODES = 2  # prod's node group in the example, and the simulated cluster's GPU nodes
 # Everything that decides whether the pods fit, as (section, key).
 FIT_KEYS = (
-    ("gpu", "nodeSelector"), ("gpu", "sharing"), ("gpu", "hami"),
-    ("triton", "cpuRequest"), ("triton", "cpuLimit"), ("triton", "memoryRequest"), ("triton", "memoryLimit"),
-    ("triton", "shmSize"), ("triton", "maxSurge"), ("triton", "maxUnavailable"),
-    ("autoscaling", "minReplicas"), ("autoscaling", "maxReplicas"),
-    ("modelRepository", "engineCpu"), ("modelRepository", "engineMemory"),
+    ("gpu", "nodeSelector"),
+    ("gpu", "sharing"),
+    ("gpu", "hami"),
+    ("triton", "cpuRequest"),
+    ("triton", "cpuLimit"),
+    ("triton", "memoryRequest"),
+    ("triton", "memoryLimit"),
+    ("triton", "shmSize"),
+    ("triton", "maxSurge"),
+    ("triton", "maxUnavailable"),
+    ("autoscaling", "minReplicas"),
+    ("autoscaling", "maxReplicas"),
+    ("modelRepository", "engineCpu"),
+    ("modelRepository", "engineMemory"),
 )
 
 
@@ -59,8 +68,10 @@ def sizing_problems(config: dict[str, Any], nodes: int = GPU_NODES) -> list[str]
     surge = _get(config, "triton", "maxSurge")
     problems = []
     if serving + max(surge if surge is not None else 1, 1) > slots:
-        problems.append(f"{serving} serving pods and a rollout's surge (or an engine build) need more than the "
-                        f"{slots} Triton slots of {nodes} {node.name}")
+        problems.append(
+            f"{serving} serving pods and a rollout's surge (or an engine build) need more than the "
+            f"{slots} Triton slots of {nodes} {node.name}"
+        )
     for engine, triton in (("engineCpu", "cpuRequest"), ("engineMemory", "memoryRequest")):
         wanted = _get(config, "modelRepository", engine) or {"engineCpu": "4", "engineMemory": "16Gi"}[engine]
         if quantity_value(wanted) > quantity_value(_get(config, "triton", triton)):
@@ -81,8 +92,9 @@ def test_the_sizing_prod_had_before_deadlocks_and_the_check_says_so() -> None:
     before["autoscaling"] = {**before["autoscaling"], "maxReplicas": 8}
     before["modelRepository"] = {**before["modelRepository"], "engineCpu": "4", "engineMemory": "16Gi"}
     problems = sizing_problems(before)
-    assert problems == ["8 serving pods and a rollout's surge (or an engine build) need more than the 2 Triton "
-                        "slots of 2 g5.2xlarge"]
+    assert problems == [
+        "8 serving pods and a rollout's surge (or an engine build) need more than the 2 Triton slots of 2 g5.2xlarge"
+    ]
 
 
 @pytest.mark.parametrize(("section", "key"), FIT_KEYS)

@@ -52,8 +52,9 @@ def test_every_kubernetes_object_validates_strictly(stack: Recording, shared_dir
 
 
 def test_every_custom_resource_validates_against_its_crd(stack: Recording, shared_dir: Path) -> None:
-    problems = [p for r in _custom(stack, shared_dir / "crds") for p in custom_resource_errors(r.inputs,
-                                                                                                shared_dir / "crds")]
+    problems = [
+        p for r in _custom(stack, shared_dir / "crds") for p in custom_resource_errors(r.inputs, shared_dir / "crds")
+    ]
     assert problems == []
 
 
@@ -76,8 +77,9 @@ def test_every_helm_value_we_set_is_a_key_of_the_chart(stack: Recording, shared_
     problems = []
     for release in stack.helm_releases():
         chart = str(release.inputs["chart"]).rsplit("/", 1)[-1]
-        subcharts = {key: load_values(shared_dir / "helm-values" / name)
-                     for key, name in SUBCHARTS.get(chart, {}).items()}
+        subcharts = {
+            key: load_values(shared_dir / "helm-values" / name) for key, name in SUBCHARTS.get(chart, {}).items()
+        }
         found = unknown_values_keys(
             release.inputs.get("values") or {},
             load_values(_values_fixture(release, shared_dir)),
@@ -113,8 +115,11 @@ def test_pins_come_from_the_versions_module(stack: Recording) -> None:
 
 
 def test_every_resource_belongs_to_a_component_except_the_provider(stack: Recording) -> None:
-    orphans = [r.name for r in stack.resources
-               if r.custom and not r.type.startswith("pulumi:providers:") and stack.component_of(r) is None]
+    orphans = [
+        r.name
+        for r in stack.resources
+        if r.custom and not r.type.startswith("pulumi:providers:") and stack.component_of(r) is None
+    ]
     assert orphans == []
 
 
@@ -141,22 +146,33 @@ def test_a_removed_api_version_fails_validation() -> None:
         "apiVersion": "autoscaling/v2beta2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "triton"},
-        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"},
-                 "minReplicas": 1, "maxReplicas": 3},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        },
     }
     assert kubernetes_errors(hpa, "1.31.0")
     assert kubernetes_errors({**hpa, "apiVersion": "autoscaling/v2"}, "1.31.0") == []
 
 
 def test_an_unknown_field_fails_validation() -> None:
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
-               "spec": {"ports": [{"port": 80, "appProtcol": "http"}]}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 80, "appProtcol": "http"}]},
+    }
     assert kubernetes_errors(service, "1.31.0")
 
 
 def test_a_custom_resource_with_a_misspelt_field_fails(shared_dir: Path) -> None:
-    monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "t"},
-               "spec": {"selector": {}, "podMetricsEndpoints": [{"port": "metrics", "intervall": "15s"}]}}
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "t"},
+        "spec": {"selector": {}, "podMetricsEndpoints": [{"port": "metrics", "intervall": "15s"}]},
+    }
     assert custom_resource_errors(monitor, shared_dir / "crds")
     del monitor["spec"]["podMetricsEndpoints"][0]["intervall"]
     assert custom_resource_errors(monitor, shared_dir / "crds") == []
@@ -172,6 +188,8 @@ def test_a_dynamic_provider_pickled_by_value_or_from_elsewhere_is_reported() -> 
     assert "pickled by value" in dynamic_resource_errors("x", "dill._dill._create_type", ROOT)[0]
     assert "pickled by value" in dynamic_resource_errors("x", "__main__.Provider", ROOT)[0]
     assert "not a module of the project" in dynamic_resource_errors("x", "json.JSONDecoder", ROOT)[0]
-    assert "not a pulumi.dynamic.ResourceProvider" in dynamic_resource_errors(
-        "x", "components.s3_publication.PublicationArgs", ROOT)[0]
+    assert (
+        "not a pulumi.dynamic.ResourceProvider"
+        in dynamic_resource_errors("x", "components.s3_publication.PublicationArgs", ROOT)[0]
+    )
     assert "could not be read" in dynamic_resource_errors("x", None, ROOT)[0]

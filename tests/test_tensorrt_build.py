@@ -50,14 +50,16 @@ def _mlp_onnx(path: Path, hidden: int = 16, seed: int = 0) -> Path:
         helper.make_node("MatMul", ["flat", "w1"], ["mm1"], name="/fc1/MatMul"),
         helper.make_node("Add", ["mm1", "b1"], ["fc1"], name="/fc1/Add"),
         helper.make_node("Relu", ["fc1"], ["act"], name="/relu"),
-        helper.make_node("Constant", [], ["scale"], name="/scale",
-                         value=numpy_helper.from_array(np.array(0.5, np.float32))),
+        helper.make_node(
+            "Constant", [], ["scale"], name="/scale", value=numpy_helper.from_array(np.array(0.5, np.float32))
+        ),
         helper.make_node("Mul", ["act", "scale"], ["scaled"], name="/mul"),
         helper.make_node("Cast", ["scaled"], ["scaled_f"], name="/cast", to=TensorProto.FLOAT),
         helper.make_node("MatMul", ["scaled_f", "w2"], ["logits"], name="/fc2/MatMul"),
     ]
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         initializer=weights,
@@ -89,8 +91,14 @@ def _options(tmp_path: Path, **overrides: object) -> EngineBuildOptions:
 
 
 def _build(fake: object, tmp_path: Path, files: tuple[Path, Path], spec: ModelSpec = MNIST, **options: object):
-    return build_tensorrt_engine(files[0], spec, tmp_path / "repo" / "1" / "model.plan", files[1],
-                                 _options(tmp_path, **options), device=fake.memory)  # type: ignore[attr-defined]
+    return build_tensorrt_engine(
+        files[0],
+        spec,
+        tmp_path / "repo" / "1" / "model.plan",
+        files[1],
+        _options(tmp_path, **options),
+        device=fake.memory,
+    )  # type: ignore[attr-defined]
 
 
 # --- without TensorRT ------------------------------------------------------------------------------------------
@@ -101,8 +109,14 @@ def test_importing_the_module_does_not_import_tensorrt(tmp_path: Path) -> None:
     poison.write_text("raise RuntimeError('tensorrt was imported at module import time')\n")
     code = "import sys, model_pipeline.tensorrt_build; assert 'tensorrt' not in sys.modules"
     env_path = f"{tmp_path}:{REPO_ROOT}"
-    result = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": env_path}, cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": env_path},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -202,8 +216,7 @@ def test_fp16_conversion_saturates_weights_beyond_the_fp16_range(tmp_path: Path)
 def test_fp16_conversion_refuses_subgraphs_it_cannot_convert(tmp_path: Path) -> None:
     model = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
     branch = helper.make_graph([], "branch", [], [helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])])
-    model.graph.node.append(helper.make_node("If", ["cond"], ["x"], name="/if", then_branch=branch,
-                                             else_branch=branch))
+    model.graph.node.append(helper.make_node("If", ["cond"], ["x"], name="/if", then_branch=branch, else_branch=branch))
     with pytest.raises(EngineBuildError, match=r"node '/if' \(If\)"):
         convert_to_fp16(model)
 

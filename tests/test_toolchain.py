@@ -16,8 +16,10 @@ KEYS = "import toolchain.build as b; print(' '.join(t.key('go1.26.8') for t in b
 
 
 def test_keys_are_the_same_in_every_process() -> None:
-    runs = {subprocess.run([sys.executable, "-c", KEYS], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout for _ in range(2)}
+    runs = {
+        subprocess.run([sys.executable, "-c", KEYS], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(runs) == 1
 
 

@@ -47,8 +47,9 @@ def test_same_seed_same_weights_other_seed_other_weights(generated: MnistData) -
     first, _ = train_mnist(generated, seed=3)
     second, _ = train_mnist(generated, seed=3)
     third, _ = train_mnist(generated, seed=4)
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(),
-                                                  strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
     assert not torch.equal(first.state_dict()["fc1.weight"], third.state_dict()["fc1.weight"])
 
 
@@ -62,8 +63,11 @@ def test_progress_callback_sees_every_batch(generated: MnistData) -> None:
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"batch_size": 0}, "batch_size \\(0\\) must be >= 1"), ({"epochs": 0}, "epochs \\(0\\) must be >= 1"),
-     ({"learning_rate": 0.0}, "learning_rate \\(0.0\\) must be > 0")],
+    [
+        ({"batch_size": 0}, "batch_size \\(0\\) must be >= 1"),
+        ({"epochs": 0}, "epochs \\(0\\) must be >= 1"),
+        ({"learning_rate": 0.0}, "learning_rate \\(0.0\\) must be > 0"),
+    ],
 )
 def test_bad_settings_are_refused(generated: MnistData, settings: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message):

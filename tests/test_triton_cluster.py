@@ -169,8 +169,10 @@ def test_without_a_gateway_nothing_may_reach_the_inference_ports() -> None:
 
 
 def test_static_keys_become_a_secret_the_pod_reads_by_reference() -> None:
-    recording = run_program("dev", secrets={"inference-platform:s3AccessKeyId": "minio",
-                                            "inference-platform:s3SecretAccessKey": "minio-password"})
+    recording = run_program(
+        "dev",
+        secrets={"inference-platform:s3AccessKeyId": "minio", "inference-platform:s3SecretAccessKey": "minio-password"},
+    )
     secret = recording.one("kubernetes:core/v1:Secret", "triton-s3-credentials")
     assert secret.is_secret("stringData")
     env = {e["name"]: e for e in _container(recording)["env"]}
@@ -213,8 +215,13 @@ def test_the_rollout_strategy_is_the_configured_one_and_the_wait_follows_it(
     surge: int, unavailable: int, batches: int
 ) -> None:
     settings = TritonSettings(max_surge=surge, max_unavailable=unavailable, startup_budget_seconds=900)
-    args = TritonClusterArgs(settings=settings, repository=ModelRepositorySettings(bucket="models"),
-                             placement=gpu_placement(GpuSettings()), model_names=("mnist",), rollout_replicas=8)
+    args = TritonClusterArgs(
+        settings=settings,
+        repository=ModelRepositorySettings(bucket="models"),
+        placement=gpu_placement(GpuSettings()),
+        model_names=("mnist",),
+        rollout_replicas=8,
+    )
     spec = deployment_spec(args, {}, {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "triton"})
     assert spec["strategy"]["rollingUpdate"] == {"maxSurge": surge, "maxUnavailable": unavailable}
     assert rollout_timeout_seconds(args) == batches * 900 + 300

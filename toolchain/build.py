@@ -47,8 +47,13 @@ KUBERNETES_VERSION = "v1.37.2"
 K8S_PROVIDER_MODULE = "github.com/pulumi/pulumi-kubernetes/provider/v4"
 K8S_PROVIDER_PSEUDO = "v4.0.0-20260115033456-f47bc2d6f199"
 K8S_PROVIDER_REAL_VERSION = "4.25.0"
-KWOK_STAGES = ("node/fast/node-initialize.yaml", "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-               "pod/fast/pod-ready.yaml", "pod/fast/pod-complete.yaml", "pod/fast/pod-delete.yaml")
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
 
 
 def cache_root() -> Path:
@@ -57,8 +62,7 @@ def cache_root() -> Path:
 
 
 def go(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(["go", *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
-                            text=True)
+    result = subprocess.run(["go", *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"toolchain: `go {' '.join(args)}` in {cwd} failed:\n{result.stderr[-4000:]}")
     return result.stdout
@@ -70,9 +74,16 @@ def module_dir(pins: Path, module: str) -> Path:
 
 def _version_ldflags(package: str, version: str) -> str:
     major, minor = version.lstrip("v").split(".")[:2]
-    return " ".join(f"-X {package}.{key}={value}" for key, value in (
-        ("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"),
-        ("buildDate", "2026-01-01T00:00:00Z")))
+    return " ".join(
+        f"-X {package}.{key}={value}"
+        for key, value in (
+            ("gitVersion", version),
+            ("gitMajor", major),
+            ("gitMinor", minor),
+            ("gitTreeState", "clean"),
+            ("buildDate", "2026-01-01T00:00:00Z"),
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,9 +92,19 @@ def _version_ldflags(package: str, version: str) -> str:
 
 def build_pulumi(dest: Path) -> None:
     pins = PINS / "pulumi"
-    go("build", "-mod=readonly", "-trimpath", "-tags", "osusergo,grpcnotrace", "-ldflags",
-       f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}",
-       "-o", str(dest / "pulumi"), "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi", cwd=pins)
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-tags",
+        "osusergo,grpcnotrace",
+        "-ldflags",
+        f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}",
+        "-o",
+        str(dest / "pulumi"),
+        "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
+        cwd=pins,
+    )
     sdk = module_dir(pins, "github.com/pulumi/pulumi/sdk/v3") / "python"
     for script in (sdk / "cmd" / "pulumi-language-python-exec", sdk / "dist" / "pulumi-resource-pulumi-python"):
         shutil.copyfile(script, dest / script.name)
@@ -91,8 +112,17 @@ def build_pulumi(dest: Path) -> None:
 
 
 def build_language_host(dest: Path) -> None:
-    go("build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "pulumi-language-python"),
-       "github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python", cwd=PINS / "langhost")
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-ldflags",
+        "-s -w",
+        "-o",
+        str(dest / "pulumi-language-python"),
+        "github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python",
+        cwd=PINS / "langhost",
+    )
 
 
 def build_kubernetes_provider(dest: Path) -> None:
@@ -113,26 +143,68 @@ def build_kubernetes_provider(dest: Path) -> None:
     (command / "schema-embed.json").write_text(json.dumps(schema, separators=(",", ":")))
     mapping = json.loads((command / "terraform-mapping.json").read_text())
     (command / "terraform-mapping-embed.json").write_text(json.dumps(mapping, separators=(",", ":")))
-    go("build", "-mod=readonly", "-trimpath", "-ldflags",
-       f"-s -w -X {K8S_PROVIDER_MODULE}/pkg/version.Version={K8S_PROVIDER_REAL_VERSION}",
-       "-o", str(dest / "pulumi-resource-kubernetes"), ".", cwd=command)
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-ldflags",
+        f"-s -w -X {K8S_PROVIDER_MODULE}/pkg/version.Version={K8S_PROVIDER_REAL_VERSION}",
+        "-o",
+        str(dest / "pulumi-resource-kubernetes"),
+        ".",
+        cwd=command,
+    )
     shutil.rmtree(source)
 
 
 def build_control_plane(dest: Path) -> None:
-    ldflags = " ".join(["-s -w", _version_ldflags("k8s.io/component-base/version", KUBERNETES_VERSION),
-                        _version_ldflags("k8s.io/client-go/pkg/version", KUBERNETES_VERSION)])
-    go("build", "-mod=readonly", "-trimpath", "-ldflags", ldflags, "-o", str(dest) + "/",
-       *(f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                                                 "kubectl")), cwd=PINS / "kube")
-    go("build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "etcd"),
-       "go.etcd.io/etcd/server/v3", cwd=PINS / "kube")
+    ldflags = " ".join(
+        [
+            "-s -w",
+            _version_ldflags("k8s.io/component-base/version", KUBERNETES_VERSION),
+            _version_ldflags("k8s.io/client-go/pkg/version", KUBERNETES_VERSION),
+        ]
+    )
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-ldflags",
+        ldflags,
+        "-o",
+        str(dest) + "/",
+        *(
+            f"k8s.io/kubernetes/cmd/{c}"
+            for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+        ),
+        cwd=PINS / "kube",
+    )
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-ldflags",
+        "-s -w",
+        "-o",
+        str(dest / "etcd"),
+        "go.etcd.io/etcd/server/v3",
+        cwd=PINS / "kube",
+    )
 
 
 def build_kwok(dest: Path) -> None:
     pins = PINS / "kwok"
-    go("build", "-mod=readonly", "-trimpath", "-ldflags", "-s -w", "-o", str(dest / "kwok"),
-       "sigs.k8s.io/kwok/cmd/kwok", cwd=pins)
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        "-ldflags",
+        "-s -w",
+        "-o",
+        str(dest / "kwok"),
+        "sigs.k8s.io/kwok/cmd/kwok",
+        cwd=pins,
+    )
     stages = module_dir(pins, "sigs.k8s.io/kwok") / "kustomize" / "stage"
     (dest / "kwok-stages").mkdir()
     for stage in KWOK_STAGES:
@@ -157,13 +229,21 @@ class Tool:
 
 
 TOOLS = (
-    Tool("pulumi", "pulumi", build_pulumi,
-         ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python")),
+    Tool("pulumi", "pulumi", build_pulumi, ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python")),
     Tool("language-host", "langhost", build_language_host, ("pulumi-language-python",)),
-    Tool("kubernetes-provider", "kubernetes-provider", build_kubernetes_provider, (),
-         plugins=("pulumi-resource-kubernetes",)),
-    Tool("control-plane", "kube", build_control_plane,
-         ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd")),
+    Tool(
+        "kubernetes-provider",
+        "kubernetes-provider",
+        build_kubernetes_provider,
+        (),
+        plugins=("pulumi-resource-kubernetes",),
+    ),
+    Tool(
+        "control-plane",
+        "kube",
+        build_control_plane,
+        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd"),
+    ),
     Tool("kwok", "kwok", build_kwok, ("kwok",), share=("kwok-stages",)),
 )
 
@@ -208,10 +288,16 @@ def ensure(tool: Tool, go_version: str) -> tuple[str, float]:
 def requested_kubernetes_plugin() -> str:
     """The provider version the installed pulumi_kubernetes SDK asks the engine for."""
     metadata = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-c",
-         "import importlib.resources as r, json; "
-         "print(json.loads((r.files('pulumi_kubernetes') / 'pulumi-plugin.json').read_text())['version'])"],
-        capture_output=True, text=True, check=True)
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-c",
+            "import importlib.resources as r, json; "
+            "print(json.loads((r.files('pulumi_kubernetes') / 'pulumi-plugin.json').read_text())['version'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return metadata.stdout.strip()
 
 
@@ -223,8 +309,22 @@ def install_plugins() -> None:
     if installed.is_file() and installed.stat().st_ino == binary.stat().st_ino:
         return
     env = {**os.environ, "PULUMI_HOME": str(PULUMI_HOME), "PULUMI_SKIP_UPDATE_CHECK": "true"}
-    subprocess.run([str(BIN / "pulumi"), "plugin", "install", "resource", "kubernetes", version, "--file",
-                    str(binary), "--reinstall"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(BIN / "pulumi"),
+            "plugin",
+            "install",
+            "resource",
+            "kubernetes",
+            version,
+            "--file",
+            str(binary),
+            "--reinstall",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write per-tool build/cached seconds as JSON here")
     args = parser.parse_args(argv)
     if shutil.which("go") is None:
-        print("toolchain: Go is needed (https://go.dev/doc/install); the tools are built from the module proxy",
-              file=sys.stderr)
+        print(
+            "toolchain: Go is needed (https://go.dev/doc/install); the tools are built from the module proxy",
+            file=sys.stderr,
+        )
         return 2
     go_version = go("env", "GOVERSION", cwd=ROOT).strip()
     for folder in (BIN, PLUGINS, SHARE):

@@ -28,8 +28,13 @@ def log_path(name: str) -> Path:
 def pulumi(name: str, *args: str, timeout: float = 1200) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run `pulumi <args> --stack local`; the output goes to the cluster's log folder as well."""
     started = time.monotonic()
-    result = subprocess.run(["pulumi", *args, "--stack", STACK, "--non-interactive"], cwd=ROOT, text=True,
-                            capture_output=True, timeout=timeout)
+    result = subprocess.run(
+        ["pulumi", *args, "--stack", STACK, "--non-interactive"],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
     seconds = time.monotonic() - started
     log_path(name).write_text(f"$ pulumi {' '.join(args)}\n{result.stdout}\n{result.stderr}")
     return result, seconds
@@ -52,21 +57,48 @@ def kube_items(*args: str) -> list[dict[str, Any]]:
 
 def build_models(epochs: int) -> str:
     """(Re)build the local stack's repository; a different epoch count trains other weights: a new digest."""
-    subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "model_pipeline", "build", "--stack", "local",
-                    "--out", BUILD_DIR, "--epochs", str(epochs), "--quiet"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "model_pipeline",
+            "build",
+            "--stack",
+            "local",
+            "--out",
+            BUILD_DIR,
+            "--epochs",
+            str(epochs),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return str(json.loads((ROOT / BUILD_DIR / "manifest.json").read_text())["digest"])
 
 
 def state_resources() -> list[dict[str, Any]]:
-    exported = subprocess.run(["pulumi", "stack", "export", "--stack", STACK], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout
+    exported = subprocess.run(
+        ["pulumi", "stack", "export", "--stack", STACK], cwd=ROOT, text=True, capture_output=True, check=True
+    ).stdout
     return list(json.loads(exported)["deployment"].get("resources") or [])
 
 
 def cluster_scoped_names() -> dict[str, set[str]]:
     """Every cluster-scoped object a platform install could leave behind, by kind."""
-    kinds = ("namespaces", "customresourcedefinitions", "apiservices", "clusterroles", "clusterrolebindings",
-             "mutatingwebhookconfigurations", "validatingwebhookconfigurations", "runtimeclasses",
-             "priorityclasses", "storageclasses", "ingressclasses")
+    kinds = (
+        "namespaces",
+        "customresourcedefinitions",
+        "apiservices",
+        "clusterroles",
+        "clusterrolebindings",
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "runtimeclasses",
+        "priorityclasses",
+        "storageclasses",
+        "ingressclasses",
+    )
     return {kind: {item["metadata"]["name"] for item in kube_items(kind)} for kind in kinds}

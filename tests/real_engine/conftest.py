@@ -25,12 +25,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     s = SUMMARY
     preview = f"ok in {s['preview_s']} s" if "preview_s" in s else "FAILED"
-    line = (f"real engine (local): preview {preview}; "
-            f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
-            f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
-            f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
-            f"killed up: recovery {s.get('recovery', 'FAILED')}; "
-            f"dev preview {s.get('dev_preview', 'FAILED')}; prod preview {s.get('prod_preview', 'FAILED')}; "
-            f"destroy: {s.get('left', '?')} objects left")
+    line = (
+        f"real engine (local): preview {preview}; "
+        f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
+        f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
+        f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
+        f"killed up: recovery {s.get('recovery', 'FAILED')}; "
+        f"dev preview {s.get('dev_preview', 'FAILED')}; prod preview {s.get('prod_preview', 'FAILED')}; "
+        f"destroy: {s.get('left', '?')} objects left"
+    )
     terminalreporter.write_line(line)
     (ROOT / ".cache" / "real-engine.json").write_text(__import__("json").dumps(s, indent=2))

@@ -64,8 +64,11 @@ def test_preview(before_up: dict[str, set[str]]) -> None:
     SUMMARY["preview_s"] = round(seconds)
 
 
-@pytest.mark.xfail(strict=True, reason="the newest language host the Go proxy serves (sdk v3.68.0) predates the "
-                   "engine's RunPlugin request (no Program/Pwd): Python policy packs cannot start through it")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the newest language host the Go proxy serves (sdk v3.68.0) predates the "
+    "engine's RunPlugin request (no Program/Pwd): Python policy packs cannot start through it",
+)
 def test_preview_runs_the_policy_pack() -> None:
     result, _ = pulumi("preview-policy", "preview", "--policy-pack", "policy")
     assert result.returncode == 0, tail(result)
@@ -88,34 +91,39 @@ def test_up_converges(before_up: dict[str, set[str]]) -> None:
     available = wait_for(lambda: triton_deployment()["status"].get("availableReplicas", 0) >= MIN_REPLICAS)
     assert available, f"Triton never had {MIN_REPLICAS} available replicas: {triton_deployment()['status']}"
     nodes = kube_items("nodes")
-    assert all(n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake" for n in nodes), \
+    assert all(n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake" for n in nodes), (
         "a Node the harness did not create (a phantom from a patch by name)"
+    )
     pods = kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")
     assert pods and all(p["spec"].get("nodeName", "").startswith("gpu-node-") for p in pods)
 
     (plugin,) = [d for d in kube_items("daemonsets", "-n", "hami-system") if "device-plugin" in d["metadata"]["name"]]
     gpu_nodes = [n for n in kube_items("nodes") if n["metadata"]["name"].startswith("gpu-node-")]
-    assert plugin["status"]["numberReady"] == plugin["status"]["desiredNumberScheduled"] == len(gpu_nodes), \
+    assert plugin["status"]["numberReady"] == plugin["status"]["desiredNumberScheduled"] == len(gpu_nodes), (
         f"HAMi's device plugin runs on {plugin['status']['numberReady']} of {len(gpu_nodes)} GPU nodes"
+    )
 
     # HAMi's scheduler is a control-plane service: it tolerates no GPU taint and runs on the system nodes.
     schedulers = [p for p in kube_items("pods", "-n", "hami-system") if "scheduler" in p["metadata"]["name"]]
     assert schedulers and all(p["spec"].get("nodeName", "").startswith("system-") for p in schedulers)
 
     jobs = kube_items("jobs", "-n", "model-build")
-    assert jobs and all(any(c["type"] == "Complete" and c["status"] == "True"
-                            for c in j["status"].get("conditions", [])) for j in jobs)
+    assert jobs and all(
+        any(c["type"] == "Complete" and c["status"] == "True" for c in j["status"].get("conditions", [])) for j in jobs
+    )
 
     (hpa,) = kube_items("hpa", "-n", "triton")
     metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     assert "triton_queue_time_per_request_us" in metrics
 
-    for kind, namespace in (("gateways.gateway.networking.k8s.io", "envoy-gateway-system"),
-                            ("httproutes.gateway.networking.k8s.io", "triton"),
-                            ("grpcroutes.gateway.networking.k8s.io", "triton"),
-                            ("backendtrafficpolicies.gateway.envoyproxy.io", "triton"),
-                            ("podmonitors.monitoring.coreos.com", "monitoring"),
-                            ("prometheusrules.monitoring.coreos.com", "monitoring")):
+    for kind, namespace in (
+        ("gateways.gateway.networking.k8s.io", "envoy-gateway-system"),
+        ("httproutes.gateway.networking.k8s.io", "triton"),
+        ("grpcroutes.gateway.networking.k8s.io", "triton"),
+        ("backendtrafficpolicies.gateway.envoyproxy.io", "triton"),
+        ("podmonitors.monitoring.coreos.com", "monitoring"),
+        ("prometheusrules.monitoring.coreos.com", "monitoring"),
+    ):
         assert kube_items(kind, "-n", namespace), f"no {kind} in {namespace}"
 
 
@@ -135,8 +143,14 @@ def test_a_gpu_node_that_joins_later_gets_hamis_device_plugin() -> None:
     plan = plan_for_stack({k.split(":", 1)[1]: v for k, v in config.items()}, gpu_node_count=3)
     joining = next(n for n in manifests(plan) if n["metadata"]["name"] == "gpu-node-3")
     before = _device_plugin_nodes()
-    subprocess.run(["kubectl", "apply", "-f", "-"], input=json.dumps(joining), text=True, check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["kubectl", "apply", "-f", "-"],
+        input=json.dumps(joining),
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     try:
         assert wait_for(lambda: _device_plugin_nodes() == (before[0] + 1, before[1] + 1)), _device_plugin_nodes()
     finally:
@@ -189,8 +203,13 @@ def test_killed_up_recovers() -> None:
     pending creates, then up."""
     build_models(epochs=3)
     log = log_path("killed-up").open("w")
-    process = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview", "--stack", STACK, "--non-interactive"],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["pulumi", "up", "--yes", "--skip-preview", "--stack", STACK, "--non-interactive"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while "creating" not in log_path("killed-up").read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -209,9 +228,25 @@ def test_killed_up_recovers() -> None:
 
 
 def _build(stack: str, out: str) -> None:
-    build = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "model_pipeline", "build", "--stack",
-                            stack, "--out", out, "--epochs", "1", "--quiet"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=900)
+    build = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "model_pipeline",
+            "build",
+            "--stack",
+            stack,
+            "--out",
+            out,
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
 
 
@@ -240,9 +275,21 @@ def _aimed_at_the_simulated_cluster(stack: str, tmp_path, build_dir: str) -> str
 def test_dev_previews_on_the_real_engine(tmp_path) -> None:
     """dev declares nothing of pulumi-aws (publication is a dynamic provider): its whole preview runs."""
     _build("dev", str(tmp_path / "dev-models"))
-    result = subprocess.run(["pulumi", "preview", "--stack", "dev", "--non-interactive", "--config-file",
-                             _aimed_at_the_simulated_cluster("dev", tmp_path, str(tmp_path / "dev-models"))],
-                            cwd=ROOT, text=True, capture_output=True, timeout=900)
+    result = subprocess.run(
+        [
+            "pulumi",
+            "preview",
+            "--stack",
+            "dev",
+            "--non-interactive",
+            "--config-file",
+            _aimed_at_the_simulated_cluster("dev", tmp_path, str(tmp_path / "dev-models")),
+        ],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=900,
+    )
     log_path("preview-dev").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, tail(result)
     SUMMARY["dev_preview"] = "ok"
@@ -252,9 +299,21 @@ def test_prod_previews_as_far_as_the_aws_plugin_allows(tmp_path) -> None:
     """prod's bucket and IRSA roles need pulumi-aws, whose plugin cannot be built here: the preview must stop at
     exactly that, and nothing else."""
     _build("prod", str(tmp_path / "prod-models"))
-    result = subprocess.run(["pulumi", "preview", "--stack", "prod", "--non-interactive", "--config-file",
-                             _aimed_at_the_simulated_cluster("prod", tmp_path, str(tmp_path / "prod-models"))],
-                            cwd=ROOT, text=True, capture_output=True, timeout=900)
+    result = subprocess.run(
+        [
+            "pulumi",
+            "preview",
+            "--stack",
+            "prod",
+            "--non-interactive",
+            "--config-file",
+            _aimed_at_the_simulated_cluster("prod", tmp_path, str(tmp_path / "prod-models")),
+        ],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=900,
+    )
     log_path("preview-prod").write_text(result.stdout + result.stderr)
     output = result.stdout + result.stderr
     assert result.returncode != 0
