@@ -18,7 +18,7 @@ import json
 import os
 import pickletools
 import runpy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,11 @@ class Recording:
     def kubernetes_objects(self) -> list[RecordedResource]:
         """Every Kubernetes object the program declares directly (not Helm releases or providers)."""
         return [
-            r for r in self.resources
-            if r.custom and r.type.startswith("kubernetes:") and "apiVersion" in r.inputs
+            r
+            for r in self.resources
+            if r.custom
+            and r.type.startswith("kubernetes:")
+            and "apiVersion" in r.inputs
             and not r.type.startswith("kubernetes:helm.sh/")
         ]
 
@@ -129,7 +132,8 @@ class Recording:
     def children_of(self, component_type: str) -> list[RecordedResource]:
         """Every custom resource whose nearest component ancestor has the given type token."""
         return [
-            r for r in self.resources
+            r
+            for r in self.resources
             if r.custom and (c := self.component_of(r)) is not None and c.type == component_type
         ]
 
@@ -281,6 +285,16 @@ def run_program(
     """
     values = dict(stack_config(stack) if config is None else config)
     values.update(secrets or {})
+    return _record(stack, values, list(secrets or {}), lambda: _run_main(main))
+
+
+def run_component(declare: Callable[[], Any], stack: str = "component") -> Recording:
+    """Declare one component (``declare`` builds it from typed args) under the same recording mocks, without
+    the rest of the program: a variation of one component does not re-run the whole stack."""
+    return _record(stack, {}, [], declare)
+
+
+def _record(stack: str, values: Mapping[str, Any], secret_keys: list[str], body: Callable[[], Any]) -> Recording:
     _offline_chart_cache()
     recording = Recording(stack=stack)
     mocks = _RecordingMocks()
@@ -296,11 +310,8 @@ def run_program(
         # every output it tracks, so start clean exactly as @pulumi.runtime.test does.
         pulumi_settings.SETTINGS.rpc_manager.clear()
         pulumi_settings.SETTINGS.outputs.clear()
-        set_all_config(
-            {key: _config_string(value) for key, value in values.items()},
-            secret_keys=list(secrets or {}),
-        )
-        loop.run_until_complete(pulumi_stack.run_in_stack(lambda: _run_main(main)))
+        set_all_config({key: _config_string(value) for key, value in values.items()}, secret_keys=secret_keys)
+        loop.run_until_complete(pulumi_stack.run_in_stack(body))
     finally:
         # The mock monitor runs in the loop's executor threads, each with an event loop of its own: end them now,
         # while the interpreter is intact, rather than at exit.

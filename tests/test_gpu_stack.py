@@ -21,8 +21,9 @@ def test_whole_gpu_mode_requests_nvidia_gpus_with_the_default_scheduler() -> Non
     placement = gpu_placement(GpuSettings(gpus_per_pod=2))
     assert placement.limits == {"nvidia.com/gpu": "2"}
     assert "schedulerName" not in placement.pod_fields()
-    assert placement.pod_fields()["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                                      "effect": "NoSchedule"}]
+    assert placement.pod_fields()["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_hami_mode_requests_slices_through_hamis_scheduler_on_the_gpu_node_group() -> None:
@@ -71,8 +72,11 @@ def test_hami_metrics_are_on() -> None:
 
 
 def test_dev_installs_only_the_operator(dev: Recording) -> None:
-    releases = {r.inputs["name"] for r in dev.children_of("inference:platform:GpuStack")
-                if r.type == "kubernetes:helm.sh/v3:Release"}
+    releases = {
+        r.inputs["name"]
+        for r in dev.children_of("inference:platform:GpuStack")
+        if r.type == "kubernetes:helm.sh/v3:Release"
+    }
     assert releases == {"gpu-operator"}
 
 
@@ -123,3 +127,16 @@ def test_hamis_device_plugin_tolerates_the_gpu_taint() -> None:
     """Without it the DaemonSet never lands on tainted GPU nodes (the real run checks it runs on every one)."""
     assert hami_values(HAMI, "1.31.4")["devicePlugin"]["tolerations"] == [dict(t) for t in HAMI.tolerations]
     assert HAMI.tolerations  # the default: nvidia.com/gpu NoSchedule
+
+
+def test_one_component_alone_under_the_recording_mocks() -> None:
+    """A variation of GpuStack, declared without the rest of the program (offline.harness.run_component)."""
+    from components.gpu_stack import GpuStack, GpuStackArgs
+    from offline.harness import run_component
+
+    settings = GpuSettings(sharing="hami", toolkit=False, node_selector={"gpu": "on"})
+    recording = run_component(lambda: GpuStack("gpu", GpuStackArgs(settings=settings, kubernetes_version="1.31.4")))
+    assert {r.inputs["name"] for r in recording.helm_releases()} == {"gpu-operator", "hami"}
+    (runtime_class,) = recording.of_type("kubernetes:node.k8s.io/v1:RuntimeClass")
+    assert runtime_class.inputs["handler"] == "nvidia"
+    assert not recording.of_type("kubernetes:apps/v1:Deployment"), "nothing of the other components"
