@@ -90,7 +90,8 @@ build-models: setup
 	$(PY) -m model_pipeline build --stack $(STACK) --out $(REPO_DIR)
 
 ## render: the whole stack, offline, under Pulumi mocks: manifests per component, Helm releases, a summary
-render: setup
+## (the charts' CRDs come from the locked chart archives that `fixtures` finds or fetches)
+render: setup fixtures
 	$(PY) -m offline.render $(STACK) --out $(RENDER_DIR)
 
 serve: setup triton-env
