@@ -29,7 +29,7 @@ monitoring = MonitoringStack(
         triton_namespace=cfg.triton.namespace,
         triton_pod_selector=pod_selector("triton"),
         startup_budget_seconds=cfg.triton.startup_budget_seconds,
-        mig=cfg.gpu.mig_strategy != "none",
+        mig=cfg.gpu.uses_mig,
     ),
     on_cluster,
 )
@@ -63,13 +63,13 @@ triton = TritonCluster(
         placement=gpu.placement,
         model_names=tuple(m.name for m in cfg.models),
         repository_uri=models.repository_uri,
-        irsa_role_arn=models.triton_role_arn or cfg.model_repository.irsa_role_arn,
+        irsa_role_arn=models.triton_role_arn,
         wait_for=models.ready,
         autoscaled=cfg.autoscaling.enabled,
         rollout_replicas=cfg.autoscaling.max_replicas if cfg.autoscaling.enabled else cfg.triton.replicas,
         client_namespaces=(data_plane_namespace(cfg.load_balancer),) if cfg.load_balancer.enabled else (),
         monitoring_namespace=cfg.monitoring.namespace,
-        gpu_metrics=cfg.gpu.mig_strategy == "none",
+        gpu_metrics=not cfg.gpu.uses_mig,
     ),
     on_cluster,
 )
@@ -111,8 +111,9 @@ if cfg.autoscaling.enabled:
 
 pulumi.export("triton_namespace", triton.namespace)
 pulumi.export("triton_service", triton.service_name)
-pulumi.export("triton_http", pulumi.Output.concat("http://", triton.service_name, ".", triton.namespace, ".svc:8000"))
-pulumi.export("triton_grpc", pulumi.Output.concat(triton.service_name, ".", triton.namespace, ".svc:8001"))
+triton_host = pulumi.Output.concat(triton.service_name, ".", triton.namespace, ".svc")
+pulumi.export("triton_http", pulumi.Output.concat("http://", triton_host, f":{triton.ports.http}"))
+pulumi.export("triton_grpc", pulumi.Output.concat(triton_host, f":{triton.ports.grpc}"))
 pulumi.export("gpu_limits", dict(gpu.placement.limits))
 pulumi.export("grafana_url", monitoring.grafana_url)
 pulumi.export("grafana_admin_password", monitoring.grafana_admin_password)

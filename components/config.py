@@ -312,6 +312,11 @@ class GpuSettings:
     def uses_hami(self) -> bool:
         return self.sharing == "hami"
 
+    @property
+    def uses_mig(self) -> bool:
+        """GPUs are partitioned into MIG devices (Triton cannot read its own GPU metrics on them)."""
+        return self.mig_strategy != "none"
+
 
 @dataclass(frozen=True)
 class TritonSettings:

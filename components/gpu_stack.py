@@ -91,7 +91,7 @@ def gpu_operator_values(settings: GpuSettings) -> dict[str, Any]:
         "mig": {"strategy": settings.mig_strategy},
         # Its CRDs are Pulumi's (components/chart_crds.py); the operator's own CRD upgrade hook would fight them.
         "operator": {"upgradeCRD": False},
-        "migManager": {"enabled": settings.mig_strategy != "none"},
+        "migManager": {"enabled": settings.uses_mig},
         "dcgmExporter": {
             "enabled": True,
             "serviceMonitor": {"enabled": True, "interval": settings.dcgm_interval},

@@ -279,7 +279,7 @@ class ModelRepository(pulumi.ComponentResource):
     bucket: pulumi.Output[str]
     digest: str
     repository_uri: pulumi.Output[str]  # Triton's --model-repository, known once manifest.json is uploaded
-    triton_role_arn: pulumi.Output[str] | None
+    triton_role_arn: pulumi.Input[str] | None
     ready: list[pulumi.Resource]  # what Triton must wait for
 
     def __init__(self, name: str, args: ModelRepositoryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -300,7 +300,8 @@ class ModelRepository(pulumi.ComponentResource):
             if s.creates_roles:
                 roles = self._declare_roles(name, args, on_aws)
         self.bucket = pulumi.Output.from_input(s.bucket)
-        self.triton_role_arn = roles["triton"].arn if roles else None
+        # The role Triton runs as: the one created here, else the one the stack names (None: static keys).
+        self.triton_role_arn = roles["triton"].arn if roles else s.irsa_role_arn
 
         publication = PublicationArgs(
             bucket=s.bucket,
