@@ -6,7 +6,7 @@ import pulumi_kubernetes as k8s
 from components.autoscaling import Autoscaling, AutoscalingArgs
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
-from components.load_balancer import LoadBalancer, LoadBalancerArgs, data_plane_namespace
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.model_repository import ModelRepository, ModelRepositoryArgs
 from components.monitoring import MonitoringStack, MonitoringStackArgs
 from components.triton_cluster import TritonCluster, TritonClusterArgs, pod_selector
@@ -66,8 +66,8 @@ triton = TritonCluster(
         irsa_role_arn=models.triton_role_arn,
         wait_for=models.ready,
         autoscaled=cfg.autoscaling.enabled,
-        rollout_replicas=cfg.autoscaling.max_replicas if cfg.autoscaling.enabled else cfg.triton.replicas,
-        client_namespaces=(data_plane_namespace(cfg.load_balancer),) if cfg.load_balancer.enabled else (),
+        rollout_replicas=cfg.rollout_replicas,
+        client_namespaces=cfg.triton_clients,
         monitoring_namespace=cfg.monitoring.namespace,
         gpu_metrics=not cfg.gpu.uses_mig,
     ),
@@ -79,13 +79,7 @@ deployed: list[pulumi.Resource] = [monitoring, gpu, models, triton]
 if cfg.load_balancer.enabled:
     gateway = LoadBalancer(
         "gateway",
-        LoadBalancerArgs(
-            settings=cfg.load_balancer,
-            backend_namespace=triton.namespace,
-            backend_service=triton.service_name,
-            backend_http_port=triton.ports.http,
-            backend_grpc_port=triton.ports.grpc,
-        ),
+        LoadBalancerArgs(settings=cfg.load_balancer, backend=triton.backend),
         on_cluster,
     )
     deployed.append(gateway)
@@ -99,12 +93,7 @@ if cfg.autoscaling.enabled:
     Autoscaling(
         "autoscaling",
         AutoscalingArgs(
-            settings=cfg.autoscaling,
-            adapter_namespace=cfg.monitoring.namespace,
-            prometheus_url=f"{monitoring.prometheus_url}:{monitoring.prometheus_port}",
-            target_namespace=triton.namespace,
-            deployment_name=triton.deployment_name,
-            wait_for=deployed,
+            settings=cfg.autoscaling, prometheus=monitoring.prometheus, target=triton.backend, wait_for=deployed
         ),
         on_cluster,
     )

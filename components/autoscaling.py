@@ -20,7 +20,9 @@ from components.config import AutoscalingSettings, ScalingRules
 from components.errors import PlatformError
 from components.hpa_model import desired_replicas
 from components.kube import after, labels
+from components.monitoring import PrometheusEndpoint
 from components.prometheus_rules import record_name
+from components.triton_cluster import TritonBackend
 
 __all__ = ["Autoscaling", "AutoscalingArgs", "adapter_rules", "adapter_values", "desired_replicas", "hpa_spec"]
 
@@ -118,10 +120,8 @@ class AutoscalingArgs:
     """Inputs of :class:`Autoscaling`."""
 
     settings: AutoscalingSettings
-    adapter_namespace: pulumi.Input[str]  # beside Prometheus (the monitoring namespace)
-    prometheus_url: pulumi.Input[str]  # MonitoringStack.prometheus_url, e.g. http://<svc>.<ns>.svc:9090
-    target_namespace: pulumi.Input[str]  # Triton's namespace
-    deployment_name: pulumi.Input[str]
+    prometheus: PrometheusEndpoint  # MonitoringStack.prometheus: the adapter reads it and runs beside it
+    target: TritonBackend  # TritonCluster.backend: the Deployment the HPA scales
     # Everything else the stack deploys: the adapter goes in last and, on destroy, first (see __main__.py).
     wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
@@ -141,16 +141,14 @@ class Autoscaling(pulumi.ComponentResource):
             f"{name}-prometheus-adapter",
             name="prometheus-adapter",
             **s.sources.release_args(versions.PROMETHEUS_ADAPTER),
-            namespace=args.adapter_namespace,
-            values=pulumi.Output.from_input(args.prometheus_url).apply(
-                lambda url: s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, url))
-            ),
+            namespace=args.prometheus.namespace,
+            values=s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, args.prometheus.url)),
             opts=after(child, args.wait_for),
         )
         hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-hpa",
-            metadata={"name": "triton", "namespace": args.target_namespace, "labels": labels("triton", name)},
-            spec=pulumi.Output.from_input(args.deployment_name).apply(lambda d: hpa_spec(s, d)),
+            metadata={"name": "triton", "namespace": args.target.namespace, "labels": labels("triton", name)},
+            spec=args.target.deployment.apply(lambda d: hpa_spec(s, d)),
             # Created once the custom metrics API is served, so its first syncs do not fail.
             opts=after(child, [adapter]),
         )

@@ -557,6 +557,11 @@ class LoadBalancerSettings:
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     sources: SourceSettings = SourceSettings()  # from the top-level `sources` section
 
+    @property
+    def data_plane_namespace(self) -> str:
+        """Where the Envoy pods run: Envoy Gateway's default puts them in the controller's namespace."""
+        return self.namespace
+
 
 @dataclass(frozen=True)
 class PlatformConfig:
@@ -572,6 +577,16 @@ class PlatformConfig:
     autoscaling: AutoscalingSettings
     load_balancer: LoadBalancerSettings
     sources: SourceSettings = SourceSettings()
+
+    @property
+    def triton_clients(self) -> tuple[str, ...]:
+        """Namespaces whose pods may reach Triton's HTTP and gRPC ports: the gateway's data plane, if any."""
+        return (self.load_balancer.data_plane_namespace,) if self.load_balancer.enabled else ()
+
+    @property
+    def rollout_replicas(self) -> int:
+        """The most Triton pods one rollout replaces: the HPA's maximum when it scales, else the fixed count."""
+        return self.autoscaling.max_replicas if self.autoscaling.enabled else self.triton.replicas
 
     @property
     def charts(self) -> tuple[versions.ChartPin, ...]:

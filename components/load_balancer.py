@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 from components import versions
 from components.config import LoadBalancerSettings, SourceSettings
 from components.kube import after, labels, namespace
+from components.triton_cluster import TritonBackend
 
 GATEWAY_API = "gateway.networking.k8s.io"
 ENVOY_API = "gateway.envoyproxy.io"
@@ -25,11 +26,6 @@ PROXY_SERVICE = "triton-gateway"  # the Envoy data plane's Service, named so cli
 GRPC_SERVICES = ("inference.GRPCInferenceService", "grpc.health.v1.Health")
 HEALTH_PATH = "/v2/health/ready"
 SLOW_START = "30s"  # a new replica's share of requests ramps up over this window while its caches warm
-
-
-def data_plane_namespace(settings: LoadBalancerSettings) -> str:
-    """Where the Envoy pods run: Envoy Gateway's default puts them in the controller's namespace."""
-    return settings.namespace
 
 
 def envoy_proxy_spec(settings: LoadBalancerSettings) -> dict[str, Any]:
@@ -187,7 +183,7 @@ def gateway_address(status: Any, settings: LoadBalancerSettings) -> str:
     addresses = (status or {}).get("addresses") or []
     if addresses and addresses[0].get("value"):
         return str(addresses[0]["value"])
-    return f"{PROXY_SERVICE}.{data_plane_namespace(settings)}.svc.cluster.local"
+    return f"{PROXY_SERVICE}.{settings.data_plane_namespace}.svc.cluster.local"
 
 
 def endpoints(address: str, settings: LoadBalancerSettings) -> tuple[str, str]:
@@ -210,10 +206,7 @@ class LoadBalancerArgs:
     """Inputs of :class:`LoadBalancer`: the settings and Triton's Service (its ports by name)."""
 
     settings: LoadBalancerSettings
-    backend_namespace: pulumi.Input[str]
-    backend_service: pulumi.Input[str]
-    backend_http_port: int
-    backend_grpc_port: int
+    backend: TritonBackend  # TritonCluster.backend, as it is
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -228,7 +221,7 @@ class LoadBalancer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         # baseline, not restricted: Envoy Gateway does not promise that its proxy and certgen pods meet restricted.
-        ns = namespace(f"{name}-ns", data_plane_namespace(s), "baseline", child)
+        ns = namespace(f"{name}-ns", s.data_plane_namespace, "baseline", child)
         controller = self._controller(name, ns, s.sources, child)
         on_controller = after(child, controller)
         meta = {"namespace": ns.metadata.name, "labels": labels("gateway", name)}
@@ -259,9 +252,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "apiVersion": f"{GATEWAY_API}/v1",
                 "kind": "Gateway",
                 "metadata": {**meta, "name": GATEWAY_NAME, **wait},
-                "spec": pulumi.Output.from_input(args.backend_namespace).apply(
-                    lambda route_ns: gateway_spec(s, GATEWAY_CLASS, route_ns)
-                ),
+                "spec": args.backend.namespace.apply(lambda route_ns: gateway_spec(s, GATEWAY_CLASS, route_ns)),
             },
             after(on_controller, [gateway_class]),
         )
@@ -327,16 +318,16 @@ class LoadBalancer(pulumi.ComponentResource):
         """HTTPRoute and GRPCRoute beside Triton's Service, each with its own traffic policy."""
         s = args.settings
         after_gateway = after(opts, [gateway])
-        backend = pulumi.Output.all(gateway_ns, args.backend_service)
+        target, ports = pulumi.Output.all(gateway_ns, args.backend.service), args.backend.ports
         routes: dict[str, tuple[str, pulumi.Output[dict[str, Any]]]] = {
-            "http": ("HTTPRoute", backend.apply(lambda v: http_route_spec(s, v[0], v[1], args.backend_http_port))),
-            "grpc": ("GRPCRoute", backend.apply(lambda v: grpc_route_spec(s, v[0], v[1], args.backend_grpc_port))),
+            "http": ("HTTPRoute", target.apply(lambda v: http_route_spec(s, v[0], v[1], ports.http))),
+            "grpc": ("GRPCRoute", target.apply(lambda v: grpc_route_spec(s, v[0], v[1], ports.grpc))),
         }
         for role, (kind, spec) in routes.items():
             route_name = f"triton-{role}"
             meta: dict[str, Any] = {
                 "name": route_name,
-                "namespace": args.backend_namespace,
+                "namespace": args.backend.namespace,
                 "labels": labels("gateway", name),
             }
             route = k8s.apiextensions.CustomResource(

@@ -242,12 +242,20 @@ def dashboard_files(directory: Path) -> dict[str, str]:
     return dashboards
 
 
+@dataclass(frozen=True)
+class PrometheusEndpoint:
+    """The platform's Prometheus, as its clients (prometheus-adapter) need it."""
+
+    url: str  # http://<service>.<namespace>.svc:<port>
+    namespace: str  # where it runs: the adapter is installed beside it
+
+
 class MonitoringStack(pulumi.ComponentResource):
     """kube-prometheus-stack plus the platform's PodMonitor, PrometheusRule and Grafana dashboards."""
 
     release: k8s.helm.v3.Release
     prometheus_url: str
-    prometheus_port: int
+    prometheus: PrometheusEndpoint
     grafana_url: str
     alertmanager_url: str
     grafana_admin_password: pulumi.Output[str]
@@ -323,13 +331,13 @@ class MonitoringStack(pulumi.ComponentResource):
             )
 
         self.prometheus_url = prometheus_url(s)
-        self.prometheus_port = PROMETHEUS_PORT
+        self.prometheus = PrometheusEndpoint(f"{self.prometheus_url}:{PROMETHEUS_PORT}", s.namespace)
         self.grafana_url = f"http://{s.release_name}-grafana.{s.namespace}.svc"
         self.alertmanager_url = f"http://{kps_fullname(s.release_name)}-alertmanager.{s.namespace}.svc:9093"
         self.register_outputs(
             {
                 "prometheus_url": self.prometheus_url,
-                "prometheus_port": self.prometheus_port,
+                "prometheus_endpoint": self.prometheus.url,
                 "grafana_url": self.grafana_url,
                 "alertmanager_url": self.alertmanager_url,
                 "grafana_admin_password": self.grafana_admin_password,

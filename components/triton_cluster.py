@@ -37,6 +37,16 @@ class TritonPorts:
     metrics: int = METRICS_PORT
 
 
+@dataclass(frozen=True)
+class TritonBackend:
+    """Where Triton serves, as the gateway and the HPA need it: its namespace, Service and Deployment, and ports."""
+
+    namespace: pulumi.Output[str]
+    service: pulumi.Output[str]
+    deployment: pulumi.Output[str]
+    ports: TritonPorts = TritonPorts()
+
+
 AWAIT_TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"  # how long pulumi-kubernetes waits for the rollout
 ROLLOUT_MARGIN_SECONDS = 300
 
@@ -278,6 +288,7 @@ class TritonCluster(pulumi.ComponentResource):
     service_account_name: pulumi.Output[str]
     selector_labels: dict[str, str]
     ports: TritonPorts
+    backend: TritonBackend  # what the gateway and the HPA take as it is
 
     def __init__(self, name: str, args: TritonClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("inference:platform:TritonCluster", name, None, opts)
@@ -340,6 +351,7 @@ class TritonCluster(pulumi.ComponentResource):
         self.namespace = ns.metadata.name
         self.service_name = service.metadata.name
         self.deployment_name = deployment.metadata.name
+        self.backend = TritonBackend(self.namespace, self.service_name, self.deployment_name, self.ports)
         self.service_account_name = sa.metadata.name
         self.register_outputs(
             {
