@@ -59,12 +59,9 @@ triton = TritonCluster(
     "triton",
     TritonClusterArgs(
         settings=cfg.triton,
-        repository=cfg.model_repository,
+        repository=models.access,
         placement=gpu.placement,
         model_names=tuple(m.name for m in cfg.models),
-        repository_uri=models.repository_uri,
-        irsa_role_arn=models.triton_role_arn,
-        wait_for=models.ready,
         autoscaled=cfg.autoscaling.enabled,
         rollout_replicas=cfg.rollout_replicas,
         client_namespaces=cfg.triton_clients,

@@ -40,6 +40,19 @@ class ModelRepositoryError(PlatformError, ValueError):
 
 
 @dataclass(frozen=True)
+class RepositoryAccess:
+    """How Triton reaches the published repository: what ModelRepository hands TritonCluster as it is."""
+
+    uri: pulumi.Input[str]  # Triton's --model-repository: the digest prefix, known once its manifest is uploaded
+    region: str  # the bucket's (AWS_DEFAULT_REGION)
+    endpoint: str | None = None  # an S3-compatible store's, as the cluster reaches it; None for AWS S3
+    role_arn: pulumi.Input[str] | None = None  # IRSA: the created role, or the one the stack names
+    access_key_id: pulumi.Input[str] | None = None  # static keys: S3-compatible stores only
+    secret_access_key: pulumi.Input[str] | None = None
+    ready: Sequence[pulumi.Resource] = ()  # the publication (and engine builds) Triton must wait for
+
+
+@dataclass(frozen=True)
 class LocalRepository:
     """A built repository on disk whose files match its manifest."""
 
@@ -279,6 +292,7 @@ class ModelRepository(pulumi.ComponentResource):
     bucket: pulumi.Output[str]
     digest: str
     repository_uri: pulumi.Output[str]  # Triton's --model-repository, known once manifest.json is uploaded
+    access: RepositoryAccess  # everything TritonCluster needs to read it
     triton_role_arn: pulumi.Input[str] | None
     ready: list[pulumi.Resource]  # what Triton must wait for
 
@@ -334,6 +348,15 @@ class ModelRepository(pulumi.ComponentResource):
         uri = f"{s.triton_uri}/{local.digest}"
         self.repository_uri = manifest.digest.apply(lambda _: uri)
         self.ready = [manifest, *jobs]
+        self.access = RepositoryAccess(
+            uri=self.repository_uri,
+            region=s.region,
+            endpoint=s.endpoint,
+            role_arn=self.triton_role_arn,
+            access_key_id=s.access_key_id,
+            secret_access_key=s.secret_access_key,
+            ready=self.ready,
+        )
         self.register_outputs({"bucket": self.bucket, "digest": self.digest, "repository_uri": self.repository_uri})
 
     def _object_key(self, s: ModelRepositorySettings, relative: str) -> str:

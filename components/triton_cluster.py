@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import ModelRepositorySettings, TritonSettings
+from components.config import TritonSettings
 from components.gpu_stack import GpuPlacement
 from components.kube import (
     after,
@@ -22,6 +22,7 @@ from components.kube import (
     s3_keys_secret,
     selector,
 )
+from components.model_repository import RepositoryAccess
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 STARTUP_PROBE_PERIOD = 10
@@ -64,18 +65,14 @@ class TritonClusterArgs:
     """Inputs of :class:`TritonCluster`."""
 
     settings: TritonSettings
-    repository: ModelRepositorySettings
+    repository: RepositoryAccess  # ModelRepository.access, as it is
     placement: GpuPlacement
     model_names: tuple[str, ...]
-    # The exact repository Triton serves (a digest prefix once models are published); defaults to the config URI.
-    repository_uri: pulumi.Input[str] | None = None
-    irsa_role_arn: pulumi.Input[str] | None = None
     autoscaled: bool = False
     rollout_replicas: int = 1  # the most pods a rollout replaces (autoscaling's maximum when it is on)
     client_namespaces: tuple[str, ...] = ()  # may reach HTTP/gRPC (the gateway's namespace)
     monitoring_namespace: str = "monitoring"
     gpu_metrics: bool = True  # Triton cannot read its own GPU metrics on MIG devices; DCGM covers them
-    wait_for: Sequence[pulumi.Resource] = field(default_factory=tuple)  # e.g. engine-build Jobs
 
 
 def pod_selector(component_name: str) -> dict[str, str]:
@@ -264,7 +261,7 @@ def ingress_policy_spec(args: TritonClusterArgs, pod_selector: Mapping[str, str]
     return {"podSelector": {"matchLabels": dict(pod_selector)}, "policyTypes": ["Ingress"], "ingress": rules}
 
 
-def egress_policy_spec(repository: ModelRepositorySettings, pod_selector: Mapping[str, str]) -> dict[str, Any]:
+def egress_policy_spec(repository: RepositoryAccess, pod_selector: Mapping[str, str]) -> dict[str, Any]:
     """DNS, and the object store (HTTPS, or the custom endpoint's port); no other egress."""
     store_port = 443
     if repository.endpoint:
@@ -300,7 +297,8 @@ class TritonCluster(pulumi.ComponentResource):
 
         ns = namespace(f"{name}-ns", s.namespace, "restricted", child)
         meta: dict[str, Any] = {"namespace": ns.metadata.name, "labels": pod_labels}
-        sa_annotations = {"eks.amazonaws.com/role-arn": args.irsa_role_arn} if args.irsa_role_arn else {}
+        role = args.repository.role_arn
+        sa_annotations = {"eks.amazonaws.com/role-arn": role} if role else {}
         sa = k8s.core.v1.ServiceAccount(
             f"{name}-sa",
             metadata={**meta, "name": "triton", "annotations": sa_annotations},
@@ -308,7 +306,7 @@ class TritonCluster(pulumi.ComponentResource):
             opts=child,
         )
         secret_name = self._credentials(name, args, meta, child)
-        uri = pulumi.Output.from_input(args.repository_uri or args.repository.triton_uri)
+        uri = pulumi.Output.from_input(args.repository.uri)
         pod = pulumi.Output.all(uri, sa.metadata.name, secret_name).apply(
             lambda v: pod_spec(args, v[0], v[1], v[2], pod_labels)
         )
@@ -324,7 +322,7 @@ class TritonCluster(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata=deployment_meta,
             spec=deployment_body,
-            opts=after(child, args.wait_for),
+            opts=after(child, args.repository.ready),
         )
         service_spec: dict[str, Any] = {"type": "ClusterIP", "selector": self.selector_labels, "ports": service_ports()}
         service = k8s.core.v1.Service(

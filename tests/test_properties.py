@@ -60,8 +60,9 @@ def test_the_hpa_never_leaves_its_bounds_and_moves_with_the_metric(
 
 @given(st.integers(1, 64), st.integers(30, 7200), st.integers(0, 8), st.integers(0, 8))
 def test_the_rollout_wait_covers_every_batch_of_pods(replicas: int, budget: int, surge: int, unavailable: int) -> None:
-    from components.config import GpuSettings, ModelRepositorySettings, TritonSettings
+    from components.config import GpuSettings, TritonSettings
     from components.gpu_stack import gpu_placement
+    from components.model_repository import RepositoryAccess
     from components.triton_cluster import TritonClusterArgs
 
     if surge + unavailable == 0:
@@ -69,7 +70,7 @@ def test_the_rollout_wait_covers_every_batch_of_pods(replicas: int, budget: int,
     settings = TritonSettings(max_surge=surge, max_unavailable=unavailable, startup_budget_seconds=budget)
     args = TritonClusterArgs(
         settings=settings,
-        repository=ModelRepositorySettings(bucket="m"),
+        repository=RepositoryAccess(uri="s3://m/d", region="us-east-1"),
         placement=gpu_placement(GpuSettings()),
         model_names=("m",),
         rollout_replicas=replicas,
