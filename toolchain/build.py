@@ -86,24 +86,34 @@ def _version_ldflags(package: str, version: str) -> str:
     )
 
 
+def go_build(output: str, *packages: str, cwd: Path, ldflags: str = "-s -w", tags: str | None = None) -> None:
+    """``go build`` as every recipe runs it: from our pinned go.mod only, reproducible paths, stripped."""
+    go(
+        "build",
+        "-mod=readonly",
+        "-trimpath",
+        *(("-tags", tags) if tags else ()),
+        "-ldflags",
+        ldflags,
+        "-o",
+        output,
+        *packages,
+        cwd=cwd,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Recipes: each writes its files into `dest`.
 
 
 def build_pulumi(dest: Path) -> None:
     pins = PINS / "pulumi"
-    go(
-        "build",
-        "-mod=readonly",
-        "-trimpath",
-        "-tags",
-        "osusergo,grpcnotrace",
-        "-ldflags",
-        f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}",
-        "-o",
+    go_build(
         str(dest / "pulumi"),
         "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi",
         cwd=pins,
+        ldflags=f"-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version={PULUMI_VERSION}",
+        tags="osusergo,grpcnotrace",
     )
     sdk = module_dir(pins, "github.com/pulumi/pulumi/sdk/v3") / "python"
     for script in (sdk / "cmd" / "pulumi-language-python-exec", sdk / "dist" / "pulumi-resource-pulumi-python"):
@@ -112,13 +122,7 @@ def build_pulumi(dest: Path) -> None:
 
 
 def build_language_host(dest: Path) -> None:
-    go(
-        "build",
-        "-mod=readonly",
-        "-trimpath",
-        "-ldflags",
-        "-s -w",
-        "-o",
+    go_build(
         str(dest / "pulumi-language-python"),
         "github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python",
         cwd=PINS / "langhost",
@@ -143,16 +147,11 @@ def build_kubernetes_provider(dest: Path) -> None:
     (command / "schema-embed.json").write_text(json.dumps(schema, separators=(",", ":")))
     mapping = json.loads((command / "terraform-mapping.json").read_text())
     (command / "terraform-mapping-embed.json").write_text(json.dumps(mapping, separators=(",", ":")))
-    go(
-        "build",
-        "-mod=readonly",
-        "-trimpath",
-        "-ldflags",
-        f"-s -w -X {K8S_PROVIDER_MODULE}/pkg/version.Version={K8S_PROVIDER_REAL_VERSION}",
-        "-o",
+    go_build(
         str(dest / "pulumi-resource-kubernetes"),
         ".",
         cwd=command,
+        ldflags=f"-s -w -X {K8S_PROVIDER_MODULE}/pkg/version.Version={K8S_PROVIDER_REAL_VERSION}",
     )
     shutil.rmtree(source)
 
@@ -165,46 +164,14 @@ def build_control_plane(dest: Path) -> None:
             _version_ldflags("k8s.io/client-go/pkg/version", KUBERNETES_VERSION),
         ]
     )
-    go(
-        "build",
-        "-mod=readonly",
-        "-trimpath",
-        "-ldflags",
-        ldflags,
-        "-o",
-        str(dest) + "/",
-        *(
-            f"k8s.io/kubernetes/cmd/{c}"
-            for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-        ),
-        cwd=PINS / "kube",
-    )
-    go(
-        "build",
-        "-mod=readonly",
-        "-trimpath",
-        "-ldflags",
-        "-s -w",
-        "-o",
-        str(dest / "etcd"),
-        "go.etcd.io/etcd/server/v3",
-        cwd=PINS / "kube",
-    )
+    commands = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    go_build(str(dest) + "/", *(f"k8s.io/kubernetes/cmd/{c}" for c in commands), cwd=PINS / "kube", ldflags=ldflags)
+    go_build(str(dest / "etcd"), "go.etcd.io/etcd/server/v3", cwd=PINS / "kube")
 
 
 def build_kwok(dest: Path) -> None:
     pins = PINS / "kwok"
-    go(
-        "build",
-        "-mod=readonly",
-        "-trimpath",
-        "-ldflags",
-        "-s -w",
-        "-o",
-        str(dest / "kwok"),
-        "sigs.k8s.io/kwok/cmd/kwok",
-        cwd=pins,
-    )
+    go_build(str(dest / "kwok"), "sigs.k8s.io/kwok/cmd/kwok", cwd=pins)
     stages = module_dir(pins, "sigs.k8s.io/kwok") / "kustomize" / "stage"
     (dest / "kwok-stages").mkdir()
     for stage in KWOK_STAGES:

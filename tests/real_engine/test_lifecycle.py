@@ -272,25 +272,20 @@ def _aimed_at_the_simulated_cluster(stack: str, tmp_path, build_dir: str) -> str
     return str(path)
 
 
+def _preview_elsewhere(stack: str, tmp_path) -> subprocess.CompletedProcess[str]:
+    """`pulumi preview` of another stack's file, with that stack's models built, aimed at the simulated cluster."""
+    models = str(tmp_path / f"{stack}-models")
+    _build(stack, models)
+    config_file = _aimed_at_the_simulated_cluster(stack, tmp_path, models)
+    command = ["pulumi", "preview", "--stack", stack, "--non-interactive", "--config-file", config_file]
+    result = subprocess.run(command, cwd=ROOT, text=True, capture_output=True, timeout=900)
+    log_path(f"preview-{stack}").write_text(result.stdout + result.stderr)
+    return result
+
+
 def test_dev_previews_on_the_real_engine(tmp_path) -> None:
     """dev declares nothing of pulumi-aws (publication is a dynamic provider): its whole preview runs."""
-    _build("dev", str(tmp_path / "dev-models"))
-    result = subprocess.run(
-        [
-            "pulumi",
-            "preview",
-            "--stack",
-            "dev",
-            "--non-interactive",
-            "--config-file",
-            _aimed_at_the_simulated_cluster("dev", tmp_path, str(tmp_path / "dev-models")),
-        ],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-        timeout=900,
-    )
-    log_path("preview-dev").write_text(result.stdout + result.stderr)
+    result = _preview_elsewhere("dev", tmp_path)
     assert result.returncode == 0, tail(result)
     SUMMARY["dev_preview"] = "ok"
 
@@ -298,23 +293,7 @@ def test_dev_previews_on_the_real_engine(tmp_path) -> None:
 def test_prod_previews_as_far_as_the_aws_plugin_allows(tmp_path) -> None:
     """prod's bucket and IRSA roles need pulumi-aws, whose plugin cannot be built here: the preview must stop at
     exactly that, and nothing else."""
-    _build("prod", str(tmp_path / "prod-models"))
-    result = subprocess.run(
-        [
-            "pulumi",
-            "preview",
-            "--stack",
-            "prod",
-            "--non-interactive",
-            "--config-file",
-            _aimed_at_the_simulated_cluster("prod", tmp_path, str(tmp_path / "prod-models")),
-        ],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-        timeout=900,
-    )
-    log_path("preview-prod").write_text(result.stdout + result.stderr)
+    result = _preview_elsewhere("prod", tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "no resource plugin 'pulumi-resource-aws' found" in output, tail(result)
