@@ -140,9 +140,8 @@ class Autoscaling(pulumi.ComponentResource):
         adapter = k8s.helm.v3.Release(
             f"{name}-prometheus-adapter",
             name="prometheus-adapter",
-            **s.sources.release_args(versions.PROMETHEUS_ADAPTER),
+            **s.sources.release_args(versions.PROMETHEUS_ADAPTER, adapter_values(s, args.prometheus.url)),
             namespace=args.prometheus.namespace,
-            values=s.sources.chart_values(versions.PROMETHEUS_ADAPTER, adapter_values(s, args.prometheus.url)),
             opts=after(child, args.wait_for),
         )
         hpa = k8s.autoscaling.v2.HorizontalPodAutoscaler(

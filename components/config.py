@@ -243,7 +243,7 @@ class SourceSettings:
     """Where the Helm charts and the Gateway API CRD manifest come from: upstream unless the stack names a mirror.
 
     Each component that installs a chart carries a copy in its settings and turns a pin into Release arguments
-    with ``versions.ChartPin.release_args(sources.charts)``.
+    with ``release_args(pin, values)``.
     """
 
     charts: str | None = None  # None: each chart's upstream; else an absolute folder of archives or a repo URL
@@ -256,13 +256,13 @@ class SourceSettings:
         """Charts are taken from archives in a local folder."""
         return self.charts is not None and not versions.is_http_url(self.charts)
 
-    def release_args(self, pin: versions.ChartPin) -> dict[str, Any]:
-        """The chart, version and repository_opts arguments that install ``pin`` from these sources."""
-        return pin.release_args(self.charts)
-
-    def chart_values(self, pin: versions.ChartPin, values: Mapping[str, Any]) -> dict[str, Any]:
-        """``values`` with every image of the chart pulled through the image mirror, if there is one."""
-        return images.chart_values(pin, values, self.image_registry)
+    def release_args(self, pin: versions.ChartPin, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The chart, version and repository_opts arguments that install ``pin`` from these sources, and with
+        ``values`` its values, every image of the chart pulled through the image mirror if there is one."""
+        args = pin.release_args(self.charts)
+        if values is not None:
+            args["values"] = images.chart_values(pin, values, self.image_registry)
+        return args
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -30,6 +29,7 @@ from components.kube import (
     restricted_pod_security,
     s3_keys_env,
     s3_keys_secret,
+    url_port,
 )
 from model_pipeline.cli import EXIT_REJECTED  # the engine failed its build or check: retrying cannot help
 
@@ -275,17 +275,12 @@ def job_spec(args: EngineBuildArgs, pod: dict[str, Any], pod_labels: Mapping[str
     }
 
 
-def _port(url: str) -> int:
-    split = urlsplit(url)
-    return split.port or (80 if split.scheme == "http" else 443)
-
-
 def egress_policy_spec(
     endpoint: str | None, pod_labels: Mapping[str, str], python_index: str | None = None
 ) -> dict[str, Any]:
     """No ingress; egress to DNS, HTTPS (S3, the package index), the custom S3 endpoint's and the PyPI mirror's
     port."""
-    wanted = sorted({443, *(_port(url) for url in (endpoint, python_index) if url)})
+    wanted = sorted({443, *(url_port(url) for url in (endpoint, python_index) if url)})
     ports = [{"protocol": "TCP", "port": port} for port in wanted]
     return {
         "podSelector": {"matchLabels": dict(pod_labels)},

@@ -163,9 +163,8 @@ class GpuStack(pulumi.ComponentResource):
         self.operator = k8s.helm.v3.Release(
             f"{name}-gpu-operator",
             name="gpu-operator",
-            **settings.sources.release_args(versions.GPU_OPERATOR),
+            **settings.sources.release_args(versions.GPU_OPERATOR, gpu_operator_values(settings)),
             namespace=operator_ns.metadata.name,
-            values=settings.sources.chart_values(versions.GPU_OPERATOR, gpu_operator_values(settings)),
             skip_crds=True,
             opts=after(child, [crds]),
         )
@@ -188,9 +187,8 @@ class GpuStack(pulumi.ComponentResource):
         return k8s.helm.v3.Release(
             f"{name}-hami",
             name="hami",
-            **settings.sources.release_args(versions.HAMI),
+            **settings.sources.release_args(versions.HAMI, hami_values(settings, args.kubernetes_version)),
             namespace=hami_ns.metadata.name,
-            values=settings.sources.chart_values(versions.HAMI, hami_values(settings, args.kubernetes_version)),
             # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
             opts=after(child, [self.operator, *args.wait_for]),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -95,3 +96,9 @@ def s3_keys_secret(
 def s3_keys_env(secret_name: pulumi.Input[str]) -> list[dict[str, Any]]:
     """The container env that reads those keys from the Secret (never their values)."""
     return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}} for key in S3_KEY_NAMES]
+
+
+def url_port(url: str) -> int:
+    """The TCP port an http(s) URL reaches (its explicit port, else the scheme's), for an egress policy."""
+    split = urlsplit(url)
+    return split.port or (80 if split.scheme == "http" else 443)

@@ -273,23 +273,20 @@ class LoadBalancer(pulumi.ComponentResource):
         gateway_api = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=sources.gateway_api_crds, opts=child)
         envoy_crds = k8s.helm.v4.Chart(
             f"{name}-envoy-gateway-crds",
-            **sources.release_args(versions.ENVOY_GATEWAY_CRDS),
-            namespace=ns.metadata.name,
-            values=sources.chart_values(
+            **sources.release_args(
                 versions.ENVOY_GATEWAY_CRDS,
                 {"crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}},
             ),
+            namespace=ns.metadata.name,
             opts=child,
         )
         controller = k8s.helm.v3.Release(
             f"{name}-envoy-gateway",
             name="envoy-gateway",
-            **sources.release_args(versions.ENVOY_GATEWAY),
-            namespace=ns.metadata.name,
             # Its bundled Gateway API CRDs are the experimental channel: installing them over ours would be refused.
             # The topology injector (zone labels for zone-aware routing, which we do not use) is installed as Helm
             # hooks - a MutatingWebhookConfiguration, a ClusterRole and its binding - that uninstall leaves behind.
-            values=sources.chart_values(
+            **sources.release_args(
                 versions.ENVOY_GATEWAY,
                 {
                     "crds": {"enabled": False},
@@ -303,6 +300,7 @@ class LoadBalancer(pulumi.ComponentResource):
                     },
                 },
             ),
+            namespace=ns.metadata.name,
             opts=after(child, [gateway_api, envoy_crds]),
         )
         return [gateway_api, envoy_crds, controller]

@@ -295,9 +295,8 @@ class MonitoringStack(pulumi.ComponentResource):
         self.release = k8s.helm.v3.Release(
             f"{name}-kube-prometheus-stack",
             name=s.release_name,
-            **s.sources.release_args(versions.KUBE_PROMETHEUS_STACK),
+            **s.sources.release_args(versions.KUBE_PROMETHEUS_STACK, kps_values(s)),
             namespace=ns.metadata.name,
-            values=s.sources.chart_values(versions.KUBE_PROMETHEUS_STACK, kps_values(s)),
             skip_crds=True,
             opts=after(child, before_release),
         )

@@ -21,6 +21,7 @@ from components.kube import (
     s3_keys_env,
     s3_keys_secret,
     selector,
+    url_port,
 )
 from components.model_repository import RepositoryAccess
 
@@ -263,9 +264,7 @@ def ingress_policy_spec(args: TritonClusterArgs, pod_selector: Mapping[str, str]
 
 def egress_policy_spec(repository: RepositoryAccess, pod_selector: Mapping[str, str]) -> dict[str, Any]:
     """DNS, and the object store (HTTPS, or the custom endpoint's port); no other egress."""
-    store_port = 443
-    if repository.endpoint:
-        store_port = int(repository.endpoint.rsplit(":", 1)[1])
+    store_port = url_port(repository.endpoint) if repository.endpoint else 443
     return {
         "podSelector": {"matchLabels": dict(pod_selector)},
         "policyTypes": ["Egress"],
