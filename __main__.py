@@ -1,27 +1,19 @@
 """The inference platform: GPUs, Triton serving from S3, monitoring, autoscaling and a gateway, per stack."""
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from components.autoscaling import Autoscaling, AutoscalingArgs
 from components.config import load_platform_config
 from components.gpu_stack import GpuStack, GpuStackArgs
+from components.kube import cluster_options
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.model_repository import ModelRepository, ModelRepositoryArgs
 from components.monitoring import MonitoringStack, MonitoringStackArgs
 from components.triton_cluster import TritonCluster, TritonClusterArgs, pod_selector
 
 cfg = load_platform_config()
+on_cluster = cluster_options(cfg.kubernetes.context, cfg.kubernetes.kubeconfig)
 
-provider = k8s.Provider(
-    "kubernetes",
-    context=cfg.kubernetes.context,
-    kubeconfig=cfg.kubernetes.kubeconfig,
-    enable_server_side_apply=True,
-)
-on_cluster = pulumi.ResourceOptions(providers={"kubernetes": provider})
-
-# [monitoring]
 monitoring = MonitoringStack(
     "monitoring",
     MonitoringStackArgs(
@@ -35,13 +27,9 @@ monitoring = MonitoringStack(
 )
 
 # HAMi's chart renders its ServiceMonitors only if the CRD exists when it installs: after kube-prometheus-stack.
-gpu = GpuStack(
-    "gpu",
-    GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version, wait_for=[monitoring.release]),
-    on_cluster,
-)
+gpu_args = GpuStackArgs(settings=cfg.gpu, kubernetes_version=cfg.kubernetes.version, wait_for=[monitoring.release])
+gpu = GpuStack("gpu", gpu_args, on_cluster)
 
-# [model-repository]
 models = ModelRepository(
     "models",
     ModelRepositoryArgs(
@@ -61,45 +49,32 @@ triton = TritonCluster(
         settings=cfg.triton,
         repository=models.access,
         placement=gpu.placement,
-        model_names=tuple(m.name for m in cfg.models),
         autoscaled=cfg.autoscaling.enabled,
         rollout_replicas=cfg.rollout_replicas,
         client_namespaces=cfg.triton_clients,
         monitoring_namespace=cfg.monitoring.namespace,
-        gpu_metrics=not cfg.gpu.uses_mig,
     ),
     on_cluster,
 )
 
-# [load-balancer]
 deployed: list[pulumi.Resource] = [monitoring, gpu, models, triton]
 if cfg.load_balancer.enabled:
-    gateway = LoadBalancer(
-        "gateway",
-        LoadBalancerArgs(settings=cfg.load_balancer, backend=triton.backend),
-        on_cluster,
-    )
+    gateway = LoadBalancer("gateway", LoadBalancerArgs(settings=cfg.load_balancer, backend=triton.backend), on_cluster)
     deployed.append(gateway)
     pulumi.export("gateway_address", gateway.address)
     pulumi.export("gateway_http", gateway.http_endpoint)
     pulumi.export("gateway_grpc", gateway.grpc_endpoint)
 
-# [autoscaling] Last, after everything: its APIService (custom.metrics.k8s.io) breaks API discovery, and with it
+# Autoscaling last, after everything: its APIService (custom.metrics.k8s.io) breaks API discovery, and with it
 # every namespace deletion, once its backend is gone - so destroy must remove it first.
 if cfg.autoscaling.enabled:
-    Autoscaling(
-        "autoscaling",
-        AutoscalingArgs(
-            settings=cfg.autoscaling, prometheus=monitoring.prometheus, target=triton.backend, wait_for=deployed
-        ),
-        on_cluster,
-    )
+    scaling = AutoscalingArgs(cfg.autoscaling, monitoring.prometheus, triton.backend, wait_for=deployed)
+    Autoscaling("autoscaling", scaling, on_cluster)
 
 pulumi.export("triton_namespace", triton.namespace)
 pulumi.export("triton_service", triton.service_name)
-triton_host = pulumi.Output.concat(triton.service_name, ".", triton.namespace, ".svc")
-pulumi.export("triton_http", pulumi.Output.concat("http://", triton_host, f":{triton.ports.http}"))
-pulumi.export("triton_grpc", pulumi.Output.concat(triton_host, f":{triton.ports.grpc}"))
+pulumi.export("triton_http", triton.backend.http_url)
+pulumi.export("triton_grpc", triton.backend.grpc_address)
 pulumi.export("gpu_limits", dict(gpu.placement.limits))
 pulumi.export("grafana_url", monitoring.grafana_url)
 pulumi.export("grafana_admin_password", monitoring.grafana_admin_password)

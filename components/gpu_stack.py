@@ -11,8 +11,8 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.chart_crds import chart_crds
-from components.config import GpuSettings
 from components.kube import after, namespace
+from components.settings import GpuSettings
 
 HAMI_SCHEDULER = "hami-scheduler"
 NVIDIA_RUNTIME_CLASS = "nvidia"
@@ -27,6 +27,7 @@ class GpuPlacement:
     tolerations: tuple[Mapping[str, Any], ...]
     scheduler_name: str | None = None
     runtime_class_name: str | None = None
+    gpu_metrics: bool = True  # Triton can read its own GPU metrics: not on MIG devices (DCGM covers them)
 
     def pod_fields(self) -> dict[str, Any]:
         """The pod-spec fields that place a pod on a GPU node."""
@@ -59,6 +60,7 @@ def gpu_placement(settings: GpuSettings) -> GpuPlacement:
             limits={"nvidia.com/gpu": gpus},
             node_selector=settings.node_selector,
             tolerations=settings.tolerations,
+            gpu_metrics=not settings.uses_mig,
         )
     hami = settings.hami
     limits = {"nvidia.com/gpu": gpus}
@@ -74,6 +76,7 @@ def gpu_placement(settings: GpuSettings) -> GpuPlacement:
         tolerations=settings.tolerations,
         scheduler_name=HAMI_SCHEDULER,
         runtime_class_name=NVIDIA_RUNTIME_CLASS,
+        gpu_metrics=not settings.uses_mig,
     )
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from components.config import ScalingRules
+from components.settings import ScalingRules
 
 TOLERANCE = 0.1  # kube-controller-manager --horizontal-pod-autoscaler-tolerance
 SYNC_PERIOD_SECONDS = 15  # --horizontal-pod-autoscaler-sync-period

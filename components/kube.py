@@ -12,6 +12,12 @@ import pulumi_kubernetes as k8s
 PART_OF = "inference-platform"
 
 
+def cluster_options(context: str | None, kubeconfig: str | None) -> pulumi.ResourceOptions:
+    """Options that put resources on the stack's cluster, through one server-side-apply provider."""
+    provider = k8s.Provider("kubernetes", context=context, kubeconfig=kubeconfig, enable_server_side_apply=True)
+    return pulumi.ResourceOptions(providers={"kubernetes": provider})
+
+
 def after(opts: pulumi.ResourceOptions, resources: Iterable[pulumi.Resource]) -> pulumi.ResourceOptions:
     """``opts``, waiting for ``resources`` too: for an order no data carries (CRDs before their objects, a
     chart's webhook before the resources it admits)."""

@@ -13,8 +13,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import versions
-from components.config import LoadBalancerSettings, SourceSettings
 from components.kube import after, labels, namespace
+from components.settings import LoadBalancerSettings, SourceSettings
 from components.triton_cluster import TritonBackend
 
 GATEWAY_API = "gateway.networking.k8s.io"

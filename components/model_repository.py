@@ -22,13 +22,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.config import ModelRepositorySettings, ModelSettings
 from components.engine_build import SERVICE_ACCOUNT as ENGINE_SERVICE_ACCOUNT
 from components.engine_build import EngineBuild, EngineBuildArgs, EngineModel
 from components.errors import PlatformError
 from components.gpu_stack import GpuPlacement
 from components.kube import after
 from components.s3_publication import FILES_PHASE, MANIFEST_PHASE, PublicationArgs, RepositoryPublication
+from components.settings import ModelRepositorySettings, ModelSettings
 from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ class RepositoryAccess:
 
     uri: pulumi.Input[str]  # Triton's --model-repository: the digest prefix, known once its manifest is uploaded
     region: str  # the bucket's (AWS_DEFAULT_REGION)
+    models: tuple[str, ...] = ()  # the models it holds, which Triton loads
     endpoint: str | None = None  # an S3-compatible store's, as the cluster reaches it; None for AWS S3
     role_arn: pulumi.Input[str] | None = None  # IRSA: the created role, or the one the stack names
     access_key_id: pulumi.Input[str] | None = None  # static keys: S3-compatible stores only
@@ -351,6 +352,7 @@ class ModelRepository(pulumi.ComponentResource):
         self.access = RepositoryAccess(
             uri=self.repository_uri,
             region=s.region,
+            models=tuple(m.name for m in args.models),
             endpoint=s.endpoint,
             role_arn=self.triton_role_arn,
             access_key_id=s.access_key_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,16 +14,16 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.chart_crds import chart_crds
-from components.config import MonitoringSettings
 from components.generated_secret import GeneratedSecret
 from components.kube import PART_OF, after, namespace
 from components.prometheus_rules import (
     AlertSettings,
     alert_rule_group,
-    duration_seconds,
     recording_rule_group,
     rule_file,
 )
+from components.settings import MonitoringSettings
+from model_pipeline.syntax import duration_seconds
 
 DASHBOARDS_DIR = Path(__file__).resolve().parents[1] / "dashboards"
 PROMETHEUS_PORT = 9090
@@ -68,20 +69,16 @@ def scrape_job(settings: MonitoringSettings) -> str:
 
 def alert_settings(args: MonitoringStackArgs) -> AlertSettings:
     """Alert thresholds from config, aimed at this stack's Triton Deployment, HPA and scrape job."""
-    s, t = args.settings, args.settings.alerts
+    s = args.settings
+    thresholds = {f.name: getattr(s.alerts, f.name) for f in dataclasses.fields(s.alerts)}
     return AlertSettings(
+        **thresholds,
         interval=s.rule_interval,
         window=s.alert_window,
         namespace=args.triton_namespace,
         deployment=args.triton_deployment,
         hpa=args.hpa_name,
         job=scrape_job(s),
-        queue_time_slo_ms=t.queue_time_slo_ms,
-        failure_ratio=t.failure_ratio,
-        min_request_rate=t.min_request_rate,
-        restarts=t.restarts,
-        gpu_utilisation=t.gpu_utilisation,
-        gpu_memory_ratio=t.gpu_memory_ratio,
         mig=args.mig,
         # A pod may take its whole startup budget to load models; alert only once it is clearly exceeded.
         not_ready_for=f"{args.startup_budget_seconds + 300}s",

@@ -6,11 +6,12 @@ through ``promtool``, and the local serving loop loads them into a real Promethe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from components.errors import PlatformError
+from components.settings import AlertThresholds
+from model_pipeline import syntax
 
 # Triton's cumulative latency counters (µs) and the success counter that divides them.
 LATENCY_COUNTERS = {
@@ -25,20 +26,15 @@ LEVELS = {"pod": ("namespace", "pod"), "pod_model": ("namespace", "pod", "model"
 RECORDING_GROUP = "triton-latency.rules"
 ALERT_GROUP = "inference-platform.alerts"
 
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
-_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
 
 class RuleSettingsError(PlatformError, ValueError):
     """An alert threshold or duration is out of range."""
 
 
-def duration_seconds(text: str) -> float:
-    """A Prometheus duration ("90s", "1h30m") in seconds."""
-    if not _DURATION.match(text):
-        raise RuleSettingsError(f"duration {text!r} is not a Prometheus duration such as 30s, 5m or 1h30m")
-    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+def _require_durations(**durations: str) -> None:
+    for name, text in durations.items():
+        if not syntax.DURATION.match(text):
+            raise RuleSettingsError(f"{name} ({text!r}) must be {syntax.DURATION_RULE}")
 
 
 def record_name(level: str, kind: str) -> str:
@@ -58,8 +54,7 @@ def per_request(counter: str, by: tuple[str, ...], window: str) -> str:
 
 def recording_rule_group(window: str = "1m", interval: str = "15s") -> dict[str, Any]:
     """Per pod and per pod+model: average queue, compute and end-to-end time per request over ``window``."""
-    duration_seconds(window)
-    duration_seconds(interval)
+    _require_durations(window=window, interval=interval)
     rules = [
         {"record": record_name(level, kind), "expr": per_request(counter, by, window)}
         for kind, counter in LATENCY_COUNTERS.items()
@@ -73,8 +68,9 @@ def recording_rule_group(window: str = "1m", interval: str = "15s") -> dict[str,
 
 
 @dataclass(frozen=True)
-class AlertSettings:
-    """Thresholds, durations and the objects the alerts watch; defaults suit a production Triton service."""
+class AlertSettings(AlertThresholds):
+    """The thresholds (declared once, with the stack config keys that set them), durations and the objects the
+    alerts watch; defaults suit a production Triton service."""
 
     interval: str = "30s"  # evaluation interval of the alert group
     window: str = "5m"  # rate/increase window of the traffic alerts
@@ -83,14 +79,7 @@ class AlertSettings:
     deployment: str = "triton"
     hpa: str = "triton"
     job: str = "triton/triton"
-    # Thresholds.
-    queue_time_slo_ms: float = 100.0
-    failure_ratio: float = 0.05
-    min_request_rate: float = 0.1  # req/s below which latency/failure ratios are noise (one slow request)
-    restarts: int = 2  # container restarts within restart_window
-    restart_window: str = "30m"
-    gpu_utilisation: float = 0.9  # 0-1
-    gpu_memory_ratio: float = 0.9  # used / HAMi limit
+    restart_window: str = "30m"  # the window of `restarts`
     mig: bool = False  # MIG slices: DCGM_FI_DEV_GPU_UTIL is not reported per instance
     # How long a condition must hold before the alert fires.
     target_down_for: str = "5m"
@@ -105,7 +94,7 @@ class AlertSettings:
     runbook_base_url: str = "README.md"
 
     def __post_init__(self) -> None:
-        for name in (
+        names = (
             "interval",
             "window",
             "restart_window",
@@ -118,9 +107,8 @@ class AlertSettings:
             "not_ready_for",
             "gpu_utilisation_for",
             "gpu_memory_for",
-        ):
-            if not _DURATION.match(getattr(self, name)):
-                raise RuleSettingsError(f"{name} ({getattr(self, name)!r}) must be a Prometheus duration such as 5m")
+        )
+        _require_durations(**{name: getattr(self, name) for name in names})
         for name in ("failure_ratio", "gpu_utilisation", "gpu_memory_ratio"):
             if not 0 < getattr(self, name) <= 1:
                 raise RuleSettingsError(f"{name} ({getattr(self, name)!r}) must be a ratio in (0, 1]")

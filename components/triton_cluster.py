@@ -10,7 +10,6 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import TritonSettings
 from components.gpu_stack import GpuPlacement
 from components.kube import (
     after,
@@ -24,6 +23,7 @@ from components.kube import (
     url_port,
 )
 from components.model_repository import RepositoryAccess
+from components.settings import TritonSettings
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 STARTUP_PROBE_PERIOD = 10
@@ -48,6 +48,19 @@ class TritonBackend:
     deployment: pulumi.Output[str]
     ports: TritonPorts = TritonPorts()
 
+    @property
+    def host(self) -> pulumi.Output[str]:
+        """The Service's cluster DNS name."""
+        return pulumi.Output.concat(self.service, ".", self.namespace, ".svc")
+
+    @property
+    def http_url(self) -> pulumi.Output[str]:
+        return pulumi.Output.concat("http://", self.host, f":{self.ports.http}")
+
+    @property
+    def grpc_address(self) -> pulumi.Output[str]:
+        return pulumi.Output.concat(self.host, f":{self.ports.grpc}")
+
 
 AWAIT_TIMEOUT_ANNOTATION = "pulumi.com/timeoutSeconds"  # how long pulumi-kubernetes waits for the rollout
 ROLLOUT_MARGIN_SECONDS = 300
@@ -68,12 +81,10 @@ class TritonClusterArgs:
     settings: TritonSettings
     repository: RepositoryAccess  # ModelRepository.access, as it is
     placement: GpuPlacement
-    model_names: tuple[str, ...]
     autoscaled: bool = False
     rollout_replicas: int = 1  # the most pods a rollout replaces (autoscaling's maximum when it is on)
     client_namespaces: tuple[str, ...] = ()  # may reach HTTP/gRPC (the gateway's namespace)
     monitoring_namespace: str = "monitoring"
-    gpu_metrics: bool = True  # Triton cannot read its own GPU metrics on MIG devices; DCGM covers them
 
 
 def pod_selector(component_name: str) -> dict[str, str]:
@@ -95,11 +106,11 @@ def triton_args(args: TritonClusterArgs, repository_uri: str) -> list[str]:
         f"--grpc-port={GRPC_PORT}",
         f"--metrics-port={METRICS_PORT}",
         "--allow-metrics=true",
-        f"--allow-gpu-metrics={'true' if args.gpu_metrics else 'false'}",
+        f"--allow-gpu-metrics={'true' if args.placement.gpu_metrics else 'false'}",
         f"--log-verbose={s.log_verbose}",
     ]
     if s.model_control_mode == "explicit":
-        command += [f"--load-model={m}" for m in args.model_names]
+        command += [f"--load-model={m}" for m in args.repository.models]
     return command
 
 

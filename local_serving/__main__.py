@@ -21,6 +21,7 @@ from local_serving.rules import platform_adapter_rules
 from local_serving.runner import LocalStack, RunSettings
 from local_serving.triton import TritonPorts
 from local_serving.wrappers import SourceModel, discover_models
+from model_pipeline.syntax import duration_seconds
 
 DEFAULT_REPOSITORY = Path("build/dev/model_repository")  # what `make build-models` writes for dev
 
@@ -157,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.slow_model_ms > 0:
             results.append(_load_slow(stack, args))
         # One more scrape and rule evaluation so the recorded series cover the end of the load.
-        time.sleep(2 * _seconds(args.scrape_interval) + 0.5)
+        time.sleep(2 * duration_seconds(args.scrape_interval) + 0.5)
         models = [m.name for m in stack.source_models] + list(stack.settings.sleeping_models)
         report = build_report(stack.client, results, models, platform_adapter_rules(), _target(args))
     print(render_text(report))
@@ -178,14 +179,6 @@ def _load_slow(stack: LocalStack, args: argparse.Namespace) -> LoadResult:
     settings = LoadSettings("grpc", stack.triton.grpc_url, max(args.concurrency, 8), args.duration)
     print(f"load: slow over grpc, {settings.concurrency} clients, {args.duration:g}s", flush=True)
     return run_load(workload, settings)
-
-
-def _seconds(duration: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0}
-    for unit in sorted(units, key=len, reverse=True):
-        if duration.endswith(unit):
-            return float(duration[: -len(unit)]) * units[unit]
-    raise LocalServingError(f"interval {duration!r} must end in ms, s or m")
 
 
 def parser() -> argparse.ArgumentParser:

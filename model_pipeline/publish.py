@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,11 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from model_pipeline import syntax
 from model_pipeline.digest import MANIFEST_FILE, verify_hashes
 from model_pipeline.errors import PublishError
 
 SHA256_METADATA_KEY = "sha256"  # stored as x-amz-meta-sha256
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -54,11 +53,8 @@ class S3Location:
     region: str | None = None
 
     def __post_init__(self) -> None:
-        if not _BUCKET_NAME.match(self.bucket) or ".." in self.bucket:
-            raise PublishError(
-                f"bucket name '{self.bucket}' is invalid: 3-63 lower-case letters, digits, '.' or '-', "
-                "starting and ending with a letter or digit"
-            )
+        if not syntax.is_bucket_name(self.bucket):
+            raise PublishError(f"bucket name '{self.bucket}' is invalid: {syntax.BUCKET_NAME_RULE}")
         if self.endpoint_url is not None and urlparse(self.endpoint_url).scheme not in ("http", "https"):
             raise PublishError(f"endpoint URL '{self.endpoint_url}' must start with http:// or https://")
         object.__setattr__(self, "prefix", self.prefix.strip("/"))

@@ -7,10 +7,10 @@ that the engine cannot run) fails here with a message naming the field, instead 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from model_pipeline import syntax
 from model_pipeline.errors import SpecError, UnknownModelError
 
 # Triton's DataType enum without the "TYPE_" prefix (model_config.proto).
@@ -36,8 +36,6 @@ BACKENDS = ("onnxruntime", "tensorrt")
 PRECISIONS = ("fp16", "fp32")
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
 ARCHITECTURES = ("mnist_mlp", "resnet50")
-# Triton model names are directory names and part of URLs (/v2/models/<name>); keep them to a safe alphabet.
-_MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 PLATFORM_BY_BACKEND = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILE_BY_PLATFORM = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
@@ -121,8 +119,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         _require(
-            bool(_MODEL_NAME.match(self.name)),
-            f"model name '{self.name}' must be lower-case letters, digits, '_', '.', '-' (a directory name)",
+            bool(syntax.MODEL_NAME.match(self.name)),
+            f"model name '{self.name}' must be {syntax.MODEL_NAME_RULE}, at most 63 characters",
         )
         where = f"model '{self.name}'"
         _require(
@@ -166,6 +164,11 @@ class ModelSpec:
             not too_big,
             f"{where}: preferred_batch_sizes {too_big} exceed the batch profile max ({self.profile.max})",
         )
+
+    @property
+    def max_queue_delay_us(self) -> int:
+        """How long the dynamic batcher waits for a fuller batch (0 without dynamic batching)."""
+        return self.dynamic_batching.max_queue_delay_us if self.dynamic_batching else 0
 
     @property
     def max_batch_size(self) -> int:
@@ -236,7 +239,7 @@ def spec_for_stack_model(entry: dict[str, Any]) -> ModelSpec:
         int(batch.get("opt", base.profile.opt)),
         int(batch.get("max", base.profile.max)),
     )
-    delay = base.dynamic_batching.max_queue_delay_us if base.dynamic_batching else 0
+    delay = base.max_queue_delay_us
     return dataclasses.replace(
         base,
         name=name,

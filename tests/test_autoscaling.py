@@ -22,7 +22,8 @@ from components.autoscaling import (
     prometheus_endpoint,
     quantity,
 )
-from components.config import AutoscalingSettings, ConfigError, ScalingPolicy, ScalingRules, parse_config
+from components.config import ConfigError, parse_config
+from components.settings import AutoscalingSettings, ScalingPolicy, ScalingRules
 from offline.harness import Recording, run_program
 from offline.validate import kubernetes_errors
 

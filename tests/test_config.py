@@ -10,7 +10,8 @@ import pulumi
 import pytest
 
 from components import versions
-from components.config import ConfigError, parse_config, quantity_value
+from components.config import ConfigError, parse_config
+from model_pipeline.syntax import quantity_value
 from offline.harness import run_program, stack_config
 
 REPO = {"modelRepository": {"uri": "s3://models/triton"}}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.config import GpuSettings, HamiSettings
 from components.gpu_stack import (
     HAMI_SCHEDULER,
     gpu_operator_values,
     gpu_placement,
     hami_values,
 )
+from components.settings import GpuSettings, HamiSettings
 from offline.harness import Recording, run_program
 from tests._stack_repository import config_with_build_dir
 

@@ -6,7 +6,6 @@ from itertools import pairwise
 
 import pytest
 
-from components.config import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP, ScalingPolicy, ScalingRules
 from components.hpa_model import (
     HorizontalPodAutoscaler,
     Tick,
@@ -16,6 +15,7 @@ from components.hpa_model import (
     simulate,
     step_load,
 )
+from components.settings import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP, ScalingPolicy, ScalingRules
 
 TARGET_US = 50_000.0
 NO_WINDOW_UP = ScalingRules(0, "Max", (ScalingPolicy("Percent", 100, 15), ScalingPolicy("Pods", 4, 15)))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from components import versions
-from components.config import ConfigError, LoadBalancerSettings, parse_config
+from components.config import ConfigError, parse_config
 from components.load_balancer import (
     GATEWAY_API,
     HEALTH_PATH,
@@ -17,6 +17,7 @@ from components.load_balancer import (
     gateway_spec,
     traffic_policy_spec,
 )
+from components.settings import LoadBalancerSettings
 from offline.harness import RecordedResource, Recording
 from offline.validate import custom_resource_errors
 

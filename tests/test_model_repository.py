@@ -13,7 +13,7 @@ import pytest
 
 from components import model_repository as mr
 from components import s3_publication
-from components.config import ModelSettings
+from components.settings import ModelSettings
 from model_pipeline import publish, repository
 from offline.harness import DYNAMIC_RESOURCE, RecordedResource, Recording, run_program
 from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository

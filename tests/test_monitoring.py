@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from components import monitoring, versions
-from components.config import MonitoringSettings
 from components.monitoring import MonitoringStackArgs, kps_fullname
 from components.prometheus_rules import rule_file
+from components.settings import MonitoringSettings
 from components.triton_cluster import pod_selector
 from offline.harness import RecordedResource, Recording, run_program
 from offline.validate import UNLISTED_VALUES, custom_resource_errors, load_values, unknown_values_keys

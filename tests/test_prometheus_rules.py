@@ -17,6 +17,7 @@ import yaml
 
 from components import prometheus_rules as rules
 from components.prometheus_rules import AlertSettings, RuleSettingsError
+from model_pipeline.syntax import duration_seconds
 
 DATA = Path(__file__).parent / "data" / "monitoring"
 RECORDING_CASES = yaml.safe_load((DATA / "recording_cases.yaml").read_text())
@@ -172,7 +173,13 @@ def test_invalid_settings_are_refused_with_the_field_named(change):
 
 
 def test_duration_seconds_reads_prometheus_durations():
-    assert rules.duration_seconds("1h30m") == 5400
-    assert rules.duration_seconds("250ms") == 0.25
-    with pytest.raises(RuleSettingsError, match="'90'"):
-        rules.duration_seconds("90")
+    assert duration_seconds("1h30m") == 5400
+    assert duration_seconds("250ms") == 0.25
+    assert duration_seconds("2w") == 14 * 86400
+    with pytest.raises(ValueError, match="'90'"):
+        duration_seconds("90")
+
+
+def test_a_duration_the_rules_cannot_use_is_refused_by_name():
+    with pytest.raises(RuleSettingsError, match=r"window \('5 minutes'\)"):
+        rules.recording_rule_group(window="5 minutes")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from components.config import quantity_value
 from components.hpa_model import desired_replicas
-from components.prometheus_rules import duration_seconds
 from components.triton_cluster import rollout_timeout_seconds
+from model_pipeline.syntax import duration_seconds, quantity_value
 
 BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -60,9 +59,9 @@ def test_the_hpa_never_leaves_its_bounds_and_moves_with_the_metric(
 
 @given(st.integers(1, 64), st.integers(30, 7200), st.integers(0, 8), st.integers(0, 8))
 def test_the_rollout_wait_covers_every_batch_of_pods(replicas: int, budget: int, surge: int, unavailable: int) -> None:
-    from components.config import GpuSettings, TritonSettings
     from components.gpu_stack import gpu_placement
     from components.model_repository import RepositoryAccess
+    from components.settings import GpuSettings, TritonSettings
     from components.triton_cluster import TritonClusterArgs
 
     if surge + unavailable == 0:
@@ -70,9 +69,8 @@ def test_the_rollout_wait_covers_every_batch_of_pods(replicas: int, budget: int,
     settings = TritonSettings(max_surge=surge, max_unavailable=unavailable, startup_budget_seconds=budget)
     args = TritonClusterArgs(
         settings=settings,
-        repository=RepositoryAccess(uri="s3://m/d", region="us-east-1"),
+        repository=RepositoryAccess(uri="s3://m/d", region="us-east-1", models=("m",)),
         placement=gpu_placement(GpuSettings()),
-        model_names=("m",),
         rollout_replicas=replicas,
     )
     batches = -(-replicas // (surge + unavailable))

@@ -15,8 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from components.config import ModelRepositorySettings
 from components.model_repository import builder_policy, reader_policy
+from components.settings import ModelRepositorySettings
 from local_serving.errors import ToolMissingError
 from local_serving.installation import find_triton
 from local_serving.ports import free_port
@@ -71,7 +71,7 @@ def test_triton_reads_a_published_repository_with_nothing_but_the_reader_policy(
         client.upload_file(str(path), bucket, f"{PREFIX}/{digest}/{path.relative_to(serving).as_posix()}")
     proxy.clear()
 
-    settings = ModelRepositorySettings(bucket=bucket, prefix=PREFIX, endpoint=proxy.url, region=REGION)
+    settings = ModelRepositorySettings(uri=f"s3://{bucket}/{PREFIX}", endpoint=proxy.url, region=REGION)
     ports = TritonPorts(free_port(), free_port(), free_port())
     with TritonServer(f"{settings.triton_uri}/{digest}", tmp_path / "triton", ports, environment=CREDENTIALS):
         pass  # started means every model loaded from S3

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from components import versions
-from components.config import ConfigError, SourceSettings, parse_config
+from components.config import ConfigError, parse_config
+from components.settings import SourceSettings
 from offline.fixtures import fixtures
 from offline.harness import PROJECT, Recording, run_program
 from tests._stack_repository import config_with_build_dir

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import quantity_value
 from local_cluster.nodes import NODE_TYPES, NodeType
+from model_pipeline.syntax import quantity_value
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "inference-platform"

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from components.config import GpuSettings, TritonSettings
 from components.gpu_stack import gpu_placement
 from components.model_repository import RepositoryAccess
+from components.settings import GpuSettings, TritonSettings
 from components.triton_cluster import TritonClusterArgs, deployment_spec, rollout_timeout_seconds
 from offline.harness import RecordedResource, Recording, run_program, stack_config
 
@@ -218,9 +218,8 @@ def test_the_rollout_strategy_is_the_configured_one_and_the_wait_follows_it(
     settings = TritonSettings(max_surge=surge, max_unavailable=unavailable, startup_budget_seconds=900)
     args = TritonClusterArgs(
         settings=settings,
-        repository=RepositoryAccess(uri="s3://models/triton/d", region="us-east-1"),
+        repository=RepositoryAccess(uri="s3://models/triton/d", region="us-east-1", models=("mnist",)),
         placement=gpu_placement(GpuSettings()),
-        model_names=("mnist",),
         rollout_replicas=8,
     )
     spec = deployment_spec(args, {}, {"app.kubernetes.io/name": "triton", "app.kubernetes.io/instance": "triton"})
