@@ -217,7 +217,7 @@ DEFAULT_SPECS: dict[str, ModelSpec] = {"mnist": _mnist(), "resnet50": _resnet50(
 
 
 # A stack's `models` entries (Pulumi.<stack>.yaml) override these spec fields; the defaults below apply where an
-# entry says nothing and the architecture's spec has no opinion. components/config.py validates the same keys
+# entry says nothing and the architecture's spec has no opinion. components/settings.py declares the same keys
 # with these defaults, so what the program checks and what the build writes cannot differ.
 STACK_MODEL_DEFAULTS: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp16", "instances": 1}
 SPECS_BY_ARCHITECTURE: dict[str, ModelSpec] = {spec.architecture: spec for spec in DEFAULT_SPECS.values()}
