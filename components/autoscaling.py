@@ -17,14 +17,11 @@ import pulumi_kubernetes as k8s
 
 from components import versions
 from components.errors import PlatformError
-from components.hpa_model import desired_replicas
 from components.kube import after, labels
 from components.monitoring import PrometheusEndpoint
 from components.prometheus_rules import record_name
 from components.settings import AutoscalingSettings, ScalingRules
 from components.triton_cluster import TritonBackend
-
-__all__ = ["Autoscaling", "AutoscalingArgs", "adapter_rules", "adapter_values", "desired_replicas", "hpa_spec"]
 
 QUEUE_TIME_METRIC = "triton_queue_time_per_request_us"  # µs per request, per pod
 PENDING_METRIC = "triton_pending_requests"  # requests waiting in Triton's queues, per pod

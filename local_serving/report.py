@@ -56,8 +56,8 @@ def _stack_values(stack: str) -> dict[str, Any]:
 
 
 def desired_replicas(target: AutoscalingTarget, metric_value: float) -> int:
-    """The replica count the HPA formula in components/autoscaling.py asks for."""
-    from components.autoscaling import desired_replicas as hpa_formula
+    """The replica count the HPA formula (components/hpa_model.py) asks for."""
+    from components.hpa_model import desired_replicas as hpa_formula
 
     return int(
         hpa_formula(target.current_replicas, metric_value, target.target_us, target.min_replicas, target.max_replicas)
