@@ -4,8 +4,8 @@
 ``<mirror>/<upstream registry>/<repository>:<tag>`` (a Harbor or Artifactory proxy with the registry as the first
 path segment, or a registry filled with ``crane copy`` / ``skopeo sync`` the same way). It applies to the images
 the platform runs itself and to every image of every chart it installs; ``CHART_IMAGES`` lists the latter per
-chart and pin, and tests/test_images.py checks the list against each chart's default values, so a chart bump that
-adds an image fails a test instead of pulling from the internet.
+chart and pin, and tests/components/test_images.py checks the list against each chart's default values, so a chart
+bump that adds an image fails a test instead of pulling from the internet.
 """
 
 from __future__ import annotations

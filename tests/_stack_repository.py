@@ -18,8 +18,8 @@ from model_pipeline.specs import DEFAULT_SPECS, ModelSpec, spec_for_stack_model
 from model_pipeline.stack import stack_build
 from offline.harness import PROJECT, stack_config
 from tests._pipeline_helpers import tiny_onnx
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY_KEY = f"{PROJECT}:modelRepository"
 
 

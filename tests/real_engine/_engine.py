@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 STACK = "local"
 BUILD_DIR = "build/local/model_repository"
 SUMMARY: dict[str, Any] = {}  # filled by the tests, printed as one line at the end (conftest)

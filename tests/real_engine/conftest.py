@@ -19,7 +19,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.real_engine._engine import ROOT, SUMMARY
+    from tests.paths import ROOT
+    from tests.real_engine._engine import SUMMARY
 
     if not SUMMARY:
         return

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.paths import ROOT
 from tests.real_engine._engine import (
-    ROOT,
     STACK,
     SUMMARY,
     build_models,

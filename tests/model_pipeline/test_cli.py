@@ -18,8 +18,7 @@ from tests._pipeline_helpers import (
     tiny_repository,
     tiny_spec,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.usefixtures("isolated_aws")
 
@@ -114,7 +113,7 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_module_entry_point_exits_non_zero_without_traceback(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "model_pipeline", "verify", str(tmp_path / "nowhere")],
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

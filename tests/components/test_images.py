@@ -20,6 +20,7 @@ from components.images import CHART_IMAGES, ChartImage, merge
 from offline.fixtures import fixtures_root
 from offline.harness import Recording, run_program
 from tests._stack_repository import config_with_build_dir
+from tests.paths import ROOT
 
 MIRROR = "harbor.example.com/mirror"
 SHARED_CHARTS = Path(fixtures_root()) / "charts"
@@ -121,8 +122,7 @@ def test_an_engine_image_runs_the_build_without_installing_anything(stack_reposi
 
 
 def test_the_engine_dockerfile_preinstalls_the_jobs_requirements_on_tritons_tensorrt() -> None:
-    root = Path(__file__).resolve().parents[1]
-    dockerfile = (root / "model_pipeline" / "engine.Dockerfile").read_text()
+    dockerfile = (ROOT / "model_pipeline" / "engine.Dockerfile").read_text()
     assert f"ARG TENSORRT_IMAGE={versions.TENSORRT_IMAGE}" in dockerfile
     assert "-r /tmp/requirements-engine.txt" in dockerfile
     assert "COPY model_pipeline/requirements-engine.txt" in dockerfile

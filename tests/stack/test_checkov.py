@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from offline.harness import Recording
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 COMPONENTS = ("inference:platform:TritonCluster",)
 

@@ -28,10 +28,10 @@ from components.s3_publication import (
 )
 from model_pipeline.errors import PublishError, RepositoryError
 from tests._pipeline_helpers import tiny_repository
+from tests.paths import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("isolated_aws")]
 
-ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "triton/repos"
 REGION = "us-east-1"
 

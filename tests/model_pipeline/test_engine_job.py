@@ -23,11 +23,11 @@ from model_pipeline.tensorrt_build import GpuInfo
 from model_pipeline.triton_config import parse_config
 from tests._pipeline_helpers import tiny_onnx
 from tests.fake_tensorrt import PLAN_MARKER, make_fake_tensorrt
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.tensorrt_double
 MNIST = DEFAULT_SPECS["mnist"]
 H100 = GpuInfo(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import toolchain.build as build
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 KEYS = "import toolchain.build as b; print(' '.join(t.key('go1.26.8') for t in b.TOOLS))"
 
 

@@ -6,7 +6,6 @@ import base64
 import json
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from components.triton_cluster import pod_selector
 from offline.harness import RecordedResource, Recording, run_program
 from offline.validate import UNLISTED_VALUES, custom_resource_errors, load_values, unknown_values_keys
 from tests._stack_repository import config_with_build_dir, stack_repository, stack_specs
+from tests.paths import ROOT
 
 COMPONENT = "inference:platform:MonitoringStack"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -27,7 +27,7 @@ CUSTOM = "kubernetes:monitoring.coreos.com/v1:"
 GRAFANA_PASSWORD = "grafana-pw-from-config-7f3a"
 WEBHOOK = "https://hooks.example.org/alerts/T0KEN-4f9c"
 SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
-DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
+DASHBOARDS = ROOT / "dashboards"
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +340,7 @@ def _args(settings: MonitoringSettings) -> MonitoringStackArgs:
 
 
 def test_every_alert_has_a_runbook_heading_in_the_readme():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- section:monitoring -->")[1].split("<!-- section:")[0]
     headings = {line.removeprefix("#### ").strip().lower() for line in section.splitlines() if line.startswith("#### ")}
     alerts = {r["alert"] for r in monitoring.rule_groups(_args(MonitoringSettings()))[1]["rules"]}

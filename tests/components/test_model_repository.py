@@ -17,8 +17,8 @@ from components.settings import ModelSettings
 from model_pipeline import publish, repository
 from offline.harness import DYNAMIC_RESOURCE, RecordedResource, Recording, run_program
 from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PUBLICATION = "components.s3_publication.S3PublicationProvider"
 MNIST = ModelSettings(name="mnist", architecture="mnist_mlp")
 RESNET = ModelSettings(

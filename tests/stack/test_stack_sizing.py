@@ -8,7 +8,6 @@ the rule the run relies on: maxReplicas serving pods plus one slot for a surge p
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ import yaml
 
 from local_cluster.nodes import NODE_TYPES, NodeType
 from model_pipeline.syntax import quantity_value
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "inference-platform"
 GPU_NODES = 2  # prod's node group in the example, and the simulated cluster's GPU nodes
 # Everything that decides whether the pods fit, as (section, key).

@@ -18,8 +18,8 @@ from components.engine_build import EngineJobError, tensorrt_image_for
 from components.gpu_stack import gpu_placement
 from offline.harness import Recording, stack_config
 from offline.validate import kubernetes_errors
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 JOB = "kubernetes:batch/v1:Job"
 CHECKOV = Path(os.environ.get("CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov"))
 

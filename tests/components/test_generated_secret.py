@@ -7,13 +7,11 @@ import json
 import string
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from components.generated_secret import DEFAULT_LENGTH, RESULT, GeneratedSecretProvider, generate
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 
 def test_create_draws_32_letters_and_digits_and_the_id_does_not_contain_them() -> None:

@@ -7,17 +7,17 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from components import prometheus_rules
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
-ALLOWLIST = yaml.safe_load((Path(__file__).parent / "data" / "monitoring" / "metric_allowlist.yaml").read_text())
+DATA = ROOT / "tests" / "components" / "data" / "monitoring"
+ALLOWLIST = yaml.safe_load((DATA / "metric_allowlist.yaml").read_text())
 # What Grafana substitutes before a query reaches Prometheus.
 VARIABLES = {
     "__rate_interval": "1m",

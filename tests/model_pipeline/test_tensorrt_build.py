@@ -31,10 +31,10 @@ from model_pipeline.tensorrt_build import (
     write_fp16_onnx,
 )
 from tests.fake_tensorrt import make_fake_tensorrt
+from tests.paths import ROOT
 
 MNIST = DEFAULT_SPECS["mnist"]
 H100 = GpuInfo(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mlp_onnx(path: Path, hidden: int = 16, seed: int = 0) -> Path:
@@ -108,11 +108,11 @@ def test_importing_the_module_does_not_import_tensorrt(tmp_path: Path) -> None:
     poison = tmp_path / "tensorrt.py"
     poison.write_text("raise RuntimeError('tensorrt was imported at module import time')\n")
     code = "import sys, model_pipeline.tensorrt_build; assert 'tensorrt' not in sys.modules"
-    env_path = f"{tmp_path}:{REPO_ROOT}"
+    env_path = f"{tmp_path}:{ROOT}"
     result = subprocess.run(
         [sys.executable, "-c", code],
         env={"PYTHONPATH": env_path},
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,

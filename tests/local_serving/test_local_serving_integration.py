@@ -29,6 +29,7 @@ from local_serving.rules import QUEUE_TIME_POD, QUEUE_TIME_POD_MODEL, adapter_ru
 from local_serving.runner import LocalStack, RunSettings
 from local_serving.triton import TritonPorts, TritonServer, counter_values, read_metrics
 from local_serving.wrappers import discover_models, write_serving_repository
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,6 @@ INTERVAL = "1s"
 WINDOW = "10s"
 SLOW_SLEEP_MS = 300.0
 POD = {"namespace": LOCAL_NAMESPACE, "pod": LOCAL_POD}
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _require_servers():

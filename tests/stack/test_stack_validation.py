@@ -19,8 +19,8 @@ from offline.validate import (
     load_values,
     unknown_values_keys,
 )
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 # The oldest Kubernetes we support and the newest the validator ships.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 

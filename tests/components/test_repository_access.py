@@ -3,7 +3,7 @@
 Triton 2.51 (the CPU build from the nvidia-pytriton wheel) loads a published repository from moto's S3 server,
 and the engine-build Job (with the TensorRT TEST DOUBLE) joins its engine to one; a proxy on 127.0.0.1 records
 every request each sends, and each is evaluated against the policy its role gets with IAM's rules
-(tests/_s3_access.py). A request the policy would deny is a pod that crash-loops on EKS.
+(tests/components/_s3_access.py). A request the policy would deny is a pod that crash-loops on EKS.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_to
 from model_pipeline.specs import DEFAULT_SPECS
 from model_pipeline.tensorrt_build import GpuInfo
 from tests._pipeline_helpers import isolate_aws_credentials, moto_s3_server, tiny_onnx, tiny_repository
-from tests._s3_access import Authorization, RecordingS3Proxy, S3Request, authorization, is_allowed
+from tests.components._s3_access import Authorization, RecordingS3Proxy, S3Request, authorization, is_allowed
 from tests.fake_tensorrt import make_fake_tensorrt
 
 REGION = "eu-west-1"

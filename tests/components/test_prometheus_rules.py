@@ -1,7 +1,8 @@
 """The platform's recording rules and alerts, checked and unit-tested by promtool against synthetic series.
 
 The rule file under test is rendered by the same builders the program uses; the cases live in
-tests/data/monitoring/*.yaml. promtool comes from the Debian package `prometheus` (`make setup` installs it).
+tests/components/data/monitoring/*.yaml. promtool comes from the Debian package `prometheus` (`make setup`
+installs it).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import yaml
 from components import prometheus_rules as rules
 from components.prometheus_rules import AlertSettings, RuleSettingsError
 from model_pipeline.syntax import duration_seconds
+from tests.paths import ROOT
 
-DATA = Path(__file__).parent / "data" / "monitoring"
+DATA = ROOT / "tests" / "components" / "data" / "monitoring"
 RECORDING_CASES = yaml.safe_load((DATA / "recording_cases.yaml").read_text())
 ALERT_CASES = yaml.safe_load((DATA / "alert_cases.yaml").read_text())
 

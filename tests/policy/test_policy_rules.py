@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from components import gpu_stack
 from components.config import parse_config
 from offline.harness import PROJECT, Recording, run_program, stack_config
 from policy import rules
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 POLICY_PYTHON = ROOT / ".venv-policy" / "bin" / "python"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
