@@ -81,6 +81,7 @@ lint:
 
 typecheck:
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy __main__.py  # apart: mypy cannot hold two modules named __main__ in one run
 
 unit:
 	$(PY) -m pytest -q
