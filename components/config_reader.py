@@ -21,6 +21,7 @@ from components.settings import IMAGE, IMAGE_RULE, ModelSettings, ScalingPolicy
 from components.versions import TRITON_IMAGE
 from model_pipeline import syntax
 from model_pipeline.specs import DEFAULT_SPECS, SPECS_BY_ARCHITECTURE
+from model_pipeline.stack import DEFAULT_STACK_MODELS
 
 T = TypeVar("T")
 Rules = Mapping[type, Callable[[Any, "Section"], Any]]
@@ -295,8 +296,6 @@ def _scaling_policies(s: Section, key: str, default: tuple[ScalingPolicy, ...]) 
 def _models(s: Section, key: str, default: Any) -> tuple[ModelSettings, ...]:
     raw = s.raw_value(key)
     if raw is None:
-        from model_pipeline.stack import DEFAULT_STACK_MODELS
-
         raw = [dict(m) for m in DEFAULT_STACK_MODELS]
     if not isinstance(raw, list) or not raw:
         s.problems.append(f"models ({raw!r}) must be a non-empty list of models")
