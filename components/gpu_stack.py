@@ -171,7 +171,7 @@ class GpuStack(pulumi.ComponentResource):
             skip_crds=True,
             opts=after(child, [crds]),
         )
-        self.hami = self._hami(name, args, child) if settings.uses_hami else None
+        self.hami = _hami(name, args, self.operator, child) if settings.uses_hami else None
         self.ready = [self.operator, *([self.hami] if self.hami else [])]
         if self.placement.runtime_class_name and not settings.toolkit:
             self.ready.append(runtime_class(f"{name}-runtime-class", self.placement.runtime_class_name, child))
@@ -184,14 +184,17 @@ class GpuStack(pulumi.ComponentResource):
             }
         )
 
-    def _hami(self, name: str, args: GpuStackArgs, child: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
-        settings = args.settings
-        hami_ns = namespace(f"{name}-hami-ns", settings.hami.namespace, "privileged", child)
-        return k8s.helm.v3.Release(
-            f"{name}-hami",
-            name="hami",
-            **settings.sources.release_args(versions.HAMI, hami_values(settings, args.kubernetes_version)),
-            namespace=hami_ns.metadata.name,
-            # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
-            opts=after(child, [self.operator, *args.wait_for]),
-        )
+
+def _hami(
+    name: str, args: GpuStackArgs, operator: pulumi.Resource, child: pulumi.ResourceOptions
+) -> k8s.helm.v3.Release:
+    settings = args.settings
+    hami_ns = namespace(f"{name}-hami-ns", settings.hami.namespace, "privileged", child)
+    return k8s.helm.v3.Release(
+        f"{name}-hami",
+        name="hami",
+        **settings.sources.release_args(versions.HAMI, hami_values(settings, args.kubernetes_version)),
+        namespace=hami_ns.metadata.name,
+        # HAMi's device plugin waits for the operator's toolkit; its monitors need the CRDs at render time.
+        opts=after(child, [operator, *args.wait_for]),
+    )

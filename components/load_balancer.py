@@ -222,7 +222,7 @@ class LoadBalancer(pulumi.ComponentResource):
         s = args.settings
         # baseline, not restricted: Envoy Gateway does not promise that its proxy and certgen pods meet restricted.
         ns = namespace(f"{name}-ns", s.data_plane_namespace, "baseline", child)
-        controller = self._controller(name, ns, s.sources, child)
+        controller = _controller(name, ns, s.sources, child)
         on_controller = after(child, controller)
         meta = {"namespace": ns.metadata.name, "labels": labels("gateway", name)}
         # Custom resources expose metadata as a plain map, so the fixed names link them; depends_on orders them.
@@ -256,7 +256,7 @@ class LoadBalancer(pulumi.ComponentResource):
             },
             after(on_controller, [gateway_class]),
         )
-        self._routes(name, args, ns.metadata.name, gateway, on_controller)
+        _routes(name, args, ns.metadata.name, gateway, on_controller)
 
         self.address = gateway.status.apply(lambda st: gateway_address(st, s))
         self.http_endpoint = self.address.apply(lambda a: endpoints(a, s)[0])
@@ -265,82 +265,82 @@ class LoadBalancer(pulumi.ComponentResource):
             {"address": self.address, "http_endpoint": self.http_endpoint, "grpc_endpoint": self.grpc_endpoint}
         )
 
-    @staticmethod
-    def _controller(
-        name: str, ns: k8s.core.v1.Namespace, sources: SourceSettings, child: pulumi.ResourceOptions
-    ) -> list[pulumi.Resource]:
-        """Standard-channel Gateway API CRDs and Envoy Gateway's own CRDs (both server-side), then the controller."""
-        gateway_api = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=sources.gateway_api_crds, opts=child)
-        envoy_crds = k8s.helm.v4.Chart(
-            f"{name}-envoy-gateway-crds",
-            **sources.release_args(
-                versions.ENVOY_GATEWAY_CRDS,
-                {"crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}},
-            ),
-            namespace=ns.metadata.name,
-            opts=child,
-        )
-        controller = k8s.helm.v3.Release(
-            f"{name}-envoy-gateway",
-            name="envoy-gateway",
-            # Its bundled Gateway API CRDs are the experimental channel: installing them over ours would be refused.
-            # The topology injector (zone labels for zone-aware routing, which we do not use) is installed as Helm
-            # hooks - a MutatingWebhookConfiguration, a ClusterRole and its binding - that uninstall leaves behind.
-            **sources.release_args(
-                versions.ENVOY_GATEWAY,
-                {
-                    "crds": {"enabled": False},
-                    "topologyInjector": {"enabled": False},
-                    "global": {
-                        "images": {
-                            "envoyGateway": {"image": versions.ENVOY_GATEWAY_IMAGE},
-                            "ratelimit": {"image": versions.ENVOY_RATELIMIT_IMAGE},
-                            "envoyProxy": {"image": versions.ENVOY_PROXY_IMAGE},
-                        }
-                    },
-                },
-            ),
-            namespace=ns.metadata.name,
-            opts=after(child, [gateway_api, envoy_crds]),
-        )
-        return [gateway_api, envoy_crds, controller]
 
-    @staticmethod
-    def _routes(
-        name: str,
-        args: LoadBalancerArgs,
-        gateway_ns: pulumi.Input[str],
-        gateway: pulumi.Resource,
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        """HTTPRoute and GRPCRoute beside Triton's Service, each with its own traffic policy."""
-        s = args.settings
-        after_gateway = after(opts, [gateway])
-        target, ports = pulumi.Output.all(gateway_ns, args.backend.service), args.backend.ports
-        routes: dict[str, tuple[str, pulumi.Output[dict[str, Any]]]] = {
-            "http": ("HTTPRoute", target.apply(lambda v: http_route_spec(s, v[0], v[1], ports.http))),
-            "grpc": ("GRPCRoute", target.apply(lambda v: grpc_route_spec(s, v[0], v[1], ports.grpc))),
+def _controller(
+    name: str, ns: k8s.core.v1.Namespace, sources: SourceSettings, child: pulumi.ResourceOptions
+) -> list[pulumi.Resource]:
+    """Standard-channel Gateway API CRDs and Envoy Gateway's own CRDs (both server-side), then the controller."""
+    gateway_api = k8s.yaml.v2.ConfigFile(f"{name}-gateway-api-crds", file=sources.gateway_api_crds, opts=child)
+    envoy_crds = k8s.helm.v4.Chart(
+        f"{name}-envoy-gateway-crds",
+        **sources.release_args(
+            versions.ENVOY_GATEWAY_CRDS,
+            {"crds": {"gatewayAPI": {"enabled": False}, "envoyGateway": {"enabled": True}}},
+        ),
+        namespace=ns.metadata.name,
+        opts=child,
+    )
+    controller = k8s.helm.v3.Release(
+        f"{name}-envoy-gateway",
+        name="envoy-gateway",
+        # Its bundled Gateway API CRDs are the experimental channel: installing them over ours would be refused.
+        # The topology injector (zone labels for zone-aware routing, which we do not use) is installed as Helm
+        # hooks - a MutatingWebhookConfiguration, a ClusterRole and its binding - that uninstall leaves behind.
+        **sources.release_args(
+            versions.ENVOY_GATEWAY,
+            {
+                "crds": {"enabled": False},
+                "topologyInjector": {"enabled": False},
+                "global": {
+                    "images": {
+                        "envoyGateway": {"image": versions.ENVOY_GATEWAY_IMAGE},
+                        "ratelimit": {"image": versions.ENVOY_RATELIMIT_IMAGE},
+                        "envoyProxy": {"image": versions.ENVOY_PROXY_IMAGE},
+                    }
+                },
+            },
+        ),
+        namespace=ns.metadata.name,
+        opts=after(child, [gateway_api, envoy_crds]),
+    )
+    return [gateway_api, envoy_crds, controller]
+
+
+def _routes(
+    name: str,
+    args: LoadBalancerArgs,
+    gateway_ns: pulumi.Input[str],
+    gateway: pulumi.Resource,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """HTTPRoute and GRPCRoute beside Triton's Service, each with its own traffic policy."""
+    s = args.settings
+    after_gateway = after(opts, [gateway])
+    target, ports = pulumi.Output.all(gateway_ns, args.backend.service), args.backend.ports
+    routes: dict[str, tuple[str, pulumi.Output[dict[str, Any]]]] = {
+        "http": ("HTTPRoute", target.apply(lambda v: http_route_spec(s, v[0], v[1], ports.http))),
+        "grpc": ("GRPCRoute", target.apply(lambda v: grpc_route_spec(s, v[0], v[1], ports.grpc))),
+    }
+    for role, (kind, spec) in routes.items():
+        route_name = f"triton-{role}"
+        meta: dict[str, Any] = {
+            "name": route_name,
+            "namespace": args.backend.namespace,
+            "labels": labels("gateway", name),
         }
-        for role, (kind, spec) in routes.items():
-            route_name = f"triton-{role}"
-            meta: dict[str, Any] = {
-                "name": route_name,
-                "namespace": args.backend.namespace,
-                "labels": labels("gateway", name),
-            }
-            route = k8s.apiextensions.CustomResource(
-                f"{name}-{role}-route",
-                api_version=f"{GATEWAY_API}/v1",
-                kind=kind,
-                metadata=meta,
-                spec=spec,
-                opts=after_gateway,
-            )
-            k8s.apiextensions.CustomResource(
-                f"{name}-{role}-policy",
-                api_version=f"{ENVOY_API}/v1alpha1",
-                kind="BackendTrafficPolicy",
-                metadata=meta,
-                spec=traffic_policy_spec(s, kind, route_name),
-                opts=after(after_gateway, [route]),
-            )
+        route = k8s.apiextensions.CustomResource(
+            f"{name}-{role}-route",
+            api_version=f"{GATEWAY_API}/v1",
+            kind=kind,
+            metadata=meta,
+            spec=spec,
+            opts=after_gateway,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-{role}-policy",
+            api_version=f"{ENVOY_API}/v1alpha1",
+            kind="BackendTrafficPolicy",
+            metadata=meta,
+            spec=traffic_policy_spec(s, kind, route_name),
+            opts=after(after_gateway, [route]),
+        )

@@ -309,11 +309,11 @@ class ModelRepository(pulumi.ComponentResource):
         bucket_ready: list[pulumi.Resource] = []
         roles: dict[str, aws.iam.Role] = {}
         if s.create_bucket or s.creates_roles:
-            on_aws = self._aws_options(name, s)
+            on_aws = _aws_options(name, s, self)
             if s.create_bucket:
-                bucket_ready = self._declare_bucket(name, s, on_aws)
+                bucket_ready = _declare_bucket(name, s, on_aws)
             if s.creates_roles:
-                roles = self._declare_roles(name, args, on_aws)
+                roles = _declare_roles(name, args, on_aws)
         self.bucket = pulumi.Output.from_input(s.bucket)
         # The role Triton runs as: the one created here, else the one the stack names (None: static keys).
         self.triton_role_arn = roles["triton"].arn if roles else s.irsa_role_arn
@@ -338,7 +338,7 @@ class ModelRepository(pulumi.ComponentResource):
         engines = engine_models(local, args.models)
         jobs: list[pulumi.Resource] = []
         if engines:
-            jobs = list(self._declare_engines(name, args, engines, roles, [files]).jobs)
+            jobs = list(_declare_engines(name, args, local.digest, engines, roles, [files], child).jobs)
         # Last: its presence marks a complete repository, engines included (model_pipeline.publish).
         manifest = RepositoryPublication(
             f"{name}-manifest",
@@ -361,121 +361,121 @@ class ModelRepository(pulumi.ComponentResource):
         )
         self.register_outputs({"bucket": self.bucket, "digest": self.digest, "repository_uri": self.repository_uri})
 
-    def _object_key(self, s: ModelRepositorySettings, relative: str) -> str:
-        return "/".join(p for p in (s.prefix, self.digest, relative) if p)
 
-    def _aws_options(self, name: str, s: ModelRepositorySettings) -> pulumi.ResourceOptions:
-        """Options for the bucket and IAM resources: an AWS provider in the configured region.
+def _object_key(s: ModelRepositorySettings, digest: str, relative: str) -> str:
+    return "/".join(p for p in (s.prefix, digest, relative) if p)
 
-        Publishing (components.s3_publication) and this provider authenticate as whoever runs ``pulumi up``
-        (AWS_* environment, profile, an ESC environment or IRSA): the policy pack refuses static keys as
-        provider arguments, where they would sit in the state.
-        """
-        provider = aws.Provider(f"{name}-aws", region=s.region)
-        return pulumi.ResourceOptions(parent=self, provider=provider)
 
-    def _declare_bucket(
-        self, name: str, s: ModelRepositorySettings, child: pulumi.ResourceOptions
-    ) -> list[pulumi.Resource]:
-        # A versioned bucket keeps deleted objects as noncurrent versions, so `pulumi destroy` can never delete
-        # it empty-handed: either it stays, with the rules that expire those versions, or it goes with them.
-        delete = s.bucket_on_destroy == "delete"
-        child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=not delete))
-        bucket = aws.s3.Bucket(f"{name}-bucket", bucket=s.bucket, force_destroy=delete, opts=child)
-        on_bucket = after(child, [bucket])
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
-        )
-        encryption = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            bucket=bucket.id,
-            rules=[
-                {"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}
-            ],
+def _aws_options(name: str, s: ModelRepositorySettings, parent: pulumi.Resource) -> pulumi.ResourceOptions:
+    """Options for the bucket and IAM resources: an AWS provider in the configured region.
+
+    Publishing (components.s3_publication) and this provider authenticate as whoever runs ``pulumi up``
+    (AWS_* environment, profile, an ESC environment or IRSA): the policy pack refuses static keys as
+    provider arguments, where they would sit in the state.
+    """
+    provider = aws.Provider(f"{name}-aws", region=s.region)
+    return pulumi.ResourceOptions(parent=parent, provider=provider)
+
+
+def _declare_bucket(name: str, s: ModelRepositorySettings, child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+    # A versioned bucket keeps deleted objects as noncurrent versions, so `pulumi destroy` can never delete
+    # it empty-handed: either it stays, with the rules that expire those versions, or it goes with them.
+    delete = s.bucket_on_destroy == "delete"
+    child = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=not delete))
+    bucket = aws.s3.Bucket(f"{name}-bucket", bucket=s.bucket, force_destroy=delete, opts=child)
+    on_bucket = after(child, [bucket])
+    versioning = aws.s3.BucketVersioning(
+        f"{name}-versioning", bucket=bucket.id, versioning_configuration={"status": "Enabled"}, opts=child
+    )
+    encryption = aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{name}-encryption",
+        bucket=bucket.id,
+        rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
+        opts=child,
+    )
+    public_block = aws.s3.BucketPublicAccessBlock(
+        f"{name}-public-access-block",
+        bucket=bucket.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=child,
+    )
+    ownership = aws.s3.BucketOwnershipControls(
+        f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
+    )
+    policy = aws.s3.BucketPolicy(
+        f"{name}-tls-only",
+        bucket=bucket.id,
+        policy=json.dumps(tls_only_policy(s.bucket, s.region)),
+        # S3 refuses policy writes while the public access block is being changed.
+        opts=after(on_bucket, [public_block]),
+    )
+    lifecycle = aws.s3.BucketLifecycleConfiguration(
+        f"{name}-lifecycle",
+        bucket=bucket.id,
+        rules=lifecycle_rules(s.prefix, s.expire_after_days),
+        # Noncurrent-version rules need versioning switched on first.
+        opts=after(child, [versioning]),
+    )
+    return [bucket, versioning, encryption, public_block, ownership, policy, lifecycle]
+
+
+def _declare_roles(name: str, args: ModelRepositoryArgs, child: pulumi.ResourceOptions) -> dict[str, aws.iam.Role]:
+    s = args.settings
+    if not (s.oidc_provider_arn and s.oidc_provider_url):
+        raise ModelRepositoryError("IRSA roles need modelRepository.oidcProviderArn and oidcProviderUrl")
+    roles: dict[str, aws.iam.Role] = {}
+    for role, namespace, account, policy in (
+        ("triton", args.triton_namespace, TRITON_SERVICE_ACCOUNT, reader_policy(s.bucket, s.prefix, s.region)),
+        ("engine-build", s.build_namespace, ENGINE_SERVICE_ACCOUNT, builder_policy(s.bucket, s.prefix, s.region)),
+    ):
+        trust = irsa_trust_policy(s.oidc_provider_arn, s.oidc_provider_url, namespace, account)
+        roles[role] = aws.iam.Role(
+            f"{name}-{role}-role",
+            assume_role_policy=json.dumps(trust),
+            max_session_duration=3600,
+            description=f"IRSA role of {namespace}/{account}: model repository s3://{s.bucket}/{s.prefix}",
             opts=child,
         )
-        public_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access-block",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership", bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child
-        )
-        policy = aws.s3.BucketPolicy(
-            f"{name}-tls-only",
-            bucket=bucket.id,
-            policy=json.dumps(tls_only_policy(s.bucket, s.region)),
-            # S3 refuses policy writes while the public access block is being changed.
-            opts=after(on_bucket, [public_block]),
-        )
-        lifecycle = aws.s3.BucketLifecycleConfiguration(
-            f"{name}-lifecycle",
-            bucket=bucket.id,
-            rules=lifecycle_rules(s.prefix, s.expire_after_days),
-            # Noncurrent-version rules need versioning switched on first.
-            opts=after(child, [versioning]),
-        )
-        return [bucket, versioning, encryption, public_block, ownership, policy, lifecycle]
+        aws.iam.RolePolicy(f"{name}-{role}-s3", role=roles[role].id, policy=json.dumps(policy), opts=child)
+    return roles
 
-    def _declare_roles(
-        self, name: str, args: ModelRepositoryArgs, child: pulumi.ResourceOptions
-    ) -> dict[str, aws.iam.Role]:
-        s = args.settings
-        if not (s.oidc_provider_arn and s.oidc_provider_url):
-            raise ModelRepositoryError("IRSA roles need modelRepository.oidcProviderArn and oidcProviderUrl")
-        roles: dict[str, aws.iam.Role] = {}
-        for role, namespace, account, policy in (
-            ("triton", args.triton_namespace, TRITON_SERVICE_ACCOUNT, reader_policy(s.bucket, s.prefix, s.region)),
-            ("engine-build", s.build_namespace, ENGINE_SERVICE_ACCOUNT, builder_policy(s.bucket, s.prefix, s.region)),
-        ):
-            trust = irsa_trust_policy(s.oidc_provider_arn, s.oidc_provider_url, namespace, account)
-            roles[role] = aws.iam.Role(
-                f"{name}-{role}-role",
-                assume_role_policy=json.dumps(trust),
-                max_session_duration=3600,
-                description=f"IRSA role of {namespace}/{account}: model repository s3://{s.bucket}/{s.prefix}",
-                opts=child,
-            )
-            aws.iam.RolePolicy(f"{name}-{role}-s3", role=roles[role].id, policy=json.dumps(policy), opts=child)
-        return roles
 
-    def _declare_engines(
-        self,
-        name: str,
-        args: ModelRepositoryArgs,
-        engines: tuple[EngineModel, ...],
-        roles: Mapping[str, aws.iam.Role],
-        files: list[pulumi.Resource],
-    ) -> EngineBuild:
-        s = args.settings
-        static = s.uses_static_keys
-        return EngineBuild(
-            f"{name}-engines",
-            EngineBuildArgs(
-                models=engines,
-                repository=f"s3://{s.bucket}/{self._object_key(s, '')}".rstrip("/"),
-                namespace=s.build_namespace,
-                triton_image=args.triton_image,
-                placement=args.placement,
-                engine_image=s.engine_image,
-                image_registry=s.sources.image_registry,
-                python_index=s.sources.python_index,
-                region=s.region,
-                endpoint=s.endpoint,
-                role_arn=roles["engine-build"].arn if "engine-build" in roles else None,
-                access_key_id=s.access_key_id if static else None,
-                secret_access_key=s.secret_access_key if static else None,
-                timeout_seconds=s.engine_timeout_seconds,
-                ttl_seconds=s.engine_ttl_seconds,
-                cpu=s.engine_cpu,
-                memory=s.engine_memory,
-                ephemeral_storage=s.engine_ephemeral_storage,
-                wait_for=[*files, *args.wait_for],
-            ),
-            pulumi.ResourceOptions(parent=self),
-        )
+def _declare_engines(
+    name: str,
+    args: ModelRepositoryArgs,
+    digest: str,
+    engines: tuple[EngineModel, ...],
+    roles: Mapping[str, aws.iam.Role],
+    files: list[pulumi.Resource],
+    child: pulumi.ResourceOptions,
+) -> EngineBuild:
+    s = args.settings
+    static = s.uses_static_keys
+    return EngineBuild(
+        f"{name}-engines",
+        EngineBuildArgs(
+            models=engines,
+            repository=f"s3://{s.bucket}/{_object_key(s, digest, '')}".rstrip("/"),
+            namespace=s.build_namespace,
+            triton_image=args.triton_image,
+            placement=args.placement,
+            engine_image=s.engine_image,
+            image_registry=s.sources.image_registry,
+            python_index=s.sources.python_index,
+            region=s.region,
+            endpoint=s.endpoint,
+            role_arn=roles["engine-build"].arn if "engine-build" in roles else None,
+            access_key_id=s.access_key_id if static else None,
+            secret_access_key=s.secret_access_key if static else None,
+            timeout_seconds=s.engine_timeout_seconds,
+            ttl_seconds=s.engine_ttl_seconds,
+            cpu=s.engine_cpu,
+            memory=s.engine_memory,
+            ephemeral_storage=s.engine_ephemeral_storage,
+            wait_for=[*files, *args.wait_for],
+        ),
+        child,
+    )

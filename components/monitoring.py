@@ -266,7 +266,7 @@ class MonitoringStack(pulumi.ComponentResource):
         ns = namespace(f"{name}-ns", s.namespace, "privileged", child)
         meta: dict[str, Any] = {"namespace": ns.metadata.name, "labels": {"app.kubernetes.io/part-of": PART_OF}}
 
-        self.grafana_admin_password = self._admin_password(name, s, child)
+        self.grafana_admin_password = _admin_password(name, s, child)
         admin = k8s.core.v1.Secret(
             f"{name}-grafana-admin",
             metadata={**meta, "name": GRAFANA_ADMIN_SECRET},
@@ -276,7 +276,7 @@ class MonitoringStack(pulumi.ComponentResource):
         )
         before_release: list[pulumi.Resource] = [admin]
         if s.receivers:
-            before_release.append(self._receivers_secret(name, s, meta, child))
+            before_release.append(_receivers_secret(name, s, meta, child))
         else:
             pulumi.log.warn(
                 f"{s.namespace}: no alert receiver configured (alertWebhookUrl / alertSlackWebhookUrl "
@@ -340,25 +340,25 @@ class MonitoringStack(pulumi.ComponentResource):
             }
         )
 
-    @staticmethod
-    def _admin_password(name: str, s: MonitoringSettings, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
-        """The configured secret, or a generated one kept in the stack state (stable across updates)."""
-        if s.grafana_admin_password is not None:
-            return s.grafana_admin_password  # a secret Output already (config.get_secret)
-        generated = GeneratedSecret(f"{name}-grafana-admin-password", length=32, opts=child)
-        return pulumi.Output.secret(generated.result)
 
-    @staticmethod
-    def _receivers_secret(
-        name: str, s: MonitoringSettings, meta: dict[str, Any], child: pulumi.ResourceOptions
-    ) -> k8s.core.v1.Secret:
-        urls = {"webhook": s.alert_webhook_url, "slack": s.alert_slack_webhook_url}
-        # The Outputs are secrets already (config.get_secret), and the provider keeps Secret data secret.
-        data: dict[str, pulumi.Input[str]] = {RECEIVER_KEYS[r]: url for r, url in urls.items() if url is not None}
-        return k8s.core.v1.Secret(
-            f"{name}-alert-receivers",
-            metadata={**meta, "name": RECEIVERS_SECRET},
-            type="Opaque",
-            string_data=data,
-            opts=child,
-        )
+def _admin_password(name: str, s: MonitoringSettings, child: pulumi.ResourceOptions) -> pulumi.Output[str]:
+    """The configured secret, or a generated one kept in the stack state (stable across updates)."""
+    if s.grafana_admin_password is not None:
+        return s.grafana_admin_password  # a secret Output already (config.get_secret)
+    generated = GeneratedSecret(f"{name}-grafana-admin-password", length=32, opts=child)
+    return pulumi.Output.secret(generated.result)
+
+
+def _receivers_secret(
+    name: str, s: MonitoringSettings, meta: dict[str, Any], child: pulumi.ResourceOptions
+) -> k8s.core.v1.Secret:
+    urls = {"webhook": s.alert_webhook_url, "slack": s.alert_slack_webhook_url}
+    # The Outputs are secrets already (config.get_secret), and the provider keeps Secret data secret.
+    data: dict[str, pulumi.Input[str]] = {RECEIVER_KEYS[r]: url for r, url in urls.items() if url is not None}
+    return k8s.core.v1.Secret(
+        f"{name}-alert-receivers",
+        metadata={**meta, "name": RECEIVERS_SECRET},
+        type="Opaque",
+        string_data=data,
+        opts=child,
+    )
