@@ -18,14 +18,14 @@ import pulumi
 
 from components import images
 from components.config_checks import SECTION_RULES, check_platform
-from components.config_reader import PARSERS, ReadContext, Section, read, secret_keys
-from components.config_schema import field_default, settings_of
+from components.config_reader import PARSERS, ReadContext, Section, read
+from components.config_schema import all_settings, field_default, settings_of
 from components.errors import PlatformError
 from components.settings import NAMESPACE, ModelRepositorySettings, PlatformConfig, TritonSettings
 from model_pipeline.stack import default_build_dir
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root (Pulumi.yaml): relative config paths start here
-SECRET_KEYS = secret_keys(PlatformConfig)
+SECRET_KEYS = tuple(s.key for s in all_settings(PlatformConfig) if s.secret)
 _TOP_LEVEL = {setting.key: (f, setting) for f, setting in settings_of(PlatformConfig)}
 
 

@@ -397,14 +397,3 @@ PARSERS: dict[str, Callable[[Section, str, Any], Any]] = {
     "chart_source": _chart_source,
     "crd_source": _crd_source,
 }
-
-
-def secret_keys(cls: type) -> tuple[str, ...]:
-    """Every key under ``cls`` (recursively) that may only be set as a secret."""
-    keys: list[str] = []
-    for f, setting in settings_of(cls):
-        if setting.secret:
-            keys.append(setting.key)
-        elif setting.kind == "section":
-            keys += secret_keys(type(field_default(f)))
-    return tuple(keys)

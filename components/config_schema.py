@@ -136,6 +136,14 @@ def settings_of(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Setting]]:
             yield f, f.metadata["setting"]
 
 
+def all_settings(cls: type) -> Iterator[Setting]:
+    """Every declaration under ``cls``, nested sections included, in order."""
+    for f, setting in settings_of(cls):
+        yield setting
+        if setting.kind == "section":
+            yield from all_settings(type(field_default(f)))
+
+
 def field_default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not MISSING:
         return f.default

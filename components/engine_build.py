@@ -348,7 +348,9 @@ class EngineBuild(pulumi.ComponentResource):
             spec=egress_policy_spec(args.endpoint, pod_labels, args.python_index),
             opts=child,
         )
-        secret_name = _credentials(name, args, meta, child)
+        credentials = {**meta, "name": "engine-build-s3-credentials"}
+        keys = s3_keys_secret(f"{name}-s3-credentials", credentials, args.access_key_id, args.secret_access_key, child)
+        secret_name: pulumi.Output[str | None] = pulumi.Output.from_input(keys)
         after_inputs = after(child, [sa, *args.wait_for])
         self.jobs = []
         # Typed as Any on purpose: mypy's overload matching of Job's metadata/spec TypedDicts takes over 16 GB here;
@@ -360,18 +362,3 @@ class EngineBuild(pulumi.ComponentResource):
             job = k8s.batch.v1.Job(f"{name}-{model.name}", metadata=job_meta, spec=job_spec_input, opts=after_inputs)
             self.jobs.append(job)
         self.register_outputs({"jobs": [job.metadata.name for job in self.jobs]})
-
-
-def _credentials(
-    name: str, args: EngineBuildArgs, meta: dict[str, Any], child: pulumi.ResourceOptions
-) -> pulumi.Output[str | None]:
-    if args.access_key_id is None or args.secret_access_key is None:
-        return pulumi.Output.from_input(None)
-    secret = s3_keys_secret(
-        f"{name}-s3-credentials",
-        {**meta, "name": "engine-build-s3-credentials"},
-        args.access_key_id,
-        args.secret_access_key,
-        child,
-    )
-    return secret.metadata.name

@@ -85,18 +85,22 @@ S3_KEY_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 def s3_keys_secret(
     resource_name: str,
     metadata: dict[str, Any],
-    access_key_id: pulumi.Input[str],
-    secret_access_key: pulumi.Input[str],
+    access_key_id: pulumi.Input[str] | None,
+    secret_access_key: pulumi.Input[str] | None,
     opts: pulumi.ResourceOptions,
-) -> k8s.core.v1.Secret:
-    """Static S3 keys (S3-compatible stores only; AWS uses IRSA) as a Secret built from Pulumi secrets."""
-    return k8s.core.v1.Secret(
+) -> pulumi.Output[str] | None:
+    """Static S3 keys (S3-compatible stores only; AWS uses IRSA) as a Secret built from Pulumi secrets: its
+    name, or None (and no Secret) without keys."""
+    if access_key_id is None or secret_access_key is None:
+        return None
+    secret = k8s.core.v1.Secret(
         resource_name,
         metadata=metadata,
         type="Opaque",
         string_data={S3_KEY_NAMES[0]: access_key_id, S3_KEY_NAMES[1]: secret_access_key},
         opts=opts,
     )
+    return secret.metadata.name
 
 
 def s3_keys_env(secret_name: pulumi.Input[str]) -> list[dict[str, Any]]:

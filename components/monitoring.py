@@ -70,9 +70,8 @@ def scrape_job(settings: MonitoringSettings) -> str:
 def alert_settings(args: MonitoringStackArgs) -> AlertSettings:
     """Alert thresholds from config, aimed at this stack's Triton Deployment, HPA and scrape job."""
     s = args.settings
-    thresholds = {f.name: getattr(s.alerts, f.name) for f in dataclasses.fields(s.alerts)}
     return AlertSettings(
-        **thresholds,
+        **dataclasses.asdict(s.alerts),
         interval=s.rule_interval,
         window=s.alert_window,
         namespace=args.triton_namespace,

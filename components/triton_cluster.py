@@ -315,7 +315,11 @@ class TritonCluster(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=child,
         )
-        secret_name = _credentials(name, args, meta, child)
+        repo = args.repository
+        credentials = {**meta, "name": "triton-s3-credentials"}
+        secret_name = s3_keys_secret(
+            f"{name}-s3-credentials", credentials, repo.access_key_id, repo.secret_access_key, child
+        )
         uri = pulumi.Output.from_input(args.repository.uri)
         pod = pulumi.Output.all(uri, sa.metadata.name, secret_name).apply(
             lambda v: pod_spec(args, v[0], v[1], v[2], pod_labels)
@@ -371,20 +375,3 @@ class TritonCluster(pulumi.ComponentResource):
                 "ports": {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT},
             }
         )
-
-
-def _credentials(
-    name: str, args: TritonClusterArgs, meta: dict[str, Any], child: pulumi.ResourceOptions
-) -> pulumi.Output[str] | None:
-    """Static S3 keys (MinIO/dev only) as a Secret built from Pulumi secrets; None with IRSA."""
-    repo = args.repository
-    if repo.access_key_id is None or repo.secret_access_key is None:
-        return None
-    secret = s3_keys_secret(
-        f"{name}-s3-credentials",
-        {**meta, "name": "triton-s3-credentials"},
-        repo.access_key_id,
-        repo.secret_access_key,
-        child,
-    )
-    return secret.metadata.name

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from components.config_reader import secret_keys
-from components.config_schema import Setting, field_default, settings_of
+from components.config_schema import Setting, all_settings, field_default, settings_of
 from components.settings import ModelSettings, PlatformConfig
 
 PROJECT_FILE = Path(__file__).resolve().parents[1] / "Pulumi.yaml"
@@ -131,16 +130,8 @@ def _secrets_comment() -> str:
         "# Secrets are not declared above: each is optional and read only as a secret",
         "# (`pulumi config set --secret <key> <value>`; the program refuses a plaintext value):",
     ]
-    docs = {s.key: s.doc for s in _all_settings(PlatformConfig) if s.secret}
-    lines += [f"#   {key}: {docs[key]}" for key in secret_keys(PlatformConfig)]
+    lines += [f"#   {s.key}: {s.doc}" for s in all_settings(PlatformConfig) if s.secret]
     return "\n".join(lines) + "\n"
-
-
-def _all_settings(cls: type) -> Iterator[Setting]:
-    for f, setting in settings_of(cls):
-        yield setting
-        if setting.kind == "section":
-            yield from _all_settings(type(field_default(f)))
 
 
 def main(argv: list[str] | None = None) -> int:
