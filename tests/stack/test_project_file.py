@@ -46,13 +46,15 @@ def _declared(cls: type, base: Any) -> list[tuple[str, Any]]:
 
 
 def test_every_declared_key_is_documented_under_its_object():
-    config = yaml.safe_load(project_file.PROJECT_FILE.read_text())["config"]
+    config = yaml.safe_load(project_file.config_block())["config"]
     for f, setting in settings_of(PlatformConfig):
         if setting.kind != "section":
             continue
         description = config[setting.key]["description"]
         for key, _ in _declared(type(field_default(f)), field_default(f)):
-            assert f"{key.rsplit('.', 1)[-1]} (" in description, f"{setting.key}.{key}"
+            *objects, leaf = key.split(".")
+            assert f"{leaf} (" in description, f"{setting.key}.{key}"
+            assert all(f"{name} {{" in description for name in objects), f"{setting.key}.{key}"
 
 
 def _as_config(value: Any) -> Any:
@@ -79,8 +81,8 @@ def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("section", ["kubernetes", "gpu", "triton", "monitoring", "autoscaling", "loadBalancer"])
 def test_each_documented_default_written_out_gives_the_same_settings(section):
-    """Setting every key of a section to its declared default changes nothing: the reader reads each key
-    the declarations name, into the field they name."""
+    """Every documented key, written out with its documented default, is accepted where the docs put it (nested
+    objects and dotted keys included) and changes nothing."""
     f, _ = next((f, s) for f, s in settings_of(PlatformConfig) if s.key == section)
     written = _nest(_declared(type(field_default(f)), field_default(f)))
     implicit = parse_config("dev", {"modelRepository": REPOSITORY})
