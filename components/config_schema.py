@@ -42,9 +42,13 @@ class Setting:
     pattern: re.Pattern[str] | None = None
     allowed: str = ""
     required: str | None = None  # why it is required ("" for no reason given); None: optional
-    secret: bool = False  # a top-level key set only with `pulumi config set --secret`
     parse: str | None = None  # the name of the reader's parser for a key with its own syntax
     default_doc: str | None = None  # the default as the docs state it, when it is computed
+
+    @property
+    def secret(self) -> bool:
+        """A top-level key set only with `pulumi config set --secret`."""
+        return self.kind == "secret"
 
 
 def _declare(default: Any, setting: Setting, factory: Callable[[], Any] | None = None) -> Any:
@@ -121,7 +125,7 @@ def section(key: str, default: Any, doc: str) -> Any:
 
 def secret(key: str, doc: str) -> Any:
     """A top-level key that may only be set as a secret; it arrives as an ``Output``."""
-    return _declare(None, Setting(key, "secret", doc, secret=True))
+    return _declare(None, Setting(key, "secret", doc))
 
 
 def custom(key: str, default: Any, doc: str, parse: str, *, default_doc: str | None = None) -> Any:
