@@ -1,4 +1,6 @@
-"""Build the Triton model repository: data -> train/construct -> ONNX (+ golden) -> TensorRT -> config -> manifest.
+"""Build the Triton model repository: source -> ONNX -> spec -> verification (golden) -> TensorRT -> config -> manifest.
+
+Built-ins and brought models take the same steps; only the source differs (:mod:`model_pipeline.sources`).
 
 Every expensive step is cached under ``cache_dir`` by the digest of everything that determines its output: the
 spec, the source of the step's modules, the data fingerprint, the weights file hash and the tool versions.
@@ -21,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from model_pipeline.errors import PipelineError
+from model_pipeline.entry import ModelEntry
+from model_pipeline.errors import PipelineError, SpecError
 from model_pipeline.repository import (
     ModelArtifacts,
     TensorRTStatus,
@@ -30,6 +33,7 @@ from model_pipeline.repository import (
     file_sha256,
     write_repository,
 )
+from model_pipeline.sources import BUILTIN_BY_ARCHITECTURE, S3Access
 from model_pipeline.specs import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -55,8 +59,10 @@ class TrainSettings:
 class BuildSettings:
     """Everything a build depends on besides the code: what to build, from what, and where to put it."""
 
-    models: tuple[ModelSpec, ...]
+    models: tuple[ModelEntry, ...]
     out: Path = DEFAULT_OUT
+    root: Path = Path(".")  # the project: brought sources and samples are relative to it
+    s3: S3Access | None = None  # how s3:// sources are read
     cache_dir: Path = DEFAULT_CACHE_DIR
     mnist_source: str | None = None
     allow_mnist_fallback: bool = True
@@ -83,7 +89,7 @@ class ModelSummary:
 
     name: str
     platform: str
-    profile: tuple[int, int, int]
+    profile: tuple[int, int, int] | None
     tensorrt_status: str
     tensorrt_reason: str
     accuracy: float | None
@@ -176,13 +182,25 @@ class StepCache:
 
 @dataclass(frozen=True)
 class _Weights:
-    """Where a model's weights come from, identified for cache keys."""
+    """Where a built-in model's weights come from, identified for cache keys."""
 
     identity: dict[str, Any]
     description: str
     accuracy: float | None
     state_path: Path | None  # a cached state_dict (trained MNIST); None: construct from ``identity``
-    samples: dict[str, Any] | None = None  # real inputs for the export checks and the golden file
+    samples: dict[str, Any] | None = None  # real inputs for the verification and the golden file
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A model's ONNX file, and how to rebuild the PyTorch program it came from (None for an ONNX source)."""
+
+    entry: ModelEntry
+    onnx_path: Path
+    identity: dict[str, Any]
+    torch_module: Callable[[], Any] | None
+    weights: _Weights | None = None
+    source_sha256: str | None = None
 
 
 class _Builder:
@@ -202,7 +220,7 @@ class _Builder:
         self.notes.append(message)
         self.say(message)
 
-    # -- data and weights ---------------------------------------------------------------------------------
+    # -- built-in weights ---------------------------------------------------------------------------------
 
     def mnist_data(self) -> tuple[Any, str]:
         """MNIST (or the stated fallback) and its fingerprint: a digest of the arrays, not of the path."""
@@ -219,12 +237,12 @@ class _Builder:
             self._mnist = (data, digest.hexdigest())
         return self._mnist
 
-    def trained_mnist(self, spec: ModelSpec) -> _Weights:
+    def trained_mnist(self, entry: ModelEntry) -> _Weights:
         from model_pipeline import mnist_data, models, train
 
         data, fingerprint = self.mnist_data()
         inputs = {
-            "architecture": spec.architecture,
+            "architecture": entry.builtin,
             "data": fingerprint,
             "settings": self.settings.train.__dict__,
             "code": code_version(train, models, mnist_data),
@@ -245,17 +263,17 @@ class _Builder:
             torch.save(model.state_dict(), directory / "state_dict.pt")
             return {"accuracy": report.test_accuracy, "source": report.data_source, "samples": report.train_samples}
 
-        entry, meta = self.cache.run(spec.name, "train", inputs, produce)
+        entry_dir, meta = self.cache.run(entry.name, "train", inputs, produce)
         description = f"trained on {meta['source']} ({meta['samples']} images, {self.settings.train.epochs} epochs)"
-        samples = {spec.inputs[0].name: data.test_images[:64]}
+        samples = {BUILTIN_BY_ARCHITECTURE[entry.builtin].input_name: data.test_images[:64]}
         identity = {"train": cache_key({"step": "train", **inputs})}
-        return _Weights(identity, description, float(meta["accuracy"]), entry / "state_dict.pt", samples)
+        return _Weights(identity, description, float(meta["accuracy"]), entry_dir / "state_dict.pt", samples)
 
-    def resnet_weights(self, spec: ModelSpec) -> _Weights:
+    def resnet_weights(self, entry: ModelEntry) -> _Weights:
         weights = self.settings.resnet50_weights
         if weights is None:
             self.note(
-                f"{spec.name}: no weights file given (--resnet50-weights); using RANDOM weights "
+                f"{entry.name}: no weights file given (--resnet50-weights); using RANDOM weights "
                 f"(seed {RANDOM_WEIGHTS_SEED}): predictions are meaningless, fine for serving and load tests only"
             )
             return _Weights({"random_seed": RANDOM_WEIGHTS_SEED}, "random init (no weights file)", None, None)
@@ -263,47 +281,123 @@ class _Builder:
             from model_pipeline.errors import ModelWeightsError
 
             raise ModelWeightsError(f"ResNet-50 weights file {weights} does not exist")
-        self.say(f"{spec.name}: loading weights from {weights}")
+        self.say(f"{entry.name}: loading weights from {weights}")
         return _Weights({"weights_sha256": file_sha256(weights)}, f"weights file {weights.name}", None, None)
 
-    def model_for(self, spec: ModelSpec, weights: _Weights) -> Any:
+    def builtin_module(self, architecture: str, weights: _Weights) -> Any:
         import torch
 
         from model_pipeline.models import create_model, load_resnet50_weights
 
         torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        model = create_model(spec.architecture)
+        model = create_model(architecture)
         if weights.state_path is not None:
             model.load_state_dict(torch.load(weights.state_path, map_location="cpu", weights_only=True))
         elif "weights_sha256" in weights.identity and self.settings.resnet50_weights is not None:
             load_resnet50_weights(model, self.settings.resnet50_weights)
         return model.eval()
 
-    # -- export and engine --------------------------------------------------------------------------------
+    # -- sources, up to ONNX ------------------------------------------------------------------------------
 
-    def exported(self, spec: ModelSpec, weights: _Weights) -> tuple[Path, Path]:
+    def source(self, entry: ModelEntry) -> _Source:
+        return self.builtin_source(entry) if entry.builtin else self.brought_source(entry)
+
+    def builtin_source(self, entry: ModelEntry) -> _Source:
         from model_pipeline import models, onnx_export
 
+        builtin = BUILTIN_BY_ARCHITECTURE[entry.builtin]
+        weights = self.trained_mnist(entry) if builtin.architecture == "mnist_mlp" else self.resnet_weights(entry)
+        batch = entry.batch()
         inputs = {
-            "spec": spec.to_dict(),
+            "builtin": builtin.architecture,
+            "max_batch": batch.max,
             "weights": weights.identity,
             "code": code_version(onnx_export, models),
-            "tools": tool_versions("torch", "onnx", "onnxruntime", "onnxscript", "numpy"),
+            "tools": tool_versions("torch", "onnx", "onnxscript", "numpy"),
+        }
+
+        def module() -> Any:
+            return self.builtin_module(builtin.architecture, weights)
+
+        def produce(directory: Path) -> dict[str, Any]:
+            import numpy as np
+
+            self.say(f"{entry.name}: exporting ONNX")
+            example = {builtin.input_name: np.zeros((max(2, batch.opt), *builtin.input_dims), dtype=np.float32)}
+            onnx_export.export_module(module(), example, [builtin.output_name], batch.max, directory / "model.onnx")
+            onnx_export.check_onnx(directory / "model.onnx", entry.name)
+            return {}
+
+        directory, _ = self.cache.run(entry.name, "export", inputs, produce)
+        return _Source(entry, directory / "model.onnx", inputs, module, weights)
+
+    def brought_source(self, entry: ModelEntry) -> _Source:
+        from model_pipeline import onnx_export, sources
+
+        local = sources.fetch(entry.source, self.settings.root, self.settings.cache_dir / "sources", self.settings.s3)
+        digest = file_sha256(local)
+        inputs = {
+            "source_sha256": digest,
+            "suffix": local.suffix,
+            "code": code_version(onnx_export, sources),
+            "tools": tool_versions("torch", "onnx", "onnxscript"),
         }
 
         def produce(directory: Path) -> dict[str, Any]:
-            self.say(f"{spec.name}: exporting ONNX and checking it against PyTorch")
-            result = onnx_export.export_onnx(
-                self.model_for(spec, weights),
-                spec,
-                directory / "model.onnx",
-                directory / "golden.npz",
-                samples=weights.samples,
-            )
-            return {"opset": result.opset, "max_abs_diff": result.max_abs_diff, "seconds": result.export_seconds}
+            self.say(f"{entry.name}: reading {entry.source}")
+            sources.to_onnx(local, directory / "model.onnx")
+            onnx_export.check_onnx(directory / "model.onnx", entry.name)
+            return {}
 
-        entry, _ = self.cache.run(spec.name, "export", inputs, produce)
-        return entry / "model.onnx", entry / "golden.npz"
+        directory, _ = self.cache.run(entry.name, "export", inputs, produce)
+        module = None
+        if local.suffix == ".pt2":
+
+            def module() -> Any:
+                return onnx_export.load_program(local).module()
+
+        return _Source(entry, directory / "model.onnx", inputs, module, source_sha256=digest)
+
+    # -- verification and engine --------------------------------------------------------------------------
+
+    def samples(self, entry: ModelEntry, source: _Source) -> tuple[dict[str, Any] | None, str | None]:
+        from model_pipeline.verification import load_samples
+
+        if entry.samples:
+            path = self.settings.root / entry.samples
+            return load_samples(path), file_sha256(path)
+        return (source.weights.samples, None) if source.weights else (None, None)
+
+    def verified(self, spec: ModelSpec, source: _Source) -> tuple[Path, dict[str, Any]]:
+        """golden.npz: verification inputs and ONNX Runtime's outputs, checked against PyTorch where there is one."""
+        from model_pipeline import verification
+
+        samples, samples_sha256 = self.samples(source.entry, source)
+        inputs = {
+            "spec": spec.to_dict(),
+            "onnx_sha256": file_sha256(source.onnx_path),
+            "source": source.identity,
+            "samples": samples_sha256 or (source.weights.identity if source.weights else None),
+            "code": code_version(verification),
+            "tools": tool_versions("torch", "onnxruntime", "numpy"),
+        }
+
+        def produce(directory: Path) -> dict[str, Any]:
+            self.say(f"{spec.name}: verifying with ONNX Runtime")
+            started = time.perf_counter()
+            if samples is not None:
+                verification.check_samples(spec, samples, source.entry.samples or "(built-in)")
+            cases = verification.reference_cases(spec, source.onnx_path, verification.verification_inputs(spec, samples))
+            worst: dict[str, Any] = {}
+            if source.torch_module is not None:
+                run = verification.torch_runner(source.torch_module(), spec)
+                diff = verification.check_against("ONNX Runtime vs PyTorch", cases, run, verification.ONNX_TOLERANCE, spec.name)
+                worst = {name: d.to_dict() for name, d in diff.items()}
+            verification.write_golden(spec.name, cases, directory / "golden.npz")
+            return {"cases": [c.label for c in cases], "torch_vs_onnx": worst, "seconds": time.perf_counter() - started}
+
+        directory, meta = self.cache.run(spec.name, "verify", inputs, produce)
+        return directory / "golden.npz", meta
 
     def tensorrt_unavailable(self) -> str | None:
         if self._tensorrt_reason is False:
@@ -341,11 +435,30 @@ class _Builder:
         status = TensorRTStatus("built", "", meta["version"], meta["compute_capability"])
         return status, entry / "model.plan"
 
-    def artifacts(self, spec: ModelSpec) -> ModelArtifacts:
-        weights = self.trained_mnist(spec) if spec.architecture == "mnist_mlp" else self.resnet_weights(spec)
-        onnx_path, golden = self.exported(spec, weights)
-        status, plan = self.engine(spec, onnx_path, golden)
-        return ModelArtifacts(spec, onnx_path, golden, status, plan, weights.accuracy, weights.description)
+    def specs(self, sources: list[_Source]) -> list[ModelSpec]:
+        """Every model's spec, or one SpecError with every problem of every model: nothing is built before."""
+        from model_pipeline.derive import derive_problems, derive_spec
+
+        problems = [p for source in sources for p in derive_problems(source.entry, source.onnx_path)]
+        if problems:
+            raise SpecError("; ".join(problems))
+        return [derive_spec(source.entry, source.onnx_path) for source in sources]
+
+    def artifacts(self, spec: ModelSpec, source: _Source) -> ModelArtifacts:
+        golden, _ = self.verified(spec, source)
+        status, plan = self.engine(spec, source.onnx_path, golden)
+        weights = source.weights
+        return ModelArtifacts(
+            spec,
+            source.onnx_path,
+            golden,
+            status,
+            plan,
+            weights.accuracy if weights else None,
+            weights.description if weights else f"brought: {source.entry.source}",
+            source.entry.record(),
+            source.source_sha256,
+        )
 
 
 def _summaries(repository: VerifiedRepository, artifacts: list[ModelArtifacts]) -> list[ModelSummary]:
@@ -357,7 +470,7 @@ def _summaries(repository: VerifiedRepository, artifacts: list[ModelArtifacts]) 
             ModelSummary(
                 name=item.spec.name,
                 platform=item.platform,
-                profile=(item.spec.profile.min, item.spec.profile.opt, item.spec.profile.max),
+                profile=tuple(item.spec.batch.as_list()) if item.spec.batch else None,  # type: ignore[arg-type]
                 tensorrt_status=item.tensorrt.status,
                 tensorrt_reason=item.tensorrt.reason,
                 accuracy=item.accuracy,
@@ -382,7 +495,9 @@ def build_repository(settings: BuildSettings, say: Callable[[str], None] | None 
     report = say or logger.info
     with _timer() as elapsed:
         builder = _Builder(settings, report)
-        artifacts = [builder.artifacts(spec) for spec in settings.models]
+        sources = [builder.source(entry) for entry in settings.models]
+        specs = builder.specs(sources)
+        artifacts = [builder.artifacts(spec, source) for spec, source in zip(specs, sources, strict=True)]
         tools = collect_tool_versions(builder.tensorrt_version, builder.compute_capability)
         repository = write_repository(settings.out, artifacts, tools)
         result = BuildResult(repository, _summaries(repository, artifacts), builder.cache.records, builder.notes)

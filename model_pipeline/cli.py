@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from model_pipeline.errors import PipelineError
 
@@ -25,14 +25,14 @@ EXIT_INTERRUPTED = 130
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model_pipeline",
-        description="Build, verify and publish the Triton model repository (MNIST, ResNet-50).",
+        description="Build, verify and publish the Triton model repository of a stack's models.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{build,verify,upload,build-engine}")
 
     build = commands.add_parser("build", help="train/export the models and write a verified repository")
     which = build.add_mutually_exclusive_group()
     which.add_argument("--stack", help="build the models of Pulumi.STACK.yaml, with their settings, into its buildDir")
-    which.add_argument("--models", help="comma-separated default specs (default: mnist,resnet50)")
+    which.add_argument("--models", help="comma-separated built-in models (default: mnist,resnet50)")
     build.add_argument("--out", type=Path, help="default: the stack's buildDir, else build/model_repository")
     build.add_argument("--mnist-data", metavar="PATH_OR_URL", help="directory of MNIST IDX files, or a base URL")
     build.add_argument(
@@ -95,17 +95,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _build(args: argparse.Namespace, out: TextIO) -> int:
     from model_pipeline.build import DEFAULT_OUT, BuildSettings, TrainSettings, build_repository
-    from model_pipeline.specs import parse_model_list
     from model_pipeline.stack import stack_build
 
     if args.stack:
         stack = stack_build(args.stack)
-        models, target = stack.models, args.out or stack.out
+        models, target, root, s3 = stack.models, args.out or stack.out, stack.root, stack.s3
     else:
-        models, target = tuple(parse_model_list(args.models or "mnist,resnet50")), args.out or DEFAULT_OUT
+        models, target, root, s3 = _builtin_entries(args.models or "mnist,resnet50"), args.out or DEFAULT_OUT, Path("."), None
     settings = BuildSettings(
         models=models,
         out=target,
+        root=root,
+        s3=s3,
         cache_dir=args.cache_dir,
         mnist_source=args.mnist_data,
         allow_mnist_fallback=not args.no_mnist_fallback,
@@ -127,7 +128,7 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
             [
                 model.name,
                 model.platform,
-                "/".join(map(str, model.profile)),
+                "/".join(map(str, model.profile)) if model.profile else "no batch dim",
                 tensorrt,
                 accuracy,
                 str(model.files),
@@ -145,6 +146,17 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     return EXIT_OK
+
+
+def _builtin_entries(text: str) -> tuple[Any, ...]:
+    """Entries for a comma-separated list of built-in model names such as ``"mnist,resnet50"``."""
+    from model_pipeline.entry import read_models
+
+    problems: list[str] = []
+    entries = read_models([{"name": n.strip()} for n in text.split(",") if n.strip()] or None, problems, Path("."), "--models")
+    if problems:
+        raise PipelineError("; ".join(problems))
+    return entries
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:

@@ -14,6 +14,7 @@ the digest, and ``verify_repository`` re-hashes and re-checks everything before 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from model_pipeline.digest import (
 )
 from model_pipeline.errors import ModelValidationError, RepositoryError
 from model_pipeline.release import TRITON_IMAGE, TRITON_TENSORRT_VERSION
-from model_pipeline.specs import MODEL_FILE_BY_PLATFORM, ModelSpec
+from model_pipeline.specs import MODEL_FILE_BY_PLATFORM, ModelSpec, TensorSpec
 from model_pipeline.triton_config import (
     CONFIG_FILE,
     check_config_against_onnx,
@@ -86,6 +87,8 @@ class ModelArtifacts:
     plan_path: Path | None = None
     accuracy: float | None = None
     weights: str = ""  # where the weights came from, e.g. "trained on MNIST (60000 images)" or "random init"
+    entry: dict[str, Any] = field(default_factory=dict)  # the stack entry it was built for (ModelEntry.record)
+    source_sha256: str | None = None  # a brought model's file, so that a changed file tells a stale build
 
     @property
     def platform(self) -> str:
@@ -154,13 +157,23 @@ def _model_entry(artifacts: ModelArtifacts) -> dict[str, Any]:
         "backend_requested": spec.backend,
         "precision": spec.precision,
         "instances": spec.instance_count,
-        "max_queue_delay_us": spec.dynamic_batching.max_queue_delay_us if spec.dynamic_batching else 0,
+        "max_queue_delay_us": spec.max_queue_delay_us,
         "max_batch_size": spec.max_batch_size,
-        "profile": spec.profile.as_list(),
+        "profile": spec.batch.as_list() if spec.batch else None,
+        "axes": {name: bounds.as_list() for name, bounds in spec.axes},
+        "tolerance": dataclasses.asdict(spec.engine_tolerance),
+        "inputs": [_tensor_record(t) for t in spec.inputs],
+        "outputs": [_tensor_record(t) for t in spec.outputs],
         "tensorrt": artifacts.tensorrt.to_dict(),
         "accuracy": artifacts.accuracy,
         "weights": artifacts.weights,
+        "entry": artifacts.entry,
+        "source_sha256": artifacts.source_sha256,
     }
+
+
+def _tensor_record(tensor: TensorSpec) -> dict[str, Any]:
+    return {"name": tensor.name, "data_type": tensor.data_type, "dims": list(tensor.dims), "axes": list(tensor.axes)}
 
 
 def _place_model(root: Path, artifacts: ModelArtifacts) -> None:
@@ -274,7 +287,7 @@ def check_golden_file(path: Path, config: Any, onnx_path: Path | None = None) ->
     Replaying runs the golden inputs through ONNX Runtime and compares with the stored outputs, which proves
     the ONNX file computes what was verified against PyTorch at build time. Returns the number of cases.
     """
-    from model_pipeline.onnx_export import read_golden  # imports torch: only when a golden file is checked
+    from model_pipeline.verification import read_golden
 
     try:
         cases = read_golden(path)
@@ -283,39 +296,28 @@ def check_golden_file(path: Path, config: Any, onnx_path: Path | None = None) ->
     for case in cases:
         for tensors, arrays in ((config.input, case.inputs), (config.output, case.outputs)):
             for tensor in tensors:
-                _check_golden_array(path, case.batch, tensor, arrays.get(tensor.name))
+                _check_golden_array(path, case.label, config.max_batch_size > 0, tensor, arrays.get(tensor.name))
     if onnx_path is not None:
         _replay_golden(path, onnx_path, cases)
     return len(cases)
 
 
-def _check_golden_array(path: Path, batch: int, tensor: Any, array: np.ndarray | None) -> None:
+def _check_golden_array(path: Path, label: str, batched: bool, tensor: Any, array: np.ndarray | None) -> None:
     if array is None:
-        raise ModelValidationError(f"{path}: batch {batch} has no array for tensor '{tensor.name}'")
-    expected = [batch, *tensor.dims]
-    if list(array.shape) != expected and -1 not in tensor.dims:
-        raise ModelValidationError(
-            f"{path}: '{tensor.name}' at batch {batch} has shape {list(array.shape)}, expected {expected}"
-        )
+        raise ModelValidationError(f"{path}: case {label} has no array for tensor '{tensor.name}'")
+    dims = list(tensor.reshape.shape) if tensor.HasField("reshape") else list(tensor.dims)
+    shape = list(array.shape[1:] if batched else array.shape)
+    if len(shape) != len(dims) or any(d not in (-1, s) for d, s in zip(dims, shape, strict=True)):
+        expected = (["batch"] if batched else []) + dims
+        raise ModelValidationError(f"{path}: '{tensor.name}' in case {label} has shape {list(array.shape)}, expected {expected}")
 
 
 def _replay_golden(path: Path, onnx_path: Path, cases: Sequence[Any]) -> None:
-    from model_pipeline.onnx_export import (
-        ONNX_TOLERANCE,
-        max_abs_diff,
-        onnx_session,
-        run_onnx,
-        within_tolerance,
-    )
+    from model_pipeline.verification import ONNX_TOLERANCE, check_against, onnx_session, run_onnx
 
     session = onnx_session(onnx_path)
-    for case in cases:
-        actual = run_onnx(session, case.inputs)
-        if not within_tolerance(case.outputs, actual, ONNX_TOLERANCE):
-            raise ModelValidationError(
-                f"{onnx_path}: ONNX Runtime no longer reproduces {path.name} at batch {case.batch} "
-                f"(max abs diff {max_abs_diff(case.outputs, actual):.3g})"
-            )
+    model = onnx_path.parent.parent.name
+    check_against(f"{onnx_path.name} replayed against {path.name}", list(cases), lambda feeds: run_onnx(session, feeds), ONNX_TOLERANCE, model)
 
 
 def verify_repository(path: Path, replay_golden: bool = True) -> VerifiedRepository:

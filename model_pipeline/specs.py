@@ -1,7 +1,8 @@
-"""What each served model looks like to Triton: tensors, batch profile, backend, batching and instances.
+"""What each served model looks like to Triton: tensors, batch and axis bounds, backend, batching and instances.
 
-A spec is validated when it is created, so an impossible one (a profile with min > max, a preferred batch size
-that the engine cannot run) fails here with a message naming the field, instead of at Triton load time.
+A spec is derived from the model's own graph and its stack entry (:mod:`model_pipeline.derive`), and validated
+when it is created, so an impossible one (a profile with min > max, a dynamic axis TensorRT has no bounds for)
+fails here with a message naming the field, instead of at Triton load time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from model_pipeline import syntax
-from model_pipeline.errors import SpecError, UnknownModelError
+from model_pipeline.errors import SpecError
 
 # Triton's DataType enum without the "TYPE_" prefix (model_config.proto).
 DATA_TYPES = frozenset(
@@ -32,10 +33,14 @@ DATA_TYPES = frozenset(
         "BF16",
     }
 )
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64", "BF16"})
 BACKENDS = ("onnxruntime", "tensorrt")
+# ONNX Runtime serves the ONNX file as exported; only TensorRT builds an engine in a chosen precision.
+PRECISIONS_BY_BACKEND = {"onnxruntime": ("fp32",), "tensorrt": ("fp16", "fp32")}
 PRECISIONS = ("fp16", "fp32")
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_GPU", "KIND_CPU")
-ARCHITECTURES = ("mnist_mlp", "resnet50")
+DYNAMIC = -1  # Triton's dims value of an axis whose size varies per request
+POINTS = ("min", "opt", "max")  # the shapes of an optimization profile, and of the verification inputs
 
 PLATFORM_BY_BACKEND = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 MODEL_FILE_BY_PLATFORM = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
@@ -47,29 +52,8 @@ def _require(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One input or output tensor; ``dims`` exclude the batch dimension."""
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        _require(bool(self.name), "tensor name must not be empty")
-        _require(
-            self.data_type in DATA_TYPES,
-            f"tensor '{self.name}': data_type '{self.data_type}' is unknown; allowed: {sorted(DATA_TYPES)}",
-        )
-        _require(len(self.dims) >= 1, f"tensor '{self.name}': dims must have at least one dimension")
-        _require(
-            all(isinstance(d, int) and d >= 1 for d in self.dims),
-            f"tensor '{self.name}': dims {list(self.dims)} must all be integers >= 1 (batch dim excluded)",
-        )
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """TensorRT optimization profile of the batch dimension; Triton's max_batch_size is ``max``."""
+class Bounds:
+    """The smallest, tuned-for and largest size of one axis (the batch, or a dynamic axis such as sequence)."""
 
     min: int
     opt: int
@@ -78,12 +62,61 @@ class BatchProfile:
     def __post_init__(self) -> None:
         _require(
             1 <= self.min <= self.opt <= self.max,
-            f"batch profile {self.min}/{self.opt}/{self.max} must satisfy 1 <= min <= opt <= max",
+            f"bounds {self.min}/{self.opt}/{self.max} must satisfy 1 <= min <= opt <= max",
         )
 
+    def at(self, point: str) -> int:
+        """The size at ``point`` ("min", "opt" or "max")."""
+        return int(getattr(self, point))
+
     def as_list(self) -> list[int]:
-        """``[min, opt, max]``, the form stored in the manifest."""
+        """``[min, opt, max]``, the form stored in the manifest and passed to the engine Job."""
         return [self.min, self.opt, self.max]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Elementwise ``|actual - expected| <= atol + rtol * |expected|``, as in numpy.allclose."""
+
+    atol: float
+    rtol: float
+
+
+# How closely an engine must reproduce ONNX Runtime's FP32 outputs: half precision keeps ~3 significant digits
+# through 50+ layers; FP32 engines may still pick TF32 tactics.
+DEFAULT_TOLERANCE = {"fp16": Tolerance(atol=5e-2, rtol=5e-2), "fp32": Tolerance(atol=1e-3, rtol=1e-3)}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output; ``dims`` exclude the batch dimension, DYNAMIC (-1) where the size varies.
+
+    ``axes`` names each dynamic dim (the ONNX dim name, "" for a fixed one); empty when nothing is dynamic.
+    """
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+    axes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "tensor name must not be empty")
+        _require(
+            self.data_type in DATA_TYPES,
+            f"tensor '{self.name}': data_type '{self.data_type}' is unknown; allowed: {sorted(DATA_TYPES)}",
+        )
+        _require(
+            all(isinstance(d, int) and (d >= 1 or d == DYNAMIC) for d in self.dims),
+            f"tensor '{self.name}': dims {list(self.dims)} must all be integers >= 1, or -1 (batch dim excluded)",
+        )
+        _require(
+            not self.axes or len(self.axes) == len(self.dims),
+            f"tensor '{self.name}': axes {list(self.axes)} must name each of its {len(self.dims)} dims",
+        )
+
+    def axis_name(self, index: int) -> str:
+        """The name of dim ``index`` (batch excluded) when it is dynamic."""
+        return self.axes[index] if self.axes else ""
 
 
 @dataclass(frozen=True)
@@ -102,20 +135,27 @@ class DynamicBatching:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model as Triton serves it; ``name`` is the Triton model name and the repository directory name."""
+    """A model as Triton serves it; ``name`` is the Triton model name and the repository directory name.
+
+    ``batch`` is None for a model without a batch dimension (Triton's max_batch_size 0, no batcher). ``axes``
+    bounds every dynamic axis other than the batch, by name; ``value_ranges`` bound generated verification
+    inputs per input name.
+    """
 
     name: str
-    architecture: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    profile: BatchProfile
+    batch: Bounds | None
+    axes: tuple[tuple[str, Bounds], ...] = ()
     backend: str = "onnxruntime"
-    precision: str = "fp16"
+    precision: str = "fp32"
     version: int = 1
     dynamic_batching: DynamicBatching | None = None
     instance_count: int = 1
     instance_kind: str = "KIND_AUTO"
     warmup: bool = False
+    tolerance: Tolerance | None = None  # None: DEFAULT_TOLERANCE of the precision
+    value_ranges: tuple[tuple[str, tuple[float, float]], ...] = ()
 
     def __post_init__(self) -> None:
         _require(
@@ -123,17 +163,11 @@ class ModelSpec:
             f"model name '{self.name}' must be {syntax.MODEL_NAME_RULE}, at most 63 characters",
         )
         where = f"model '{self.name}'"
+        _require(self.backend in BACKENDS, f"{where}: backend '{self.backend}' is unknown; allowed: {list(BACKENDS)}")
+        allowed = PRECISIONS_BY_BACKEND[self.backend]
         _require(
-            self.architecture in ARCHITECTURES,
-            f"{where}: architecture '{self.architecture}' is unknown; allowed: {list(ARCHITECTURES)}",
-        )
-        _require(
-            self.backend in BACKENDS,
-            f"{where}: backend '{self.backend}' is unknown; allowed: {list(BACKENDS)}",
-        )
-        _require(
-            self.precision in PRECISIONS,
-            f"{where}: precision '{self.precision}' is unknown; allowed: {list(PRECISIONS)}",
+            self.precision in allowed,
+            f"{where}: precision '{self.precision}' is not one backend '{self.backend}' has; allowed: {list(allowed)}",
         )
         _require(
             self.instance_kind in INSTANCE_KINDS,
@@ -155,15 +189,24 @@ class ModelSpec:
         names = [t.name for t in (*self.inputs, *self.outputs)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         _require(not duplicates, f"{where}: tensor names {duplicates} are used more than once")
+        if self.batch is None:
+            scalars = [t.name for t in (*self.inputs, *self.outputs) if not t.dims]
+            _require(not scalars, f"{where}: tensors {scalars} have no dimension; Triton needs at least one")
+        if self.backend == "tensorrt":
+            unbounded = sorted({a for t in self.inputs for a in self.input_axes(t) if a not in dict(self.axes)})
+            _require(not unbounded, f"{where}: TensorRT needs min/opt/max bounds for the dynamic axes {unbounded}")
 
     def _check_batching(self, where: str) -> None:
         if self.dynamic_batching is None:
             return
-        too_big = [s for s in self.dynamic_batching.preferred_batch_sizes if s > self.profile.max]
-        _require(
-            not too_big,
-            f"{where}: preferred_batch_sizes {too_big} exceed the batch profile max ({self.profile.max})",
-        )
+        _require(self.batch is not None, f"{where}: a model without a batch dimension cannot use dynamic batching")
+        too_big = [s for s in self.dynamic_batching.preferred_batch_sizes if s > self.max_batch_size]
+        _require(not too_big, f"{where}: preferred_batch_sizes {too_big} exceed the batch max ({self.max_batch_size})")
+
+    @staticmethod
+    def input_axes(tensor: TensorSpec) -> list[str]:
+        """The names of ``tensor``'s dynamic dims, batch excluded."""
+        return [tensor.axis_name(i) for i, d in enumerate(tensor.dims) if d == DYNAMIC]
 
     @property
     def max_queue_delay_us(self) -> int:
@@ -172,100 +215,32 @@ class ModelSpec:
 
     @property
     def max_batch_size(self) -> int:
-        """Triton's ``max_batch_size``: the largest batch the TensorRT profile accepts."""
-        return self.profile.max
+        """Triton's ``max_batch_size``: the largest batch the profile accepts, 0 without a batch dimension."""
+        return self.batch.max if self.batch else 0
+
+    @property
+    def engine_tolerance(self) -> Tolerance:
+        """How closely an engine must reproduce the ONNX Runtime reference outputs."""
+        return self.tolerance or DEFAULT_TOLERANCE[self.precision]
+
+    def value_range(self, tensor: str) -> tuple[float, float] | None:
+        """The range generated inputs of ``tensor`` are drawn from, when the entry gives one."""
+        return dict(self.value_ranges).get(tensor)
+
+    def shape(self, tensor: TensorSpec, point: str, unbounded: Bounds | None = None) -> tuple[int, ...]:
+        """``tensor``'s full shape at a profile ``point``; ``unbounded`` sizes axes without declared bounds."""
+        bounds = dict(self.axes)
+        dims = []
+        for index, size in enumerate(tensor.dims):
+            if size != DYNAMIC:
+                dims.append(size)
+                continue
+            axis = bounds.get(tensor.axis_name(index)) or unbounded
+            if axis is None:
+                raise SpecError(f"model '{self.name}': axis '{tensor.axis_name(index)}' of '{tensor.name}' has no bounds")
+            dims.append(axis.at(point))
+        return ((self.batch.at(point),) if self.batch else ()) + tuple(dims)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable form (tuples become lists); used for cache keys and reports."""
         return dataclasses.asdict(self)
-
-
-def _mnist() -> ModelSpec:
-    return ModelSpec(
-        name="mnist",
-        architecture="mnist_mlp",
-        inputs=(TensorSpec("input", "FP32", (1, 28, 28)),),
-        outputs=(TensorSpec("logits", "FP32", (10,)),),
-        profile=BatchProfile(1, 4, 8),
-        backend="tensorrt",
-        precision="fp16",
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(4, 8), max_queue_delay_us=100),
-        instance_count=1,
-        instance_kind="KIND_AUTO",
-        warmup=False,
-    )
-
-
-def _resnet50() -> ModelSpec:
-    return ModelSpec(
-        name="resnet50",
-        architecture="resnet50",
-        inputs=(TensorSpec("input", "FP32", (3, 224, 224)),),
-        outputs=(TensorSpec("logits", "FP32", (1000,)),),
-        profile=BatchProfile(1, 8, 16),
-        backend="tensorrt",
-        precision="fp16",
-        dynamic_batching=DynamicBatching(preferred_batch_sizes=(8, 16), max_queue_delay_us=500),
-        instance_count=1,
-        instance_kind="KIND_AUTO",
-        # The first ResNet request would otherwise pay for cuDNN/TensorRT autotuning; warm up before READY.
-        warmup=True,
-    )
-
-
-DEFAULT_SPECS: dict[str, ModelSpec] = {"mnist": _mnist(), "resnet50": _resnet50()}
-
-
-# A stack's `models` entries (Pulumi.<stack>.yaml) override these spec fields; the defaults below apply where an
-# entry says nothing and the architecture's spec has no opinion. components/settings.py declares the same keys
-# with these defaults, so what the program checks and what the build writes cannot differ.
-STACK_MODEL_DEFAULTS: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp16", "instances": 1}
-SPECS_BY_ARCHITECTURE: dict[str, ModelSpec] = {spec.architecture: spec for spec in DEFAULT_SPECS.values()}
-
-
-def spec_for_stack_model(entry: dict[str, Any]) -> ModelSpec:
-    """The spec a stack's model entry asks for: its architecture's spec with the entry's settings applied."""
-    name = str(entry.get("name") or "")
-    default = DEFAULT_SPECS.get(name)
-    architecture = entry.get("architecture") or (default.architecture if default else None)
-    if architecture not in SPECS_BY_ARCHITECTURE:
-        raise UnknownModelError(
-            f"model '{name}': architecture {architecture!r} is unknown; allowed: {', '.join(SPECS_BY_ARCHITECTURE)}"
-        )
-    base = SPECS_BY_ARCHITECTURE[architecture]
-    batch = entry.get("batch") or {}
-    profile = BatchProfile(
-        int(batch.get("min", base.profile.min)),
-        int(batch.get("opt", base.profile.opt)),
-        int(batch.get("max", base.profile.max)),
-    )
-    delay = base.max_queue_delay_us
-    return dataclasses.replace(
-        base,
-        name=name,
-        backend=str(entry.get("backend", STACK_MODEL_DEFAULTS["backend"])),
-        precision=str(entry.get("precision", STACK_MODEL_DEFAULTS["precision"])),
-        profile=profile,
-        # The batcher waits for the profile's opt and max, as the architectures' own specs do.
-        dynamic_batching=DynamicBatching(
-            tuple(dict.fromkeys((profile.opt, profile.max))), int(entry.get("maxQueueDelayUs", delay))
-        ),
-        instance_count=int(entry.get("instances", STACK_MODEL_DEFAULTS["instances"])),
-    )
-
-
-def get_spec(name: str, specs: dict[str, ModelSpec] | None = None) -> ModelSpec:
-    """The spec called ``name``, or UnknownModelError listing the known names."""
-    known = DEFAULT_SPECS if specs is None else specs
-    if name not in known:
-        raise UnknownModelError(f"unknown model '{name}'; known models: {', '.join(sorted(known))}")
-    return known[name]
-
-
-def parse_model_list(text: str, specs: dict[str, ModelSpec] | None = None) -> list[ModelSpec]:
-    """Specs for a comma-separated list such as ``"mnist,resnet50"``, in that order, without repeats."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UnknownModelError(f"no model given; known models: {', '.join(sorted(DEFAULT_SPECS))}")
-    unique = list(dict.fromkeys(names))
-    return [get_spec(name, specs) for name in unique]

@@ -1,8 +1,8 @@
 """What a Pulumi stack serves, read from its stack file: the build's one source for which models, and how.
 
 ``python -m model_pipeline build --stack prod`` builds exactly the models of ``Pulumi.prod.yaml`` with their
-settings (backend, precision, batch profile, queue delay, instances) into that stack's own build folder; the
-program refuses a build whose settings differ from the stack's, naming the setting.
+settings into that stack's own build folder, reading each entry with the same schema the program validates the
+stack with (:mod:`model_pipeline.entry`); the program refuses a build whose entries differ, naming the key.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model_pipeline.entry import ModelEntry, read_models
 from model_pipeline.errors import SpecError
-from model_pipeline.specs import ModelSpec, spec_for_stack_model
-
-DEFAULT_STACK_MODELS: tuple[dict[str, Any], ...] = ({"name": "mnist"},)  # a stack that lists no models
+from model_pipeline.sources import S3Access
 
 
 def default_build_dir(stack: str) -> str:
@@ -24,11 +23,13 @@ def default_build_dir(stack: str) -> str:
 
 @dataclass(frozen=True)
 class StackBuild:
-    """The models one stack serves and where its build goes."""
+    """The models one stack serves, where its build goes, and how its s3:// sources are read."""
 
     stack: str
-    models: tuple[ModelSpec, ...]
+    models: tuple[ModelEntry, ...]
     out: Path
+    root: Path
+    s3: S3Access
 
 
 def _config(stack: str, root: Path) -> tuple[str, dict[str, Any]]:
@@ -43,10 +44,14 @@ def _config(stack: str, root: Path) -> tuple[str, dict[str, Any]]:
 
 
 def stack_build(stack: str, root: Path = Path(".")) -> StackBuild:
-    """The stack's models as specs, and its build folder (``modelRepository.buildDir``, else its own)."""
+    """The stack's model entries (every problem at once), its build folder and its S3 endpoint."""
     project, config = _config(stack, root)
-    entries = config.get(f"{project}:models") or list(DEFAULT_STACK_MODELS)
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("name") for e in entries):
-        raise SpecError(f"stack {stack!r}: {project}:models must be a list of models, each with a name")
-    build_dir = (config.get(f"{project}:modelRepository") or {}).get("buildDir") or default_build_dir(stack)
-    return StackBuild(stack, tuple(spec_for_stack_model(e) for e in entries), root / build_dir)
+    problems: list[str] = []
+    models = read_models(config.get(f"{project}:models"), problems, root)
+    if problems:
+        raise SpecError(f"stack {stack!r}: " + "; ".join(problems))
+    repository = config.get(f"{project}:modelRepository") or {}
+    build_dir = repository.get("buildDir") or default_build_dir(stack)
+    # The machine building reaches the store as `pulumi up` does: through publishEndpoint when the cluster's differs.
+    s3 = S3Access(repository.get("publishEndpoint") or repository.get("endpoint"), repository.get("region"))
+    return StackBuild(stack, models, root / build_dir, root, s3)

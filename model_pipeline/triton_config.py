@@ -11,34 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from model_pipeline.derive import GraphTensor, read_graph
 from model_pipeline.errors import ModelValidationError
 from model_pipeline.specs import PLATFORM_BY_BACKEND, ModelSpec, TensorSpec
+from model_pipeline.verification import UNBOUNDED_AXIS
 
 PLATFORMS = tuple(PLATFORM_BY_BACKEND.values())
 CONFIG_FILE = "config.pbtxt"
-
-# ONNX TensorProto element types -> Triton data type names (without "TYPE_").
-_ONNX_TO_TRITON: dict[int, str] = {
-    onnx.TensorProto.FLOAT: "FP32",
-    onnx.TensorProto.FLOAT16: "FP16",
-    onnx.TensorProto.BFLOAT16: "BF16",
-    onnx.TensorProto.DOUBLE: "FP64",
-    onnx.TensorProto.INT8: "INT8",
-    onnx.TensorProto.INT16: "INT16",
-    onnx.TensorProto.INT32: "INT32",
-    onnx.TensorProto.INT64: "INT64",
-    onnx.TensorProto.UINT8: "UINT8",
-    onnx.TensorProto.UINT16: "UINT16",
-    onnx.TensorProto.UINT32: "UINT32",
-    onnx.TensorProto.UINT64: "UINT64",
-    onnx.TensorProto.BOOL: "BOOL",
-    onnx.TensorProto.STRING: "STRING",
-}
-
 
 def _triton_type(name: str) -> int:
     return int(mc.DataType.Value(f"TYPE_{name}"))
@@ -74,18 +56,24 @@ def build_config(spec: ModelSpec, platform: str) -> mc.ModelConfig:
 
 
 def _tensor(tensor: TensorSpec, message_type: Any) -> Any:
-    return message_type(name=tensor.name, data_type=_triton_type(tensor.data_type), dims=list(tensor.dims))
+    message = message_type(name=tensor.name, data_type=_triton_type(tensor.data_type), dims=list(tensor.dims) or [1])
+    if not tensor.dims:
+        # A tensor that is only the batch ([N], a label per row): Triton needs a dim, and reshapes [N, 1] to [N].
+        message.reshape.SetInParent()
+    return message
 
 
 def _add_warmup(config: mc.ModelConfig, spec: ModelSpec) -> None:
-    # Warm the smallest and the largest batch so neither the first single request nor the first full batch
+    # Warm the smallest and the largest shapes so neither the first single request nor the first full batch
     # pays for kernel selection; Triton holds the model un-READY until warmup finishes.
-    for batch in sorted({spec.profile.min, spec.profile.max}):
-        sample = config.model_warmup.add(name=f"zero_batch_{batch}", batch_size=batch, count=1)
+    for point in ("min", "max"):
+        shapes = {t.name: spec.shape(t, point, UNBOUNDED_AXIS) for t in spec.inputs}
+        batch = spec.batch.at(point) if spec.batch else 1
+        sample = config.model_warmup.add(name=f"zero_{point}", batch_size=batch, count=1)
         for tensor in spec.inputs:
             warm_input = sample.inputs[tensor.name]
             warm_input.data_type = _triton_type(tensor.data_type)
-            warm_input.dims.extend(tensor.dims)
+            warm_input.dims.extend(shapes[tensor.name][1 if spec.batch else 0 :] or [1])
             warm_input.zero_data = True
 
 
@@ -156,45 +144,17 @@ def _validate_batching(config: mc.ModelConfig, where: str) -> None:
 # Config vs model file
 
 
-@dataclass(frozen=True)
-class OnnxTensor:
-    """A graph input or output as ONNX declares it: Triton dtype name and full shape (None = symbolic dim)."""
-
-    name: str
-    data_type: str
-    shape: tuple[int | None, ...]
-
-    def describe(self) -> str:
-        dims = [-1 if d is None else d for d in self.shape[1:]]
-        return f"'{self.name}' {self.data_type} {_dims_text(dims)}"
-
-
-def read_onnx_io(onnx_path: Path) -> tuple[list[OnnxTensor], list[OnnxTensor]]:
-    """Graph inputs (without initializers) and outputs of an ONNX file; the weights are not loaded."""
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except FileNotFoundError as exc:
-        raise ModelValidationError(f"{onnx_path}: model file is missing") from exc
-    except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
-        raise ModelValidationError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
-    if not model.graph.output:
-        raise ModelValidationError(f"{onnx_path}: not a readable ONNX model (the graph has no outputs)")
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [_onnx_tensor(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [_onnx_tensor(v) for v in model.graph.output]
-    return inputs, outputs
-
-
-def _onnx_tensor(value: onnx.ValueInfoProto) -> OnnxTensor:
-    tensor_type = value.type.tensor_type
-    data_type = _ONNX_TO_TRITON.get(int(tensor_type.elem_type), f"onnx-elem-type-{tensor_type.elem_type}")
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
-    return OnnxTensor(value.name, data_type, shape)
+def _describe_graph(tensor: GraphTensor, batched: bool) -> str:
+    dims = [-1 if isinstance(d, str) else d for d in tensor.shape[1 if batched else 0 :]]
+    return f"'{tensor.name}' {tensor.data_type} {_dims_text(dims)}"
 
 
 def check_config_against_onnx(config: mc.ModelConfig, onnx_path: Path, profile_max: int | None = None) -> None:
     """Raise ModelValidationError, naming both sides, if Triton cannot serve ``onnx_path`` with ``config``."""
-    inputs, outputs = read_onnx_io(onnx_path)
+    try:
+        inputs, outputs = read_graph(onnx_path)
+    except FileNotFoundError as exc:
+        raise ModelValidationError(f"{onnx_path}: model file is missing") from exc
     model = config.name or onnx_path.parent.parent.name
     if profile_max is not None and config.max_batch_size > profile_max:
         raise ModelValidationError(
@@ -211,7 +171,7 @@ def _match_tensors(
     model: str,
     kind: str,
     declared: Sequence[Any],
-    actual: Sequence[OnnxTensor],
+    actual: Sequence[GraphTensor],
     file_name: str,
     max_batch: int,
 ) -> None:
@@ -220,7 +180,7 @@ def _match_tensors(
         got = by_name.get(want.name)
         if got is None:
             other = actual[position] if position < len(actual) else None
-            has = f"has {other.describe()}" if other else f"has no {kind} at position {position}"
+            has = f"has {_describe_graph(other, max_batch > 0)}" if other else f"has no {kind} at position {position}"
             raise ModelValidationError(f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} {has}")
         _check_one(model, kind, want, got, file_name, max_batch)
 
@@ -229,22 +189,21 @@ def _describe(tensor: Any) -> str:
     return f"'{tensor.name}' is {_type_name(tensor.data_type)} {_dims_text(tensor.dims)}"
 
 
-def _check_one(model: str, kind: str, want: Any, got: OnnxTensor, file_name: str, max_batch: int) -> None:
-    mismatch = f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} has {got.describe()}"
+def _check_one(model: str, kind: str, want: Any, got: GraphTensor, file_name: str, max_batch: int) -> None:
+    mismatch = f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} has {_describe_graph(got, max_batch > 0)}"
     if _type_name(want.data_type) != got.data_type:
         raise ModelValidationError(mismatch)
     shape = got.shape
+    dims = list(want.reshape.shape) if want.HasField("reshape") else list(want.dims)
     if max_batch > 0:
-        if not shape or shape[0] is not None:
+        if not shape or not got.dynamic(0):
             first = "no dimensions" if not shape else f"a fixed first dimension {shape[0]}"
             raise ModelValidationError(
                 f"{model}: {file_name} {kind} '{got.name}' has {first}; config.pbtxt max_batch_size "
                 f"{max_batch} needs a dynamic batch axis 0"
             )
         shape = shape[1:]
-    if len(shape) != len(want.dims) or any(
-        d != -1 and (s is None or s != d) for d, s in zip(want.dims, shape, strict=True)
-    ):
+    if len(shape) != len(dims) or any(d != -1 and s != d for d, s in zip(dims, shape, strict=True)):
         raise ModelValidationError(mismatch)
 
 

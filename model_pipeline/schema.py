@@ -4,8 +4,10 @@ A settings field is written once, for example::
 
     replicas: int = integer("replicas", 1, 1, 64, "Triton pods; ignored when autoscaling is on")
 
-The field's default is the setting's default. ``components/config_reader.py`` reads every declared field,
-``offline/project_file.py`` writes the ``config:`` block of Pulumi.yaml from the same declarations.
+The field's default is the setting's default. :mod:`model_pipeline.schema_reader` reads every declared field,
+``offline/project_file.py`` writes the ``config:`` block of Pulumi.yaml from the same declarations. It lives in
+the pipeline because the pipeline declares the stack's model entries (:mod:`model_pipeline.entry`) with it; the
+program declares the rest of its settings the same way (``components/settings.py``).
 """
 
 from __future__ import annotations
@@ -78,16 +80,33 @@ def dns_label(key: str, default: str | None, doc: str, *, allowed: str = "a DNS 
     return text(key, default, doc, pattern=DNS_LABEL, allowed=allowed)
 
 
-def choice(key: str, default: str, choices: tuple[str, ...], doc: str, *, required: str | None = None) -> Any:
-    return _declare(default, Setting(key, "string", doc, choices=choices, required=required))
+def choice(
+    key: str,
+    default: str,
+    choices: tuple[str, ...],
+    doc: str,
+    *,
+    required: str | None = None,
+    default_doc: str | None = None,
+) -> Any:
+    return _declare(default, Setting(key, "string", doc, choices=choices, required=required, default_doc=default_doc))
 
 
-def integer(key: str, default: int | None, low: int, high: int, doc: str, *, required: str | None = None) -> Any:
-    return _declare(default, Setting(key, "integer", doc, low=low, high=high, required=required))
+def integer(
+    key: str,
+    default: int | None,
+    low: int,
+    high: int,
+    doc: str,
+    *,
+    required: str | None = None,
+    default_doc: str | None = None,
+) -> Any:
+    return _declare(default, Setting(key, "integer", doc, low=low, high=high, required=required, default_doc=default_doc))
 
 
-def number(key: str, default: float | None, low: float, high: float, doc: str) -> Any:
-    return _declare(default, Setting(key, "number", doc, low=low, high=high))
+def number(key: str, default: float | None, low: float, high: float, doc: str, *, default_doc: str | None = None) -> Any:
+    return _declare(default, Setting(key, "number", doc, low=low, high=high, default_doc=default_doc))
 
 
 def boolean(key: str, default: bool, doc: str) -> Any:
