@@ -69,11 +69,11 @@ def lifecycle() -> dict:
 def mock_resource_counts() -> dict[str, int]:
     sys.path.insert(0, str(ROOT))
     from offline.harness import run_program
-    from tests._stack_repository import config_with_build_dir, stack_repository, stack_specs
+    from tests._stack_repository import config_with_build_dir, stack_entries, stack_repository
 
     counts = {}
     for stack in ("dev", "prod"):
-        repository = stack_repository(Path(tempfile.mkdtemp()), stack_specs(stack))
+        repository = stack_repository(Path(tempfile.mkdtemp()), stack_entries(stack))
         counts[stack] = len(run_program(stack, config=config_with_build_dir(stack, repository)).resources)
     return counts
 

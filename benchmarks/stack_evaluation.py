@@ -10,7 +10,6 @@ evaluating the program must never import them. Prints medians and the ratios mea
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -39,21 +38,12 @@ print(json.dumps({"import_s": t1 - t0, "evaluate_s": t2 - t1, "resources": len(r
 
 def _repository(work: Path, count: int) -> tuple[Path, list[dict[str, str]]]:
     """A tiny valid repository of ``count`` MNIST-shaped models, written with the pipeline's own writer."""
-    from model_pipeline.onnx_export import write_golden
-    from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
-    from model_pipeline.specs import DEFAULT_SPECS
-    from tests._pipeline_helpers import tiny_onnx
+    from model_pipeline.entry import ModelEntry
+    from tests._stack_repository import stack_repository
 
-    artifacts, models = [], []
-    for index in range(count):
-        name = f"mnist-{index}"
-        spec = dataclasses.replace(DEFAULT_SPECS["mnist"], name=name, backend="onnxruntime")
-        onnx_path = tiny_onnx(work / "artifacts" / name / "model.onnx", spec)
-        golden = write_golden(spec, onnx_path, work / "artifacts" / name / "golden.npz")
-        artifacts.append(ModelArtifacts(spec, onnx_path, golden, TensorRTStatus("skipped", reason="benchmark")))
-        models.append({"name": name, "architecture": "mnist_mlp"})
-    write_repository(work / "repository", artifacts, collect_tool_versions())
-    return work / "repository", models
+    entries = tuple(ModelEntry(name=f"mnist-{index}", architecture="mnist_mlp") for index in range(count))
+    models = [{"name": entry.name, "architecture": "mnist_mlp"} for entry in entries]
+    return stack_repository(work, entries), models
 
 
 def _config(build_dir: Path, models: list[dict[str, str]]) -> dict[str, object]:

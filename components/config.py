@@ -18,10 +18,11 @@ import pulumi
 
 from components import images
 from components.config_checks import SECTION_RULES, check_platform
-from components.config_reader import PARSERS, ReadContext, Section, read
-from components.config_schema import all_settings, field_default, settings_of
+from components.config_reader import PARSERS
 from components.errors import PlatformError
 from components.settings import NAMESPACE, ModelRepositorySettings, PlatformConfig, TritonSettings
+from model_pipeline.schema import all_settings, field_default, settings_of
+from model_pipeline.schema_reader import ReadContext, Section, read
 from model_pipeline.stack import default_build_dir
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root (Pulumi.yaml): relative config paths start here
@@ -50,7 +51,7 @@ def parse_config(
     Relative paths in the config are taken from ``root``. Raises :class:`ConfigError` listing every problem found.
     """
     problems = _top_level_problems(values)
-    context = ReadContext(secrets=secrets or {}, root=root, rules=SECTION_RULES)
+    context = ReadContext(secrets=secrets or {}, root=root, rules=SECTION_RULES, parsers=PARSERS)
     top = Section("", dict(values), problems, context)
     per_stack = {ModelRepositorySettings: {"build_dir": default_build_dir(stack)}}
     parsed: dict[str, Any] = {}

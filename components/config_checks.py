@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from components.config_reader import Rules, Section
 from components.settings import (
     HAMI_NODE_LABEL,
     RETENTION_SIZE,
@@ -20,14 +19,13 @@ from components.settings import (
     HamiSettings,
     LoadBalancerSettings,
     ModelRepositorySettings,
-    ModelSettings,
     MonitoringSettings,
     PlatformConfig,
     ScalingRules,
     TritonSettings,
 )
 from model_pipeline import syntax
-from model_pipeline.specs import ARCHITECTURES
+from model_pipeline.schema_reader import Rules, Section
 
 _SIZE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")  # Prometheus sizes are base 2
 _S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
@@ -77,16 +75,6 @@ def _triton(settings: TritonSettings, s: Section) -> TritonSettings:
     ):
         if syntax.quantity_value(request) > syntax.quantity_value(limit):
             s.problem(f"{what}Request", request, f"must not exceed triton.{what}Limit ({limit})")
-    return settings
-
-
-def _model(settings: ModelSettings, s: Section) -> ModelSettings:
-    if not settings.architecture:
-        allowed = f"is required for model {settings.name!r}: one of {', '.join(ARCHITECTURES)}"
-        s.problem("architecture", None, allowed)
-    if not settings.batch_min <= settings.batch_opt <= settings.batch_max:
-        profile = [settings.batch_min, settings.batch_opt, settings.batch_max]
-        s.problem("batch", profile, "must satisfy min <= opt <= max")
     return settings
 
 
@@ -188,7 +176,6 @@ SECTION_RULES: Rules = {
     HamiSettings: _hami,
     GpuSettings: _gpu,
     TritonSettings: _triton,
-    ModelSettings: _model,
     ModelRepositorySettings: _model_repository,
     MonitoringSettings: _monitoring,
     ScalingRules: _scaling_rules,

@@ -1,31 +1,22 @@
-"""The generic reader: every declared field of a settings dataclass, read from one config object.
+"""The program's keys with a syntax of their own, read into the settings by the pipeline's generic reader.
 
-Getters record problems instead of raising, so every problem of a stack is reported at once; each names the
-full key, the value as written and what is allowed. Keys nobody declared are reported with the closest match.
+The generic reader (``model_pipeline/schema_reader.py``) reads every declared field and records each problem
+with its full key; the parsers here handle tolerations, images, sources and the like, and ``models`` is read
+with the pipeline's own schema (``model_pipeline/entry.py``).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-import pulumi
-
-from components.config_schema import MISSING, Setting, field_default, settings_of
-from components.settings import IMAGE, IMAGE_RULE, ModelSettings, ScalingPolicy
+from components.settings import IMAGE, IMAGE_RULE, ScalingPolicy
 from components.versions import TRITON_IMAGE
-from model_pipeline import syntax
-from model_pipeline.specs import DEFAULT_SPECS, SPECS_BY_ARCHITECTURE
-from model_pipeline.stack import DEFAULT_STACK_MODELS
-
-T = TypeVar("T")
-Rules = Mapping[type, Callable[[Any, "Section"], Any]]
-
+from model_pipeline.entry import ModelEntry, read_models
+from model_pipeline.schema_reader import Section, read
 
 # --------------------------------------------------------------------------------------------------------------
 # Keys with a syntax of their own
@@ -86,29 +77,8 @@ def _scaling_policies(s: Section, key: str, default: tuple[ScalingPolicy, ...]) 
     return tuple(policies)
 
 
-def _models(s: Section, key: str, default: Any) -> tuple[ModelSettings, ...]:
-    raw = s.raw_value(key)
-    if raw is None:
-        raw = [dict(m) for m in DEFAULT_STACK_MODELS]
-    if not isinstance(raw, list) or not raw:
-        s.problems.append(f"models ({raw!r}) must be a non-empty list of models")
-        return ()
-    models = [_model(Section(f"models[{i}]", item, s.problems, s.context)) for i, item in enumerate(raw)]
-    return tuple(m for m in models if m is not None)
-
-
-def _model(s: Section) -> ModelSettings | None:
-    """One model: its architecture is named or follows from its name, and its spec gives the defaults."""
-    name = s.raw.get("name")
-    named = DEFAULT_SPECS.get(name) if isinstance(name, str) else None
-    architecture = s.raw.get("architecture") or (named.architecture if named else "")
-    spec = SPECS_BY_ARCHITECTURE.get(architecture) if isinstance(architecture, str) else None
-    defaults: dict[str, Any] = {"architecture": named.architecture if named else ""}
-    if spec is not None:
-        low, opt, high = spec.profile.min, spec.profile.opt, spec.profile.max
-        defaults.update(batch_min=low, batch_opt=opt, batch_max=high, max_queue_delay_us=spec.max_queue_delay_us)
-    settings = read(ModelSettings, s, defaults=defaults)
-    return settings if settings.architecture else None
+def _models(s: Section, key: str, default: Any) -> tuple[ModelEntry, ...]:
+    return read_models(s.raw_value(key), s.problems, s.context.root, key)
 
 
 _CHARTS_ALLOWED = (

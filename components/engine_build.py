@@ -61,11 +61,13 @@ class EngineJobError(PlatformError, ValueError):
 
 @dataclass(frozen=True)
 class EngineModel:
-    """One model whose engine the Job builds."""
+    """One model whose engine the Job builds: its optimization profile and the tolerance it must meet."""
 
     name: str
     precision: str
-    profile: tuple[int, int, int]
+    batch: tuple[int, int, int] | None  # None: a model without a batch dimension
+    axes: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    tolerance: tuple[float, float] | None = None  # (atol, rtol); None: the precision's default
 
 
 @dataclass(frozen=True)
@@ -139,16 +141,24 @@ def build_command(args: EngineBuildArgs, model: EngineModel) -> list[str]:
         model.name,
         "--precision",
         model.precision,
-        "--profile",
-        ",".join(str(b) for b in model.profile),
         "--region",
         args.region,
         "--work-dir",
         WORK_DIR,
     ]
+    if model.batch is not None:
+        command += ["--profile", _joined(model.batch)]
+    for axis, bounds in model.axes:
+        command += ["--axis", f"{axis}={_joined(bounds)}"]
+    if model.tolerance is not None:
+        command += ["--tolerance", _joined(model.tolerance)]
     if args.endpoint:
         command += ["--endpoint-url", args.endpoint]
     return command
+
+
+def _joined(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 def _env(args: EngineBuildArgs, secret_name: pulumi.Input[str] | None) -> list[dict[str, Any]]:

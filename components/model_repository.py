@@ -28,8 +28,10 @@ from components.errors import PlatformError
 from components.gpu_stack import GpuPlacement
 from components.kube import after
 from components.s3_publication import FILES_PHASE, MANIFEST_PHASE, PublicationArgs, RepositoryPublication
-from components.settings import ModelRepositorySettings, ModelSettings
+from components.settings import ModelRepositorySettings
 from model_pipeline.digest import MANIFEST_FILE, content_digest, file_sha256, list_files
+from model_pipeline.entry import ModelEntry, record_differences
+from model_pipeline.sources import is_s3_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_SERVICE_ACCOUNT = "triton"  # the ServiceAccount TritonCluster creates
@@ -72,25 +74,33 @@ def build_command(stack: str, build_dir: str) -> str:
     return f"python -m model_pipeline build --stack {stack} --out {build_dir}"
 
 
-def _setting_problems(name: str, built: Mapping[str, Any], setting: ModelSettings) -> list[str]:
-    """Each per-model setting whose value in the build is not the stack's (the build writes the configs)."""
-    profile = [setting.batch_min, setting.batch_opt, setting.batch_max]
-    if list(built.get("profile") or []) != profile:
-        return [f"{name} has batch profile {built.get('profile')} but the stack wants {profile}"]
-    wanted = (
-        ("backend", "backend_requested", setting.backend),
-        ("precision", "precision", setting.precision),
-        ("instances", "instances", setting.instances),
-        ("maxQueueDelayUs", "max_queue_delay_us", setting.max_queue_delay_us),
-    )
-    return [
-        f"{name} was built with {key} {built.get(entry)!r} but the stack sets models[{name}].{key} to {value!r}"
-        for key, entry, value in wanted
-        if built.get(entry) != value
+def _entry_problems(name: str, built: Mapping[str, Any], entry: ModelEntry, root: Path) -> list[str]:
+    """Each key of the stack's entry whose value in the build differs, and a brought file changed since."""
+    recorded = built.get("entry")
+    if not isinstance(recorded, dict):
+        return [f"{name} was built by an older pipeline that recorded no stack entry"]
+    problems = [
+        f"{name} was built with {key} {_shown(old)} but the stack sets models[{name}].{key} to {_shown(new)}"
+        for key, old, new in record_differences(recorded, entry.record())
     ]
+    if _local_source_changed(entry, built, root):
+        problems.append(f"{name}: {entry.source} changed since the build")
+    return problems
 
 
-def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSettings]) -> list[str]:
+def _local_source_changed(entry: ModelEntry, built: Mapping[str, Any], root: Path) -> bool:
+    """A brought file in the project differs from the one built (an s3:// source is the builder's to check)."""
+    local = root / entry.source
+    if not entry.source or is_s3_uri(entry.source) or not local.is_file():
+        return False
+    return file_sha256(local) != built.get("source_sha256")
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else repr(value)
+
+
+def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelEntry], project: Path) -> list[str]:
     entries = manifest.get("files", {})
     recorded = {rel: str(entry.get("sha256")) for rel, entry in entries.items()}
     on_disk = list_files(root)
@@ -108,12 +118,12 @@ def _problems(root: Path, manifest: Mapping[str, Any], models: Sequence[ModelSet
     if sorted(built) != sorted(wanted):
         problems.append(f"it holds models {sorted(built)} but the stack serves {sorted(wanted)}")
     for name in sorted(set(built) & set(wanted)):
-        problems += _setting_problems(name, built[name], wanted[name])
+        problems += _entry_problems(name, built[name], wanted[name], project)
     return problems
 
 
 def load_local_repository(
-    build_dir: str, models: Sequence[ModelSettings], stack: str, root: Path = ROOT
+    build_dir: str, models: Sequence[ModelEntry], stack: str, root: Path = ROOT
 ) -> LocalRepository:
     """The built repository at ``build_dir``, or ONE ModelRepositoryError saying what is wrong and what to run."""
     path = Path(build_dir) if Path(build_dir).is_absolute() else root / build_dir
@@ -126,19 +136,31 @@ def load_local_repository(
         raise ModelRepositoryError(
             f"model repository {path}: {MANIFEST_FILE} is unreadable ({exc}); {rebuild}"
         ) from None
-    problems = _problems(path, manifest, models)
+    problems = _problems(path, manifest, models, root)
     if problems:
         raise ModelRepositoryError(f"model repository {path} is stale: {'; '.join(problems)}; {rebuild}")
     files = {rel: str(entry["sha256"]) for rel, entry in manifest["files"].items()}
     return LocalRepository(path, str(manifest["digest"]), files, dict(manifest["models"]))
 
 
-def engine_models(local: LocalRepository, models: Sequence[ModelSettings]) -> tuple[EngineModel, ...]:
-    """Models the stack wants on TensorRT whose published repository does not already carry a plan."""
+def engine_models(local: LocalRepository, models: Sequence[ModelEntry]) -> tuple[EngineModel, ...]:
+    """Models the stack wants on TensorRT whose published repository does not already carry a plan, with the
+    profile and tolerance the build derived (the manifest, checked against the stack's entries)."""
     return tuple(
-        EngineModel(m.name, m.precision, (m.batch_min, m.batch_opt, m.batch_max))
+        _engine_model(m.name, local.models[m.name])
         for m in models
         if m.backend == "tensorrt" and local.models[m.name].get("platform") != "tensorrt_plan"
+    )
+
+
+def _engine_model(name: str, built: Mapping[str, Any]) -> EngineModel:
+    profile, tolerance = built.get("profile"), built.get("tolerance") or {}
+    return EngineModel(
+        name,
+        str(built["precision"]),
+        tuple(profile) if profile else None,  # type: ignore[arg-type]
+        tuple((axis, tuple(bounds)) for axis, bounds in sorted((built.get("axes") or {}).items())),  # type: ignore[misc]
+        (float(tolerance["atol"]), float(tolerance["rtol"])) if tolerance else None,
     )
 
 
@@ -280,7 +302,7 @@ class ModelRepositoryArgs:
     """Inputs of :class:`ModelRepository`."""
 
     settings: ModelRepositorySettings
-    models: tuple[ModelSettings, ...]
+    models: tuple[ModelEntry, ...]
     triton_namespace: str
     triton_image: str
     placement: GpuPlacement

@@ -1,8 +1,9 @@
 """The stack's settings, one frozen dataclass per config object, each key declared once on its field.
 
 Components import these types and nothing else of the configuration: no parsing happens here. Each declared
-field states its key, kind, default, bounds or choices and one line of doc (``components/config_schema.py``);
-the reader, the checks that span keys and the ``config:`` block of Pulumi.yaml all follow from them.
+field states its key, kind, default, bounds or choices and one line of doc (``model_pipeline/schema.py``);
+the reader, the checks that span keys and the ``config:`` block of Pulumi.yaml all follow from them. The keys of
+each `models` entry are the pipeline's (``model_pipeline/entry.py``): it builds what they describe.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from components import images, versions
-from components.config_schema import (
+from model_pipeline import syntax
+from model_pipeline.entry import ModelEntry
+from model_pipeline.schema import (
     boolean,
     choice,
     custom,
@@ -29,8 +32,6 @@ from components.config_schema import (
     section,
     text,
 )
-from model_pipeline import syntax
-from model_pipeline.specs import ARCHITECTURES, BACKENDS, PRECISIONS, SPECS_BY_ARCHITECTURE, STACK_MODEL_DEFAULTS
 
 if TYPE_CHECKING:
     import pulumi
@@ -208,30 +209,6 @@ class TritonSettings:
     exit_timeout_seconds: int = integer("exitTimeoutSeconds", 30, 1, 600, "Triton's exit timeout")
     drain_seconds: int = integer("drainSeconds", 10, 0, 120, "preStop pause while endpoints drain")
     log_verbose: int = integer("logVerbose", 0, 0, 3, "Triton's log verbosity")
-
-
-_MNIST = SPECS_BY_ARCHITECTURE["mnist_mlp"]  # the dataclass defaults; the reader takes each model's own spec
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """One served model: what the pipeline builds and Triton loads. Defaults come from its architecture's spec."""
-
-    name: str = text(
-        "name", "", "the model's name", pattern=syntax.MODEL_NAME, allowed=syntax.MODEL_NAME_RULE, required=""
-    )
-    architecture: str = choice(
-        "architecture", "", ARCHITECTURES, "what it is; required unless the name is one of the built-in models"
-    )
-    backend: str = choice("backend", STACK_MODEL_DEFAULTS["backend"], BACKENDS, "Triton backend")
-    precision: str = choice("precision", STACK_MODEL_DEFAULTS["precision"], PRECISIONS, "TensorRT precision")
-    batch_min: int = integer("batch.min", _MNIST.profile.min, 1, 1024, "TensorRT profile: smallest batch")
-    batch_opt: int = integer("batch.opt", _MNIST.profile.opt, 1, 1024, "the batch it is tuned for")
-    batch_max: int = integer("batch.max", _MNIST.profile.max, 1, 1024, "largest batch and max_batch_size")
-    max_queue_delay_us: int = integer(
-        "maxQueueDelayUs", _MNIST.max_queue_delay_us, 0, 1_000_000, "dynamic batcher's wait"
-    )
-    instances: int = integer("instances", STACK_MODEL_DEFAULTS["instances"], 1, 16, "instances per Triton pod")
 
 
 @dataclass(frozen=True)
@@ -559,7 +536,7 @@ class PlatformConfig:
     kubernetes: KubernetesSettings = section("kubernetes", KubernetesSettings(), "")
     gpu: GpuSettings = section("gpu", GpuSettings(), "")
     triton: TritonSettings = section("triton", TritonSettings(), "")
-    models: tuple[ModelSettings, ...] = custom("models", (), "", "models", default_doc="[{name: mnist}]")
+    models: tuple[ModelEntry, ...] = custom("models", (), "", "models", default_doc="[{name: mnist}]")
     model_repository: ModelRepositorySettings = section("modelRepository", ModelRepositorySettings(), "")
     monitoring: MonitoringSettings = section("monitoring", MonitoringSettings(), "")
     autoscaling: AutoscalingSettings = section("autoscaling", AutoscalingSettings(), "")

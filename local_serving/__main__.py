@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from local_serving.errors import LocalServingError
-from local_serving.load import PROTOCOLS, LoadResult, LoadSettings, run_load, workload_for
+from local_serving.load import PROTOCOLS, LoadResult, LoadSettings, echo_workload, run_load, workload_for
 from local_serving.processes import stop_on_signals
 from local_serving.prometheus import PrometheusClient, ScrapeSettings
 from local_serving.report import AutoscalingTarget, build_report, render_text, stack_autoscaling_target, write_report
@@ -171,11 +171,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _load_slow(stack: LocalStack, args: argparse.Namespace) -> LoadResult:
     import numpy as np
 
-    from local_serving.load import Workload
-
     assert stack.triton is not None
-    inputs = np.arange(64, dtype=np.float32).reshape(64, 1)
-    workload = Workload("slow", "input", "output", inputs, inputs, source="echo", reference_name="its input (echo)")
+    workload = echo_workload("slow", "input", "output", np.arange(64, dtype=np.float32).reshape(64, 1))
     settings = LoadSettings("grpc", stack.triton.grpc_url, max(args.concurrency, 8), args.duration)
     print(f"load: slow over grpc, {settings.concurrency} clients, {args.duration:g}s", flush=True)
     return run_load(workload, settings)

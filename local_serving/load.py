@@ -1,40 +1,25 @@
 """A bounded load step with tritonclient over HTTP or gRPC: real inputs, checked answers, measured latency.
 
-Inputs come from real data chosen by the model's input shape: handwritten digits for [1,28,28] / [784]
-(scikit-learn's digits upscaled like MNIST, with labels), scikit-learn's sample photographs for [3,H,W]
-(ImageNet-normalized crops), otherwise the repository's golden.npz inputs.
+Each request carries every input of the model with its own data type and asks for every output; it counts as
+equal to the reference only when all its outputs are (close for floating point, equal for everything else).
+What is sent and expected comes from :mod:`local_serving.workloads`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from local_serving.errors import LocalServingError
-from local_serving.wrappers import SourceModel
+from local_serving.workloads import Arrays, Pool, Workload, echo_workload, onnxruntime_outputs, workload_for
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
 PROTOCOLS = ("http", "grpc")
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Requests for one model: inputs [N, ...], optional labels, and ONNX Runtime's own outputs for them."""
-
-    model: str
-    input_name: str
-    output_name: str
-    inputs: np.ndarray
-    reference: np.ndarray
-    labels: np.ndarray | None = None
-    source: str = ""
-    reference_name: str = "ONNX Runtime"
+RTOL = ATOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -106,84 +91,6 @@ class LoadResult:
         }
 
 
-def digits_inputs(count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out handwritten digits as MNIST-normalized float32 [N,1,28,28] and their labels."""
-    from model_pipeline.mnist_data import sklearn_digits_as_mnist
-
-    data = sklearn_digits_as_mnist("local serving load step")
-    return data.test_images[:count], data.test_labels[:count]
-
-
-def photo_inputs(height: int, width: int, count: int = 16, seed: int = 0) -> np.ndarray:
-    """Random crops of scikit-learn's sample photographs, resized and ImageNet-normalized: float32 [N,3,H,W]."""
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(seed)
-    photos = load_sample_images().images
-    crops = []
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        side = int(rng.integers(min(photo.shape[:2]) // 2, min(photo.shape[:2])))
-        top = int(rng.integers(0, photo.shape[0] - side + 1))
-        left = int(rng.integers(0, photo.shape[1] - side + 1))
-        crop = photo[top : top + side, left : left + side].astype(np.float32) / 255.0
-        resized = zoom(crop, (height / side, width / side, 1), order=1)[:height, :width]
-        crops.append((resized.transpose(2, 0, 1) - IMAGENET_MEAN) / IMAGENET_STD)
-    return np.stack(crops).astype(np.float32)
-
-
-def workload_for(model: SourceModel) -> Workload:
-    """Real inputs matching the model's first input, with ONNX Runtime's outputs on them as the reference."""
-    if len(model.config.input) != 1 or len(model.config.output) < 1:
-        raise LocalServingError(f"model {model.name}: the load step drives models with exactly one input")
-    tensor, output = model.config.input[0], model.config.output[0]
-    dims = tuple(tensor.dims)
-    labels = None
-    if dims in ((1, 28, 28), (784,)):
-        inputs, labels = digits_inputs()
-        inputs, source = inputs.reshape((len(inputs), *dims)), "scikit-learn digits (held-out split)"
-    elif len(dims) == 3 and dims[0] == 3:
-        inputs, source = photo_inputs(dims[1], dims[2]), "scikit-learn sample photographs"
-    elif model.golden_path is not None:
-        inputs, source = golden_inputs(model.golden_path, tensor.name), f"{model.golden_path}"
-    else:
-        raise LocalServingError(f"model {model.name}: no real inputs for shape {list(dims)} and no golden.npz")
-    return Workload(
-        model.name,
-        tensor.name,
-        output.name,
-        inputs,
-        onnxruntime_outputs(model.onnx_path, tensor.name, output.name, inputs),
-        labels,
-        source,
-    )
-
-
-def golden_inputs(path: Path, input_name: str) -> np.ndarray:
-    """The largest-batch golden inputs the pipeline saved (keys ``b<batch>.in.<input>``)."""
-    with np.load(path, allow_pickle=False) as golden:
-        batches = sorted(
-            (int(key.split(".")[0][1:]), key)
-            for key in golden.files
-            if key.startswith("b") and key.endswith(f".in.{input_name}")
-        )
-        if not batches:
-            raise LocalServingError(f"{path} holds no golden inputs for {input_name!r}")
-        return np.asarray(golden[batches[-1][1]])
-
-
-def onnxruntime_outputs(
-    onnx_path: Path, input_name: str, output_name: str, inputs: np.ndarray, chunk: int = 64
-) -> np.ndarray:
-    """ONNX Runtime's own answers for ``inputs``, computed here, outside Triton."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    parts = [session.run([output_name], {input_name: inputs[i : i + chunk]})[0] for i in range(0, len(inputs), chunk)]
-    return np.concatenate(parts)
-
-
 def _client_module(protocol: str) -> Any:
     if protocol == "http":
         import tritonclient.http as module
@@ -193,7 +100,10 @@ def _client_module(protocol: str) -> Any:
 
 
 class _Worker(threading.Thread):
-    """One client connection sending batches back to back until the shared deadline."""
+    """One client connection sending requests back to back until the shared deadline.
+
+    Consecutive requests take turns over the pools, so requests of different shapes are in flight together.
+    """
 
     def __init__(
         self,
@@ -212,53 +122,88 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         module = _client_module(self.settings.protocol)
         client = module.InferenceServerClient(self.settings.url)
-        count, batch = len(self.workload.inputs), self.settings.batch_size
-        position = (self.index * 7919) % count
+        pools, sent = self.workload.pools, 0
         try:
             while time.monotonic() < self.deadline and not self.stop.is_set():
-                rows = np.arange(position, position + batch) % count
-                position = (position + batch) % count
-                self._one_request(client, module, rows)
+                pool = pools[(self.index + sent) % len(pools)]
+                self._one_request(client, module, pool, self._rows(pool, sent))
+                sent += 1
         finally:
             client.close()
 
-    def _one_request(self, client: Any, module: Any, rows: np.ndarray) -> None:
-        data = np.ascontiguousarray(self.workload.inputs[rows])
-        request_input = module.InferInput(self.workload.input_name, list(data.shape), "FP32")
-        request_input.set_data_from_numpy(data)
-        output = module.InferRequestedOutput(self.workload.output_name)
+    def _rows(self, pool: Pool, sent: int) -> np.ndarray | None:
+        """The pool rows of the next request; None: the whole pool (a model without a batch dimension)."""
+        if not self.workload.batched:
+            return None
+        batch = self.settings.batch_size
+        start = self.index * 7919 + sent * batch
+        return np.arange(start, start + batch) % pool.rows
+
+    def _one_request(self, client: Any, module: Any, pool: Pool, rows: np.ndarray | None) -> None:
+        inputs = []
+        for name, array in _pick(pool.inputs, rows).items():
+            request_input = module.InferInput(name, list(array.shape), self.workload.datatypes[name])
+            request_input.set_data_from_numpy(array)
+            inputs.append(request_input)
+        outputs = [module.InferRequestedOutput(name) for name in self.workload.outputs]
         started = time.perf_counter()
         try:
-            answer = client.infer(self.workload.model, [request_input], outputs=[output])
+            answer = client.infer(self.workload.model, inputs, outputs=outputs)
         except Exception as error:  # tritonclient raises its own and transport exceptions; count them all
             with self.lock:
                 self.result.errors.append(str(error))
             return
         latency = time.perf_counter() - started
-        self._record(latency, answer.as_numpy(self.workload.output_name), rows)
+        self._record(latency, {name: answer.as_numpy(name) for name in self.workload.outputs}, pool, rows)
 
-    def _record(self, latency: float, served: np.ndarray, rows: np.ndarray) -> None:
-        reference = self.workload.reference[rows]
-        same = np.isclose(served, reference, rtol=1e-4, atol=1e-4).reshape(len(rows), -1).all(axis=1)
-        correct = 0
-        if self.workload.labels is not None:
-            correct = int((served.reshape(len(rows), -1).argmax(axis=1) == self.workload.labels[rows]).sum())
+    def _record(
+        self, latency: float, served: Mapping[str, np.ndarray | None], pool: Pool, rows: np.ndarray | None
+    ) -> None:
+        count = 1 if rows is None else len(rows)
+        same = matching_rows(served, _pick(pool.reference, rows), count)
+        labels = None if pool.labels is None or rows is None else pool.labels[rows]
+        correct = 0 if labels is None else _correct(served[self.workload.outputs[0]], labels)
         with self.lock:
             self.result.latencies_s.append(latency)
-            self.result.inferences += len(rows)
+            self.result.inferences += count
             self.result.matching_reference += int(same.sum())
-            if self.workload.labels is not None:
-                self.result.labelled += len(rows)
+            if labels is not None:
+                self.result.labelled += count
                 self.result.correct += correct
+
+
+def _pick(arrays: Arrays, rows: np.ndarray | None) -> Arrays:
+    return arrays if rows is None else {name: np.ascontiguousarray(array[rows]) for name, array in arrays.items()}
+
+
+def _correct(scores: np.ndarray | None, labels: np.ndarray) -> int:
+    if scores is None or len(scores) != len(labels):
+        return 0
+    return int((scores.reshape(len(labels), -1).argmax(axis=1) == labels).sum())
+
+
+def matching_rows(served: Mapping[str, np.ndarray | None], reference: Arrays, rows: int) -> np.ndarray:
+    """Per row (one row for a model without a batch dimension): whether every output equals the reference, in
+    its shape, close for floating point and equal for integers, booleans and strings."""
+    same = np.ones(rows, dtype=bool)
+    for name, expected in reference.items():
+        got = served.get(name)
+        if got is None or got.shape != expected.shape:
+            return np.zeros(rows, dtype=bool)
+        if expected.dtype.kind in "fc":
+            equal = np.isclose(got, expected, rtol=RTOL, atol=ATOL)
+        else:
+            equal = np.asarray(got == expected)
+        same &= equal.reshape(rows, -1).all(axis=1)
+    return same
 
 
 def run_load(workload: Workload, settings: LoadSettings, stop: threading.Event | None = None) -> LoadResult:
     """Send requests from ``concurrency`` clients for ``duration_s`` seconds (or until ``stop``), then summarize."""
     settings.validate()
     stop = stop or threading.Event()
-    result = LoadResult(
-        workload.model, settings.protocol, settings.concurrency, settings.batch_size, workload.reference_name
-    )
+    batch = settings.batch_size if workload.batched else 1
+    result = LoadResult(workload.model, settings.protocol, settings.concurrency, batch, workload.reference_name)
     lock = threading.Lock()
     started = time.monotonic()
     workers = [
@@ -273,3 +218,16 @@ def run_load(workload: Workload, settings: LoadSettings, stop: threading.Event |
     if any(worker.is_alive() for worker in workers):
         raise LocalServingError(f"load clients for {workload.model} did not stop within 60s of the deadline")
     return result
+
+
+__all__ = [
+    "PROTOCOLS",
+    "LoadResult",
+    "LoadSettings",
+    "Workload",
+    "echo_workload",
+    "matching_rows",
+    "onnxruntime_outputs",
+    "run_load",
+    "workload_for",
+]

@@ -1,4 +1,4 @@
-"""A small real model repository in the pipeline's layout, for tests and for `make demo` before a build exists.
+"""A small real model repository built by the pipeline, for tests and for `make demo` before a build exists.
 
 The model is a softmax-regression classifier trained on scikit-learn's real handwritten digits (upscaled to
 MNIST's 28x28 and normalized like the pipeline does), written with onnx.helper, so accuracy means something.
@@ -6,7 +6,6 @@ MNIST's 28x28 and normalized like the pipeline does), written with onnx.helper, 
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -14,14 +13,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_pipeline.mnist_data import sklearn_digits_as_mnist
+from model_pipeline.mnist_data import MnistData, sklearn_digits_as_mnist
 
 OPSET = 17
 
 
-def train_digit_classifier(seed: int = 0, ridge: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def train_digit_classifier(data: MnistData, ridge: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
     """Weights [784, 10] and bias [10] of a ridge-regression classifier (one-hot targets, closed form)."""
-    data = sklearn_digits_as_mnist("local serving sample model", seed=seed)
     features = data.train_images.reshape(len(data.train_images), -1).astype(np.float64)
     design = np.hstack([features, np.ones((len(features), 1))])
     targets = np.eye(10)[data.train_labels]
@@ -49,22 +47,17 @@ def mnist_onnx(weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
 
 
 def write_sample_repository(target: Path, seed: int = 0) -> Path:
-    """Write a verified repository with the pipeline's own writer: MNIST spec, this ONNX model, golden file."""
-    from model_pipeline.onnx_export import write_golden
-    from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
-    from model_pipeline.specs import DEFAULT_SPECS
+    """Build a verified repository with the pipeline itself: this ONNX model, brought as ``mnist``, verified on
+    real digits (the golden file's samples)."""
+    from model_pipeline.build import BuildSettings, build_repository
+    from model_pipeline.entry import ModelEntry
 
-    spec = dataclasses.replace(DEFAULT_SPECS["mnist"], backend="onnxruntime")
-    weights, bias = train_digit_classifier(seed)
+    data = sklearn_digits_as_mnist("local serving sample model", seed=seed)
+    weights, bias = train_digit_classifier(data)
     with tempfile.TemporaryDirectory(prefix="sample-mnist-") as work:
-        onnx_path = Path(work) / "model.onnx"
-        onnx.save(mnist_onnx(weights, bias), onnx_path)
-        golden = write_golden(spec, onnx_path, Path(work) / "golden.npz")
-        artifacts = ModelArtifacts(
-            spec,
-            onnx_path,
-            golden,
-            TensorRTStatus("skipped", reason="no TensorRT here"),
-            weights="ridge regression on scikit-learn digits (local_serving sample)",
-        )
-        return write_repository(target, [artifacts], collect_tool_versions()).path
+        root = Path(work)
+        onnx.save(mnist_onnx(weights, bias), root / "model.onnx")
+        np.savez(root / "samples.npz", input=data.test_images[:64])
+        entry = ModelEntry(name="mnist", source="model.onnx", samples="samples.npz")
+        settings = BuildSettings(models=(entry,), out=target, root=root, cache_dir=root / "cache")
+        return build_repository(settings).repository.path

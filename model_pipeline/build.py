@@ -336,27 +336,25 @@ class _Builder:
 
         local = sources.fetch(entry.source, self.settings.root, self.settings.cache_dir / "sources", self.settings.s3)
         digest = file_sha256(local)
+        samples = self.settings.root / entry.samples if entry.samples else None
         inputs = {
             "source_sha256": digest,
+            "samples_sha256": file_sha256(samples) if samples and local.suffix == ".pt" else None,
             "suffix": local.suffix,
             "code": code_version(onnx_export, sources),
             "tools": tool_versions("torch", "onnx", "onnxscript"),
         }
 
         def produce(directory: Path) -> dict[str, Any]:
+            from model_pipeline.verification import load_samples
+
             self.say(f"{entry.name}: reading {entry.source}")
-            sources.to_onnx(local, directory / "model.onnx")
+            sources.to_onnx(local, directory / "model.onnx", load_samples(samples) if samples else None)
             onnx_export.check_onnx(directory / "model.onnx", entry.name)
             return {}
 
         directory, _ = self.cache.run(entry.name, "export", inputs, produce)
-        module = None
-        if local.suffix == ".pt2":
-
-            def module() -> Any:
-                return onnx_export.load_program(local).module()
-
-        return _Source(entry, directory / "model.onnx", inputs, module, source_sha256=digest)
+        return _Source(entry, directory / "model.onnx", inputs, _torch_loader(local), source_sha256=digest)
 
     # -- verification and engine --------------------------------------------------------------------------
 
@@ -387,11 +385,15 @@ class _Builder:
             started = time.perf_counter()
             if samples is not None:
                 verification.check_samples(spec, samples, source.entry.samples or "(built-in)")
-            cases = verification.reference_cases(spec, source.onnx_path, verification.verification_inputs(spec, samples))
+            cases = verification.reference_cases(
+                spec, source.onnx_path, verification.verification_inputs(spec, samples)
+            )
             worst: dict[str, Any] = {}
             if source.torch_module is not None:
                 run = verification.torch_runner(source.torch_module(), spec)
-                diff = verification.check_against("ONNX Runtime vs PyTorch", cases, run, verification.ONNX_TOLERANCE, spec.name)
+                diff = verification.check_against(
+                    "ONNX Runtime vs PyTorch", cases, run, verification.ONNX_TOLERANCE, spec.name
+                )
                 worst = {name: d.to_dict() for name, d in diff.items()}
             verification.write_golden(spec.name, cases, directory / "golden.npz")
             return {"cases": [c.label for c in cases], "torch_vs_onnx": worst, "seconds": time.perf_counter() - started}
@@ -459,6 +461,23 @@ class _Builder:
             source.entry.record(),
             source.source_sha256,
         )
+
+
+def _torch_loader(path: Path) -> Callable[[], Any] | None:
+    """How to load the PyTorch program a brought file holds, for the check against ONNX Runtime."""
+    if path.suffix == ".pt2":
+        from model_pipeline.onnx_export import load_program
+
+        return lambda: load_program(path).module()
+    if path.suffix == ".pt":
+
+        def load_torchscript() -> Any:
+            import torch
+
+            return torch.jit.load(str(path), map_location="cpu").eval()
+
+        return load_torchscript
+    return None
 
 
 def _summaries(repository: VerifiedRepository, artifacts: list[ModelArtifacts]) -> list[ModelSummary]:

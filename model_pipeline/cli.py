@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from model_pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from model_pipeline.engine_job import EngineJobRequest
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -66,7 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--repository", required=True, help="s3://BUCKET/PREFIX/DIGEST, the published repository")
     engine.add_argument("--model", required=True)
     engine.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    engine.add_argument("--profile", metavar="MIN,OPT,MAX", help="batch profile (default: the model spec's)")
+    engine.add_argument(
+        "--profile", metavar="MIN,OPT,MAX", help="batch sizes (default 1,4,8; leave out for a model without batch dim)"
+    )
+    engine.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        metavar="NAME=MIN,OPT,MAX",
+        help="sizes of a dynamic axis by its ONNX dim name, e.g. sequence=1,128,512; once per axis",
+    )
+    engine.add_argument(
+        "--tolerance",
+        metavar="ATOL,RTOL",
+        help="how closely the engine must match ONNX Runtime (default: by precision)",
+    )
     engine.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://minio:9000 (path-style)")
     engine.add_argument("--region", help="AWS region (default: from the AWS configuration)")
     engine.add_argument("--work-dir", type=Path, default=Path("/tmp/engine-build"), help="default: %(default)s")
@@ -101,7 +119,12 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
         stack = stack_build(args.stack)
         models, target, root, s3 = stack.models, args.out or stack.out, stack.root, stack.s3
     else:
-        models, target, root, s3 = _builtin_entries(args.models or "mnist,resnet50"), args.out or DEFAULT_OUT, Path("."), None
+        models, target, root, s3 = (
+            _builtin_entries(args.models or "mnist,resnet50"),
+            args.out or DEFAULT_OUT,
+            Path("."),
+            None,
+        )
     settings = BuildSettings(
         models=models,
         out=target,
@@ -153,7 +176,9 @@ def _builtin_entries(text: str) -> tuple[Any, ...]:
     from model_pipeline.entry import read_models
 
     problems: list[str] = []
-    entries = read_models([{"name": n.strip()} for n in text.split(",") if n.strip()] or None, problems, Path("."), "--models")
+    entries = read_models(
+        [{"name": n.strip()} for n in text.split(",") if n.strip()] or None, problems, Path("."), "--models"
+    )
     if problems:
         raise PipelineError("; ".join(problems))
     return entries
@@ -189,23 +214,76 @@ def _upload(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _profile(text: str | None) -> tuple[int, int, int] | None:
-    if text is None:
-        return None
+def _bounds(flag: str, text: str) -> tuple[int, int, int]:
     parts = text.split(",")
     if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise PipelineError(f"--profile '{text}' must be three batch sizes MIN,OPT,MAX such as 1,8,16")
+        raise PipelineError(f"{flag} '{text}' must be three sizes MIN,OPT,MAX such as 1,8,16")
     low, opt, high = (int(p) for p in parts)
+    if not 1 <= low <= opt <= high:
+        raise PipelineError(f"{flag} '{text}' must satisfy 1 <= MIN <= OPT <= MAX")
     return low, opt, high
 
 
+def _profile(text: str | None) -> tuple[int, int, int] | None:
+    return None if text is None else _bounds("--profile", text)
+
+
+def _axes(texts: Sequence[str]) -> tuple[tuple[str, tuple[int, int, int]], ...]:
+    axes: dict[str, tuple[int, int, int]] = {}
+    for text in texts:
+        name, equals, sizes = (part.strip() for part in text.partition("="))
+        if not equals or not name:
+            raise PipelineError(f"--axis '{text}' must be NAME=MIN,OPT,MAX such as sequence=1,128,512")
+        if name in axes:
+            raise PipelineError(f"--axis '{name}' is given more than once")
+        axes[name] = _bounds(f"--axis {name}", sizes)
+    return tuple(axes.items())
+
+
+def _tolerance(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2 or not all(0 <= value < math.inf for value in values):
+        raise PipelineError(f"--tolerance '{text}' must be two numbers ATOL,RTOL >= 0 such as 0.05,0.05")
+    return values[0], values[1]
+
+
+def _engine_request(args: argparse.Namespace) -> EngineJobRequest:
+    from model_pipeline.engine_job import EngineJobRequest
+
+    return EngineJobRequest(
+        repository=args.repository,
+        model=args.model,
+        precision=args.precision,
+        batch=_profile(args.profile),
+        axes=_axes(args.axis),
+        tolerance=_tolerance(args.tolerance),
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+    )
+
+
+def _describe_built(model: str, record: dict[str, Any]) -> str:
+    bounds = [f"batch {record['profile']}" if record["profile"] else "no batch dim"]
+    bounds += [f"{name} {sizes}" for name, sizes in record["axes"].items()]
+    diffs = ", ".join(
+        f"{name} max abs {d['max_abs']:.3g} rel {d['max_rel']:.3g}" for name, d in record["differences"].items()
+    )
+    return (
+        f"built {model}: TensorRT {record['tensorrt_version']} on {record['gpu']} "
+        f"({record['precision']}, {', '.join(bounds)}), golden differences: {diffs}"
+    )
+
+
 def _build_engine(args: argparse.Namespace, out: TextIO) -> int:
-    from model_pipeline.engine_job import EngineJobRequest, build_engine_job
+    from model_pipeline.engine_job import build_engine_job
     from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
 
-    request = EngineJobRequest(
-        args.repository, args.model, args.precision, _profile(args.profile), args.endpoint_url, args.region
-    )
+    request = _engine_request(args)
     try:
         result = build_engine_job(request, args.work_dir)
     except (EngineBuildError, EngineCompatibilityError, ModelValidationError) as exc:
@@ -219,12 +297,7 @@ def _build_engine(args: argparse.Namespace, out: TextIO) -> int:
             file=out,
         )
         return EXIT_OK
-    diffs = ", ".join(f"batch {b}: {d:.3g}" for b, d in record["max_abs_diff"].items())
-    print(
-        f"built {args.model}: TensorRT {record['tensorrt_version']} on {record['gpu']} "
-        f"({record['precision']}, profile {record['profile']}), golden max abs diff {diffs}",
-        file=out,
-    )
+    print(_describe_built(args.model, record), file=out)
     for key in result.keys_written:
         print(f"uploaded s3://{args.repository.removeprefix('s3://').split('/', 1)[0]}/{key}", file=out)
     return EXIT_OK

@@ -1,10 +1,12 @@
 """Build one model's TensorRT engine inside a published repository: the in-cluster engine-build Job's work.
 
 The Job runs in the TensorRT container that matches the Triton image, on a GPU node like the ones Triton uses.
-It downloads the model's ONNX, golden file and config from ``s3://bucket/prefix/<digest>/``, builds the engine
-with :mod:`model_pipeline.tensorrt_build` (which accepts a plan only once it reproduces the golden outputs),
-then uploads ``model.plan``, the config switched to ``tensorrt_plan`` and an ``engine.json`` record. Until the
-config switch the published ONNX Runtime config stays valid, so the repository is loadable at every moment.
+It downloads the model's ONNX, golden file and config from ``s3://bucket/prefix/<digest>/`` and derives the spec
+from the ONNX graph and the request (the stack entry's batch and axis bounds, precision and tolerance, passed as
+flags), as the build does. It builds the engine with :mod:`model_pipeline.tensorrt_build`, which accepts a plan
+only once it reproduces golden.npz within the tolerance, then uploads ``model.plan``, the config switched to
+``tensorrt_plan`` and an ``engine.json`` record. Until the config switch the published ONNX Runtime config stays
+valid, so the repository is loadable at every moment.
 A repository whose plan was already built by this TensorRT for this GPU is left as it is.
 """
 
@@ -15,10 +17,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from model_pipeline.derive import derive_spec
+from model_pipeline.digest import MANIFEST_FILE, file_sha256
+from model_pipeline.entry import ModelEntry
 from model_pipeline.errors import EngineBuildError, PublishError
-from model_pipeline.specs import BatchProfile, ModelSpec, get_spec
+from model_pipeline.specs import POINTS, Bounds, ModelSpec
+
+if TYPE_CHECKING:
+    from model_pipeline.tensorrt_build import EngineBuildResult
 
 ENGINE_RECORD_FILE = "engine.json"
 _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<prefix>.+?)/?$")
@@ -26,12 +34,14 @@ _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<prefix>.+?)/?$")
 
 @dataclass(frozen=True)
 class EngineJobRequest:
-    """What one Job builds: which model, in which published repository, with which profile and precision."""
+    """What one Job builds: which model of which published repository, with the stack entry's engine settings."""
 
     repository: str  # s3://bucket/prefix/<digest>
     model: str
     precision: str = "fp16"
-    profile: tuple[int, int, int] | None = None  # None: the spec's own
+    batch: tuple[int, int, int] | None = None  # None: the default batch, or a model without a batch dim
+    axes: tuple[tuple[str, tuple[int, int, int]], ...] = ()  # min/opt/max of each dynamic axis, by ONNX dim name
+    tolerance: tuple[float, float] | None = None  # (atol, rtol); None: the precision's default
     endpoint_url: str | None = None
     region: str | None = None
 
@@ -54,11 +64,27 @@ def split_repository_uri(uri: str) -> tuple[str, str]:
     return match.group("bucket"), match.group("prefix")
 
 
-def job_spec(request: EngineJobRequest) -> ModelSpec:
-    """The pipeline's spec for the model, with the deployment's precision and batch profile."""
-    spec = get_spec(request.model)
-    profile = BatchProfile(*request.profile) if request.profile else spec.profile
-    return dataclasses.replace(spec, precision=request.precision, profile=profile, backend="tensorrt")
+def job_entry(request: EngineJobRequest, source: str) -> ModelEntry:
+    """The stack entry the request stands for: a TensorRT model brought as the published ONNX ``source``."""
+    low, opt, high = request.batch or (None, None, None)
+    atol, rtol = request.tolerance or (None, None)
+    return ModelEntry(
+        name=request.model,
+        source=source,
+        backend="tensorrt",
+        precision=request.precision,
+        batch_min=low,
+        batch_opt=opt,
+        batch_max=high,
+        axes=tuple((name, Bounds(*bounds)) for name, bounds in request.axes),
+        atol=atol,
+        rtol=rtol,
+    )
+
+
+def job_spec(request: EngineJobRequest, onnx_path: Path) -> ModelSpec:
+    """The model's spec, derived from the published ONNX graph and the request as the build derives it."""
+    return derive_spec(job_entry(request, onnx_path.name), onnx_path)
 
 
 class _Store:
@@ -142,39 +168,17 @@ def _already_built(existing: dict[str, Any] | None, onnx_sha256: str, trt_versio
     return existing is not None and all(existing.get(key) == value for key, value in wanted.items())
 
 
-def build_engine_job(
-    request: EngineJobRequest, work_dir: Path, client: Any | None = None, device: Any | None = None
-) -> EngineJobResult:
-    """Download, build, check against golden.npz and publish one model's engine; see the module docstring."""
-    from model_pipeline import tensorrt_build
-    from model_pipeline.repository import GOLDEN_FILE, file_sha256
-    from model_pipeline.triton_config import CONFIG_FILE, check_config_against_onnx, load_config
+def _published_version(store: _Store, model: str) -> str:
+    """The model's version directory, from the published manifest; PublishError for a model it does not hold."""
+    models = (store.read_json(MANIFEST_FILE) or {}).get("models", {})
+    if model not in models:
+        raise PublishError(f"model '{model}' is not in the published repository; it holds {sorted(models)}")
+    return str(models[model]["version"])
 
-    spec = job_spec(request)
-    store = _Store(request, client)
-    model_dir = work_dir / spec.name
-    version = str(spec.version)
-    onnx_path = store.download(f"{spec.name}/{version}/model.onnx", model_dir / version / "model.onnx")
-    golden = store.download(f"{spec.name}/{GOLDEN_FILE}", model_dir / GOLDEN_FILE)
-    config_path = store.download(f"{spec.name}/{CONFIG_FILE}", model_dir / "published.config.pbtxt")
-    check_config_against_onnx(load_config(config_path), onnx_path, profile_max=spec.profile.max)
 
-    reason = tensorrt_build.tensorrt_unavailable_reason()
-    if reason is not None:
-        raise EngineBuildError(f"model '{spec.name}': cannot build the engine here: {reason}")
-    trt_version = str(tensorrt_build.import_tensorrt().__version__)
-    gpu = tensorrt_build.detect_gpu()
-    onnx_sha256 = file_sha256(onnx_path)
-    existing = store.read_json(f"{spec.name}/{ENGINE_RECORD_FILE}")
-    if _already_built(existing, onnx_sha256, trt_version, gpu.compute_capability):
-        return EngineJobResult(spec.name, [], already_built=True, record=existing or {})
-
-    options = tensorrt_build.EngineBuildOptions(timing_cache_dir=work_dir / "timing-cache")
-    result = tensorrt_build.build_tensorrt_engine(
-        onnx_path, spec, model_dir / version / "model.plan", golden, options, device=device
-    )
-    plan = result.plan_path.read_bytes()
-    record = {
+def engine_record(spec: ModelSpec, result: EngineBuildResult, onnx_sha256: str) -> dict[str, Any]:
+    """``engine.json``: what the plan was built from, by which TensorRT for which GPU, and how close it came."""
+    return {
         "model": spec.name,
         "onnx_sha256": onnx_sha256,
         "plan_sha256": file_sha256(result.plan_path),
@@ -183,16 +187,55 @@ def build_engine_job(
         "gpu": result.gpu_name,
         "precision": result.precision,
         "fp16_mode": result.fp16_mode,
-        "profile": list(result.profile),
-        "max_abs_diff": {str(batch): diff for batch, diff in sorted(result.max_abs_diff.items())},
+        "profile": spec.batch.as_list() if spec.batch else None,
+        "axes": {name: bounds.as_list() for name, bounds in spec.axes},
+        "shapes": {
+            name: dict(zip(POINTS, map(list, shapes), strict=True)) for name, shapes in result.profile_shapes.items()
+        },
+        "tolerance": dataclasses.asdict(spec.engine_tolerance),
+        "differences": {name: d.to_dict() for name, d in result.differences.items()},
         "build_seconds": round(result.build_seconds, 1),
     }
+
+
+def build_engine_job(
+    request: EngineJobRequest, work_dir: Path, client: Any | None = None, device: Any | None = None
+) -> EngineJobResult:
+    """Download, build, check against golden.npz and publish one model's engine; see the module docstring."""
+    from model_pipeline import tensorrt_build
+    from model_pipeline.repository import GOLDEN_FILE
+    from model_pipeline.triton_config import CONFIG_FILE, check_config_against_onnx, load_config
+
+    store = _Store(request, client)
+    name, model_dir = request.model, work_dir / request.model
+    version = _published_version(store, name)
+    onnx_path = store.download(f"{name}/{version}/model.onnx", model_dir / version / "model.onnx")
+    golden = store.download(f"{name}/{GOLDEN_FILE}", model_dir / GOLDEN_FILE)
+    config_path = store.download(f"{name}/{CONFIG_FILE}", model_dir / "published.config.pbtxt")
+    spec = job_spec(request, onnx_path)
+    check_config_against_onnx(load_config(config_path), onnx_path, profile_max=spec.batch.max if spec.batch else None)
+
+    reason = tensorrt_build.tensorrt_unavailable_reason()
+    if reason is not None:
+        raise EngineBuildError(f"model '{name}': cannot build the engine here: {reason}")
+    trt_version = str(tensorrt_build.import_tensorrt().__version__)
+    gpu = tensorrt_build.detect_gpu()
+    onnx_sha256 = file_sha256(onnx_path)
+    existing = store.read_json(f"{name}/{ENGINE_RECORD_FILE}")
+    if _already_built(existing, onnx_sha256, trt_version, gpu.compute_capability):
+        return EngineJobResult(name, [], already_built=True, record=existing or {})
+
+    options = tensorrt_build.EngineBuildOptions(timing_cache_dir=work_dir / "timing-cache")
+    result = tensorrt_build.build_tensorrt_engine(
+        onnx_path, spec, model_dir / version / "model.plan", golden, options, device=device
+    )
+    record = engine_record(spec, result, onnx_sha256)
     config_text = _tensorrt_config(config_path, spec, record)
     # The plan before the config that names it: until the switch, the repository still loads the ONNX model.
     # The record goes last: a Job that dies before it is rebuilt next time instead of being taken as done.
     keys = [
-        store.upload(f"{spec.name}/{version}/model.plan", plan, "application/octet-stream"),
-        store.upload(f"{spec.name}/{CONFIG_FILE}", config_text.encode(), "text/plain"),
-        store.upload(f"{spec.name}/{ENGINE_RECORD_FILE}", json.dumps(record, indent=2).encode(), "application/json"),
+        store.upload(f"{name}/{version}/model.plan", result.plan_path.read_bytes(), "application/octet-stream"),
+        store.upload(f"{name}/{CONFIG_FILE}", config_text.encode(), "text/plain"),
+        store.upload(f"{name}/{ENGINE_RECORD_FILE}", json.dumps(record, indent=2).encode(), "application/json"),
     ]
-    return EngineJobResult(spec.name, keys, record=record)
+    return EngineJobResult(name, keys, record=record)

@@ -88,7 +88,7 @@ class ModelEntry:
         default = builtin.batch if builtin else DEFAULT_BATCH
         low = self.batch_min or default.min
         high = self.batch_max or max(default.max, low)
-        opt = self.batch_opt or min(max(default.opt, low), high)
+        opt = self.batch_opt or default.opt
         return Bounds(low, opt, high)
 
     @property
@@ -105,6 +105,7 @@ class ModelEntry:
             if setting.parse is not None:
                 value = {name: list(v.as_list() if isinstance(v, Bounds) else v) for name, v in value}
             values[setting.key] = value
+        values["precision"] = self.effective_precision
         return values
 
 
@@ -215,7 +216,11 @@ def _defaults(item: Any) -> dict[str, Any]:
     """A built-in's own defaults (its batcher's wait); a brought model takes the declared ones."""
     if not isinstance(item, dict) or item.get("source"):
         return {}
-    builtin = BUILTINS.get(item.get("name")) or BUILTIN_BY_ARCHITECTURE.get(item.get("architecture"))
+    # Not validated yet: a list here is reported by the reader, and cannot be looked up (unhashable).
+    name, architecture = item.get("name"), item.get("architecture")
+    builtin = BUILTINS.get(name if isinstance(name, str) else "") or BUILTIN_BY_ARCHITECTURE.get(
+        architecture if isinstance(architecture, str) else ""
+    )
     return {"max_queue_delay_us": builtin.max_queue_delay_us} if builtin else {}
 
 

@@ -79,11 +79,84 @@ def load_program(path: Path) -> Any:
 
 
 def export_program(program: Any, path: Path) -> None:
-    """Export a torch.export program to ONNX with the dynamic shapes it was exported with."""
+    """Export a torch.export program to ONNX with the dynamic shapes it was exported with.
+
+    A saved program keeps its dynamic dims as bare symbols (``s52``), not the names they were declared with: the
+    symbol at dim 0 of every input becomes "batch", any other the ``input[index]`` of its first use. Outputs are
+    named after the keys of a dict the program returns, else ``output_0``, ``output_1``...
+    """
     import torch
 
     with _quiet_exporter():
         try:
-            torch.onnx.export(program, (), str(path), external_data=False, dynamo=True)
+            exported = torch.onnx.export(program, (), dynamo=True, dynamic_shapes=_dim_names(program))
         except Exception as exc:  # torch.onnx raises its own export errors for unsupported operators
             raise ModelValidationError(f"the torch.export program cannot be exported to ONNX: {exc}") from exc
+    _name_outputs(exported.model.graph, _output_names(program))
+    exported.save(str(path), external_data=False)
+
+
+def _dim_names(program: Any) -> dict[str, dict[int, str]]:
+    import torch
+
+    shapes = {n.name: n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder"}
+    inputs = list(program.graph_signature.user_inputs)
+    symbols = {
+        name: {i: str(d.node.expr) for i, d in enumerate(shapes[name]) if isinstance(d, torch.SymInt)}
+        for name in inputs
+    }
+    firsts = {dims.get(0) for dims in symbols.values()}
+    names: dict[str, str] = {}
+    if len(firsts) == 1 and None not in firsts:
+        names[str(next(iter(firsts)))] = BATCH_DIM_NAME
+    for name in inputs:
+        for index, symbol in symbols[name].items():
+            names.setdefault(symbol, f"{name}[{index}]")
+    return {name: {i: names[symbol] for i, symbol in symbols[name].items()} for name in inputs}
+
+
+def _output_names(program: Any) -> list[str]:
+    tree = program.call_spec.out_spec
+    if tree is not None and tree.type is dict:
+        return [str(key) for key in tree.context]
+    count = len(program.graph_signature.user_outputs)
+    return [f"output_{index}" for index in range(count)]
+
+
+def _name_outputs(graph: Any, wanted: list[str]) -> None:
+    """Name the graph outputs, first renaming any inner value that already holds a wanted name (ONNX is SSA)."""
+    outputs = list(graph.outputs)
+    for node in graph:
+        for value in node.outputs:
+            if value.name in wanted and value not in outputs:
+                value.name = f"{value.name}__inner"
+    for value, name in zip(outputs, wanted, strict=True):
+        value.name = name
+
+
+def export_torchscript(path: Path, samples: dict[str, Any], target: Path) -> Any:
+    """A TorchScript file to ONNX through torch's TorchScript exporter, which needs example inputs: the entry's
+    samples, in the order of forward's arguments. Axis 0 of every input and output is the dynamic "batch"."""
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    names = [argument.name for argument in module.forward.schema.arguments[1:]]
+    missing = [name for name in names if name not in samples]
+    if missing:
+        raise ModelValidationError(f"{path.name}: samples hold no arrays for forward's arguments {missing}")
+    example = tuple(torch.from_numpy(samples[name]) for name in names)
+    with torch.inference_mode():
+        result = module(*example)
+    outputs = [f"output_{index}" for index in range(len(result) if isinstance(result, tuple | list) else 1)]
+    with _quiet_exporter(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and says so for every call
+        torch.onnx.export(
+            module,
+            example,
+            str(target),
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes={name: {0: BATCH_DIM_NAME} for name in names + outputs},
+            dynamo=False,
+        )
+    return module

@@ -102,10 +102,14 @@ def integer(
     required: str | None = None,
     default_doc: str | None = None,
 ) -> Any:
-    return _declare(default, Setting(key, "integer", doc, low=low, high=high, required=required, default_doc=default_doc))
+    return _declare(
+        default, Setting(key, "integer", doc, low=low, high=high, required=required, default_doc=default_doc)
+    )
 
 
-def number(key: str, default: float | None, low: float, high: float, doc: str, *, default_doc: str | None = None) -> Any:
+def number(
+    key: str, default: float | None, low: float, high: float, doc: str, *, default_doc: str | None = None
+) -> Any:
     return _declare(default, Setting(key, "number", doc, low=low, high=high, default_doc=default_doc))
 
 

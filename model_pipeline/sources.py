@@ -4,7 +4,8 @@
 - ``.onnx``: used as it is.
 - ``.pt2``: a ``torch.export`` ExportedProgram (``torch.export.save``), exported to ONNX with its own dynamic
   shapes; the program's PyTorch outputs are then the reference ONNX Runtime is checked against.
-- ``.pt``: TorchScript, which torch 2.13 can no longer export to ONNX: refused with what to do instead.
+- ``.pt``: TorchScript, exported by torch's (deprecated) TorchScript exporter; it needs the entry's ``samples``,
+  since a TorchScript file does not say what its inputs look like.
 - ``s3://bucket/key``: any of the above, read with the stack's endpoint and the ambient AWS credentials.
 
 torch is imported only where PyTorch runs, so the program (and the engine Job) import this module freely.
@@ -87,7 +88,7 @@ def fetch(source: str, root: Path, folder: Path, s3: S3Access | None = None) -> 
     return target
 
 
-def to_onnx(path: Path, target: Path) -> Any:
+def to_onnx(path: Path, target: Path, samples: dict[str, Any] | None = None) -> Any:
     """Write ``path`` as ONNX at ``target``; returns the PyTorch program to check ONNX Runtime against, if any."""
     suffix = path.suffix
     if suffix == ".onnx":
@@ -100,9 +101,13 @@ def to_onnx(path: Path, target: Path) -> Any:
         export_program(program, target)
         return program.module()
     if suffix == ".pt":
-        raise SpecError(
-            f"{path.name}: TorchScript cannot be exported to ONNX by the pinned torch (its TorchScript exporter is "
-            "gone); save the model as a torch.export program instead: "
-            "torch.export.save(torch.export.export(model, example_inputs, dynamic_shapes=...), 'model.pt2')"
-        )
+        if samples is None:
+            raise SpecError(
+                f"{path.name}: a TorchScript model needs samples (real inputs, one array per forward argument), "
+                "since its file does not say what its inputs look like; or save it as a torch.export program: "
+                "torch.export.save(torch.export.export(model, example_inputs, dynamic_shapes=...), 'model.pt2')"
+            )
+        from model_pipeline.onnx_export import export_torchscript
+
+        return export_torchscript(path, samples, target)
     raise SpecError(f"{path.name}: not a model file; allowed: {', '.join(SOURCE_SUFFIXES)}")

@@ -1,7 +1,9 @@
-"""TensorRT engines from the exported ONNX: one batch profile per spec, FP16, a reused timing cache, golden checks.
+"""TensorRT engines from the exported ONNX: one optimization profile, FP16, a reused timing cache, golden checks.
 
+The profile covers the batch and every dynamic axis of every input at the spec's min, opt and max shapes.
 ``tensorrt`` is imported lazily: without it (or without a CUDA GPU) :func:`tensorrt_unavailable_reason` says why
-and the caller skips the engine. A plan is accepted only after it reproduced the golden outputs on the GPU.
+and the caller skips the engine. A plan is accepted only after it reproduced golden.npz on the GPU within the
+spec's engine tolerance.
 FP16 on TensorRT 10 is the builder flag; TensorRT 11 removed it (networks are strongly typed), so there the
 build parses an FP16 copy of the ONNX graph whose inputs and outputs stay FP32 (Triton's config is unchanged).
 """
@@ -26,29 +28,14 @@ import onnx
 from onnx import numpy_helper
 
 from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
-from model_pipeline.onnx_export import (
-    Tolerance,
-    max_abs_diff,
-    onnx_session,
-    read_golden,
-    run_onnx,
-    within_tolerance,
-)
 from model_pipeline.release import TRITON_TENSORRT_VERSION
-from model_pipeline.specs import ModelSpec
+from model_pipeline.specs import POINTS, ModelSpec, Tolerance
+from model_pipeline.verification import Difference, check_against, onnx_session, read_golden, run_onnx
 
-# FP16 engines against FP32 ONNX Runtime: half precision keeps ~3 significant digits through 50+ layers.
-FP16_TOLERANCE = Tolerance(atol=5e-2, rtol=5e-2)
-FP32_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-3)  # TF32 tactics may still be picked for FP32 engines
 DEFAULT_WORKSPACE_BYTES = 2 << 30
 DEFAULT_TIMING_CACHE_DIR = Path("build") / "tensorrt-timing-cache"
 _FP16_MAX = float(np.finfo(np.float16).max)
 logger = logging.getLogger(__name__)
-
-
-def tolerance_for(precision: str) -> Tolerance:
-    """How closely an engine of ``precision`` ("fp16" | "fp32") must match the FP32 golden outputs."""
-    return FP16_TOLERANCE if precision == "fp16" else FP32_TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,8 +214,13 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         raise EngineBuildError(f"FP16 copy of the ONNX graph is not type-consistent: {exc}") from exc
 
 
-def write_fp16_onnx(source: Path, target: Path, golden_path: Path | None, tolerance: Tolerance) -> dict[int, float]:
-    """Write the FP16 copy of ``source`` and check it with ONNX Runtime (CPU) against the golden outputs."""
+def write_fp16_onnx(
+    source: Path, target: Path, golden_path: Path | None, tolerance: Tolerance, model: str
+) -> dict[str, Difference]:
+    """Write the FP16 copy of ``source`` and check it with ONNX Runtime (CPU) against the golden outputs.
+
+    Returns the worst difference per output; ModelValidationError when one exceeds ``tolerance``.
+    """
     converted = convert_to_fp16(onnx.load(str(source)))
     try:
         onnx.checker.check_model(converted, full_check=True)
@@ -237,20 +229,16 @@ def write_fp16_onnx(source: Path, target: Path, golden_path: Path | None, tolera
     onnx.save(converted, str(target))
     if golden_path is None:
         return {}
-    session, diffs = onnx_session(target), {}
-    for case in read_golden(golden_path):
-        actual = run_onnx(session, case.inputs)
-        diffs[case.batch] = max_abs_diff(case.outputs, actual)
-        if not within_tolerance(case.outputs, actual, tolerance):
-            raise ModelValidationError(
-                f"FP16 copy of {source} differs from the FP32 golden outputs at batch {case.batch}: "
-                f"max abs diff {diffs[case.batch]:.3g} exceeds atol {tolerance.atol} + rtol {tolerance.rtol}"
-            )
-    return diffs
+    session = onnx_session(target)
+    what = f"the FP16 copy of {source.name}"
+    return check_against(what, read_golden(golden_path), lambda feeds: run_onnx(session, feeds), tolerance, model)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Engine build
+
+
+ProfileShapes = tuple[tuple[int, ...], ...]  # an input's (min, opt, max) shapes
 
 
 @dataclass(frozen=True)
@@ -261,7 +249,6 @@ class EngineBuildOptions:
     timing_cache_dir: Path = DEFAULT_TIMING_CACHE_DIR
     builder_optimization_level: int | None = None  # TensorRT's default is 3; 0-5
     required_tensorrt_version: str | None = TRITON_TENSORRT_VERSION  # None: accept whatever is installed
-    tolerance: Tolerance | None = None  # None: tolerance_for(spec.precision)
 
 
 @dataclass(frozen=True)
@@ -274,11 +261,16 @@ class EngineBuildResult:
     gpu_name: str
     precision: str
     fp16_mode: str  # "builder_flag" (TRT 10) | "fp16_onnx" (TRT 11+) | "none"
-    profile: tuple[int, int, int]
+    profile_shapes: dict[str, ProfileShapes]  # per input
     timing_cache_path: Path
     timing_cache_reused: bool
     build_seconds: float
-    max_abs_diff: dict[int, float]
+    differences: dict[str, Difference]  # per output, the worst over the golden cases
+
+
+def profile_shapes(spec: ModelSpec) -> dict[str, ProfileShapes]:
+    """Each input's min, opt and max shape: the batch (when there is one) and every declared axis."""
+    return {t.name: tuple(spec.shape(t, point) for point in POINTS) for t in spec.inputs}
 
 
 def timing_cache_path(cache_dir: Path, tensorrt_version: str, gpu: GpuInfo) -> Path:
@@ -336,11 +328,12 @@ def _check_network_io(network: Any, spec: ModelSpec) -> None:
 
 def _add_profile(builder: Any, config: Any, spec: ModelSpec) -> None:
     profile = builder.create_optimization_profile()
-    p = spec.profile
-    for tensor in spec.inputs:
-        profile.set_shape(tensor.name, (p.min, *tensor.dims), (p.opt, *tensor.dims), (p.max, *tensor.dims))
+    shapes = profile_shapes(spec)
+    for name, (low, opt, high) in shapes.items():
+        profile.set_shape(name, low, opt, high)
     if config.add_optimization_profile(profile) < 0:
-        raise EngineBuildError(f"model '{spec.name}': TensorRT refused the batch profile {p.as_list()}")
+        described = {name: [list(shape) for shape in points] for name, points in shapes.items()}
+        raise EngineBuildError(f"model '{spec.name}': TensorRT refused the optimization profile {described}")
 
 
 def _configure(trt: ModuleType, config: Any, options: EngineBuildOptions, fp16_mode: str) -> None:
@@ -411,7 +404,7 @@ def build_tensorrt_engine(
     if options.required_tensorrt_version is not None:
         check_plan_compatible(version, options.required_tensorrt_version)
     gpu = detect_gpu()
-    tolerance = options.tolerance or tolerance_for(spec.precision)
+    tolerance = spec.engine_tolerance
     fp16_mode = _fp16_mode(trt, spec.precision)
     cache_path = timing_cache_path(options.timing_cache_dir, version, gpu)
     started = time.perf_counter()
@@ -419,11 +412,11 @@ def build_tensorrt_engine(
         source = onnx_path
         if fp16_mode == "fp16_onnx":
             source = Path(scratch) / "model.fp16.onnx"
-            write_fp16_onnx(onnx_path, source, golden_path, tolerance)
+            write_fp16_onnx(onnx_path, source, golden_path, tolerance, spec.name)
         plan, reused = _serialize(trt, source, spec, options, fp16_mode, cache_path)
         candidate = Path(scratch) / "model.plan"
         candidate.write_bytes(plan)
-        diffs = verify_engine(candidate, golden_path, tolerance, device=device)
+        diffs = verify_engine(candidate, golden_path, tolerance, spec.name, device=device)
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(candidate, plan_path)  # only a verified plan reaches the repository
     return EngineBuildResult(
@@ -433,11 +426,11 @@ def build_tensorrt_engine(
         gpu_name=gpu.name,
         precision=spec.precision,
         fp16_mode=fp16_mode,
-        profile=(spec.profile.min, spec.profile.opt, spec.profile.max),
+        profile_shapes=profile_shapes(spec),
         timing_cache_path=cache_path,
         timing_cache_reused=reused,
         build_seconds=time.perf_counter() - started,
-        max_abs_diff=diffs,
+        differences=diffs,
     )
 
 
@@ -493,6 +486,24 @@ class CudaMemory:
         self.driver.call("cuStreamDestroy_v2", ctypes.c_void_p(stream))
 
 
+def _bind_input(trt: ModuleType, engine: Any, context: Any, name: str, array: np.ndarray) -> np.ndarray:
+    if not context.set_input_shape(name, tuple(array.shape)):
+        raise ModelValidationError(
+            f"the engine refused input '{name}' of shape {list(array.shape)}: outside its optimization profile"
+        )
+    # The engine's own type: TensorRT before 10 binds INT64 token ids as INT32.
+    return np.ascontiguousarray(array, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+
+
+def _output_buffer(trt: ModuleType, engine: Any, context: Any, name: str) -> np.ndarray:
+    shape = tuple(context.get_tensor_shape(name))
+    if any(size < 0 for size in shape):
+        raise ModelValidationError(
+            f"output '{name}' has the data-dependent shape {list(shape)}, which the engine check cannot size"
+        )
+    return np.empty(shape, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+
+
 def _run_case(
     trt: ModuleType, engine: Any, context: Any, device: DeviceMemory, inputs: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
@@ -500,16 +511,9 @@ def _run_case(
     input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     if sorted(input_names) != sorted(inputs):
         raise ModelValidationError(f"engine inputs {input_names} do not match the golden inputs {sorted(inputs)}")
-    for name in input_names:
-        context.set_input_shape(name, tuple(inputs[name].shape))
-    host = {
-        name: np.ascontiguousarray(inputs[name], dtype=trt.nptype(engine.get_tensor_dtype(name)))
-        for name in input_names
-    }
-    for name in names:
-        if name not in host:
-            dtype = trt.nptype(engine.get_tensor_dtype(name))
-            host[name] = np.empty(tuple(context.get_tensor_shape(name)), dtype=dtype)
+    host = {name: _bind_input(trt, engine, context, name, inputs[name]) for name in input_names}
+    outputs = {name: _output_buffer(trt, engine, context, name) for name in names if name not in host}
+    host.update(outputs)
     pointers = {name: device.alloc(array.nbytes) for name, array in host.items()}
     stream = device.create_stream()
     try:
@@ -520,7 +524,6 @@ def _run_case(
         if not context.execute_async_v3(stream):
             raise ModelValidationError("TensorRT execute_async_v3 reported a failure")
         device.synchronize(stream)
-        outputs = {name: host[name] for name in names if name not in input_names}
         for name, array in outputs.items():
             device.from_device(array, pointers[name])
         return outputs
@@ -531,9 +534,13 @@ def _run_case(
 
 
 def verify_engine(
-    plan_path: str | Path, golden_npz: str | Path, tolerance: Tolerance, device: DeviceMemory | None = None
-) -> dict[int, float]:
-    """Run the plan on every golden case by tensor name; max abs diff per batch, or ModelValidationError."""
+    plan_path: str | Path,
+    golden_npz: str | Path,
+    tolerance: Tolerance,
+    model: str,
+    device: DeviceMemory | None = None,
+) -> dict[str, Difference]:
+    """Run the plan on every golden case by tensor name; the worst difference per output, or ModelValidationError."""
     trt = import_tensorrt()
     device = device or CudaMemory()
     plan_path = Path(plan_path)
@@ -545,13 +552,8 @@ def verify_engine(
             "TensorRT version or for another compute capability?)"
         )
     context = engine.create_execution_context()
-    diffs = {}
-    for case in read_golden(golden_npz):
-        actual = _run_case(trt, engine, context, device, case.inputs)
-        diffs[case.batch] = max_abs_diff(case.outputs, actual)
-        if not within_tolerance(case.outputs, actual, tolerance):
-            raise ModelValidationError(
-                f"engine {plan_path} differs from the golden outputs at batch {case.batch}: max abs diff "
-                f"{diffs[case.batch]:.3g} exceeds atol {tolerance.atol} + rtol {tolerance.rtol}"
-            )
-    return diffs
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _run_case(trt, engine, context, device, feeds)
+
+    return check_against("the TensorRT engine", read_golden(golden_npz), run, tolerance, model)

@@ -151,10 +151,9 @@ def _describe_graph(tensor: GraphTensor, batched: bool) -> str:
 
 def check_config_against_onnx(config: mc.ModelConfig, onnx_path: Path, profile_max: int | None = None) -> None:
     """Raise ModelValidationError, naming both sides, if Triton cannot serve ``onnx_path`` with ``config``."""
-    try:
-        inputs, outputs = read_graph(onnx_path)
-    except FileNotFoundError as exc:
-        raise ModelValidationError(f"{onnx_path}: model file is missing") from exc
+    if not onnx_path.is_file():  # read_graph would call it unreadable
+        raise ModelValidationError(f"{onnx_path}: model file is missing")
+    inputs, outputs = read_graph(onnx_path)
     model = config.name or onnx_path.parent.parent.name
     if profile_max is not None and config.max_batch_size > profile_max:
         raise ModelValidationError(

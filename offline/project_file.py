@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from components.config_schema import Setting, all_settings, field_default, settings_of
-from components.settings import ModelSettings, PlatformConfig
+from components.settings import PlatformConfig
+from model_pipeline.entry import ModelEntry
+from model_pipeline.schema import Setting, all_settings, field_default, settings_of
 
 PROJECT_FILE = Path(__file__).resolve().parents[1] / "Pulumi.yaml"
 _WIDTH = 116
@@ -66,8 +67,9 @@ def _describe(cls: type, base: Any) -> str:
 
 def _models_doc() -> str:
     return (
-        "Served models, default [{name: mnist}]. Each model's defaults come from its architecture's spec "
-        f"(model_pipeline/specs.py). Keys: {', '.join(_keys(ModelSettings, None))}."
+        "Served models, default [{name: mnist}]: a built-in by name (mnist, resnet50), or a model the team brings "
+        "(source). Tensors, the batch dimension and dynamic axes are derived from the model (model_pipeline/entry.py, "
+        f"README 'Bring your own model'). Keys: {', '.join(_keys(ModelEntry, None))}."
     )
 
 

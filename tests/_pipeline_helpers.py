@@ -17,19 +17,18 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
-from model_pipeline.specs import BatchProfile, DynamicBatching, ModelSpec, TensorSpec
+from model_pipeline.specs import Bounds, DynamicBatching, ModelSpec, TensorSpec
 
 ONNX_TYPES = {"FP32": TensorProto.FLOAT, "FP16": TensorProto.FLOAT16, "INT64": TensorProto.INT64}
 
 
 def tiny_spec(name: str = "tiny", in_dims: tuple[int, ...] = (1, 4, 4), classes: int = 3) -> ModelSpec:
-    """An MNIST-shaped spec small enough to run instantly: FP32 [1,4,4] -> logits [3], profile 1/2/4."""
+    """An MNIST-shaped spec small enough to run instantly: FP32 [1,4,4] -> logits [3], batch 1/2/4."""
     return ModelSpec(
         name=name,
-        architecture="mnist_mlp",
         inputs=(TensorSpec("input", "FP32", in_dims),),
         outputs=(TensorSpec("logits", "FP32", (classes,)),),
-        profile=BatchProfile(1, 2, 4),
+        batch=Bounds(1, 2, 4),
         dynamic_batching=DynamicBatching((2, 4), 50),
     )
 
@@ -67,12 +66,17 @@ def tiny_onnx(
     return path
 
 
+def golden_for(spec: ModelSpec, onnx_path: Path, path: Path) -> Path:
+    """golden.npz as the build writes it: verification inputs and ONNX Runtime's outputs for them."""
+    from model_pipeline.verification import reference_cases, verification_inputs, write_golden
+
+    return write_golden(spec.name, reference_cases(spec, onnx_path, verification_inputs(spec)), path)
+
+
 def tiny_artifacts(work: Path, spec: ModelSpec, seed: int = 0) -> ModelArtifacts:
     """ONNX + golden file for ``spec`` under ``work`` (golden outputs computed by ONNX Runtime)."""
-    from model_pipeline.onnx_export import write_golden
-
     onnx_path = tiny_onnx(work / spec.name / "model.onnx", spec, seed=seed)
-    golden = write_golden(spec, onnx_path, work / spec.name / "golden.npz")
+    golden = golden_for(spec, onnx_path, work / spec.name / "golden.npz")
     skipped = TensorRTStatus("skipped", reason="test: no TensorRT")
     return ModelArtifacts(spec, onnx_path, golden, skipped, accuracy=None, weights="random (test)")
 

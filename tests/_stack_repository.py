@@ -12,34 +12,33 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_pipeline.onnx_export import write_golden
+from model_pipeline.derive import derive_spec
+from model_pipeline.entry import ModelEntry
 from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
-from model_pipeline.specs import DEFAULT_SPECS, ModelSpec, spec_for_stack_model
+from model_pipeline.sources import BUILTIN_BY_ARCHITECTURE
+from model_pipeline.specs import Bounds, ModelSpec, TensorSpec
 from model_pipeline.stack import stack_build
 from offline.harness import PROJECT, stack_config
-from tests._pipeline_helpers import tiny_onnx
+from tests._pipeline_helpers import golden_for, tiny_onnx
 from tests.paths import ROOT
 
 REPOSITORY_KEY = f"{PROJECT}:modelRepository"
 
 
-def stack_specs(stack: str) -> tuple[ModelSpec, ...]:
-    """The specs `python -m model_pipeline build --stack <stack>` builds: the stack file's models and settings."""
+def stack_entries(stack: str) -> tuple[ModelEntry, ...]:
+    """The entries `python -m model_pipeline build --stack <stack>` builds: the stack file's models and settings."""
     return stack_build(stack, ROOT).models
 
 
-def spec_for_settings(settings: Any) -> ModelSpec:
-    """The spec of one of the program's ModelSettings, through the pipeline's own translation."""
-    return spec_for_stack_model(
-        {
-            "name": settings.name,
-            "architecture": settings.architecture,
-            "backend": settings.backend,
-            "precision": settings.precision,
-            "instances": settings.instances,
-            "maxQueueDelayUs": settings.max_queue_delay_us,
-            "batch": {"min": settings.batch_min, "opt": settings.batch_opt, "max": settings.batch_max},
-        }
+def _builtin_shape(entry: ModelEntry) -> ModelSpec:
+    """The built-in's tensors, for drawing a tiny graph of the same interface."""
+    builtin = BUILTIN_BY_ARCHITECTURE[entry.builtin or "mnist_mlp"]
+    classes = 10 if builtin.architecture == "mnist_mlp" else 1000
+    return ModelSpec(
+        entry.name,
+        (TensorSpec(builtin.input_name, "FP32", builtin.input_dims),),
+        (TensorSpec(builtin.output_name, "FP32", (classes,)),),
+        Bounds(1, 1, 1),
     )
 
 
@@ -65,17 +64,21 @@ def pooled_onnx(path: Path, spec: ModelSpec) -> Path:
     return path
 
 
-def stack_repository(work: Path, models: tuple[ModelSpec | str, ...]) -> Path:
-    """A verified repository of these specs (a name: its default spec), TensorRT left to the cluster."""
+def stack_repository(work: Path, models: tuple[ModelEntry | str, ...]) -> Path:
+    """A verified repository of these entries (a name: the built-in's), TensorRT left to the cluster: each a
+    tiny graph of its built-in's interface, derived, verified and recorded as the build does."""
     artifacts = []
     for model in models:
-        spec = DEFAULT_SPECS[model] if isinstance(model, str) else model
-        name = spec.name
-        make = tiny_onnx if spec.architecture == "mnist_mlp" else pooled_onnx
-        onnx_path = make(work / "artifacts" / name / "model.onnx", spec)
-        golden = write_golden(spec, onnx_path, work / "artifacts" / name / "golden.npz")
+        entry = ModelEntry(name=model) if isinstance(model, str) else model
+        shape = _builtin_shape(entry)
+        make = tiny_onnx if shape.inputs[0].dims == (1, 28, 28) else pooled_onnx
+        onnx_path = make(work / "artifacts" / entry.name / "model.onnx", shape)
+        spec = derive_spec(entry, onnx_path)
+        golden = golden_for(spec, onnx_path, work / "artifacts" / entry.name / "golden.npz")
         status = TensorRTStatus("pending", reason="built by the engine-build Job in the cluster")
-        artifacts.append(ModelArtifacts(spec, onnx_path, golden, status, weights="tiny test graph"))
+        artifacts.append(
+            ModelArtifacts(spec, onnx_path, golden, status, weights="tiny test graph", entry=entry.record())
+        )
     out = work / "repository"
     write_repository(out, artifacts, collect_tool_versions())
     return out

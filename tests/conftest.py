@@ -11,7 +11,7 @@ import pytest
 from offline.fixtures import FixturesError, fixtures_root
 from offline.harness import Recording, run_program
 from tests._pipeline_helpers import isolate_aws_credentials, moto_s3_server
-from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository, stack_specs
+from tests._stack_repository import config_with_build_dir, stack_entries, stack_repository
 
 STACKS = ("dev", "prod")
 
@@ -40,10 +40,10 @@ def tiny_default_model_repository(tmp_path_factory: pytest.TempPathFactory) -> I
     def load(build_dir: str, models: Sequence[Any], stack: str, root: Path = model_repository.ROOT) -> Any:
         if build_dir != default_build_dir(stack):
             return real(build_dir, models, stack, root)
-        specs = tuple(spec_for_settings(m) for m in models)
-        if specs not in built:
-            built[specs] = stack_repository(tmp_path_factory.mktemp("default-models"), specs)
-        return real(str(built[specs]), models, stack, root)
+        entries = tuple(models)
+        if entries not in built:
+            built[entries] = stack_repository(tmp_path_factory.mktemp("default-models"), entries)
+        return real(str(built[entries]), models, stack, root)
 
     patch = pytest.MonkeyPatch()
     patch.setattr(model_repository, "load_local_repository", load)
@@ -54,7 +54,9 @@ def tiny_default_model_repository(tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def stack_repositories(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny built model repository per stack, holding exactly that stack's models."""
-    return {stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), stack_specs(stack)) for stack in STACKS}
+    return {
+        stack: stack_repository(tmp_path_factory.mktemp(f"{stack}-models"), stack_entries(stack)) for stack in STACKS
+    }
 
 
 @pytest.fixture(scope="session")

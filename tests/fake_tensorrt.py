@@ -3,11 +3,14 @@
 TensorRT cannot be installed on our build machines or in CI, so tests put the module returned by
 :func:`make_fake_tensorrt` into ``sys.modules["tensorrt"]`` to check the logic of model_pipeline.tensorrt_build:
 which profile shapes, flags, workspace and timing cache it hands the builder, how it reports parser and build
-failures, and how it runs a plan by tensor name. The surface follows TensorRT 10/11's Python API by name.
+failures, and how it runs a plan by tensor name. The surface follows TensorRT 10/11's Python API by name, with
+TensorRT's DataType values; like TensorRT it refuses to build when the profile does not cover an input's dynamic
+dims (-1, from ONNX dim names) and refuses input shapes outside the profile at run time.
 
 Its "plans" are JSON marked ``fake-tensorrt-plan`` and exist only in test temporary directories. Running one
-evaluates the ONNX file it names with ONNX Runtime (plus a configurable offset, to provoke mismatches), reading
-and writing :class:`HostMemory` "device" buffers, so the caller's buffer and shape handling is exercised for real.
+evaluates the ONNX file it names with ONNX Runtime (plus a configurable offset on float outputs, to provoke
+mismatches), reading and writing :class:`HostMemory` "device" buffers in the engine's tensor types, so the
+caller's buffer, type and shape handling is exercised for real.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ class FakeState:
     configs: list[Any] = field(default_factory=list)  # every IBuilderConfig created
     build_calls: int = 0
     executions: list[dict[str, tuple[int, ...]]] = field(default_factory=list)
+
+    def profile_shapes(self) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """The (min, opt, max) shapes per input of the one profile the last build config was given."""
+        (profile,) = self.configs[-1].profiles
+        return dict(profile.shapes)
 
 
 class HostMemory:
@@ -80,12 +88,12 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
     """A module object standing in for ``tensorrt`` ``version``; ``module.state`` records every call."""
     major = int(version.split(".")[0])
     state = FakeState(version=version)
-    memory = memory or HostMemory()
+    host = memory or HostMemory()
     trt = types.ModuleType("tensorrt")
     trt.__doc__ = "TEST DOUBLE of tensorrt (tests/fake_tensorrt.py), not TensorRT"
     trt.__version__ = version
     trt.state = state  # type: ignore[attr-defined]
-    trt.memory = memory  # type: ignore[attr-defined]
+    trt.memory = host  # type: ignore[attr-defined]
 
     class Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
@@ -122,11 +130,37 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
         "NetworkDefinitionCreationFlag", [*creation_flags, "PREFER_JIT_PYTHON_PLUGINS"], start=0
     )
     TensorIOMode = enum.Enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
-    DataType = enum.Enum("DataType", ["FLOAT", "HALF"])
+    DataType = enum.IntEnum(  # TensorRT's values (NvInferRuntimeBase.h)
+        "DataType", {"FLOAT": 0, "HALF": 1, "INT8": 2, "INT32": 3, "BOOL": 4, "UINT8": 5, "BF16": 7, "INT64": 8}
+    )
+    numpy_types = {
+        DataType.FLOAT: np.float32,
+        DataType.HALF: np.float16,
+        DataType.INT8: np.int8,
+        DataType.INT32: np.int32,
+        DataType.BOOL: np.bool_,
+        DataType.UINT8: np.uint8,
+        DataType.INT64: np.int64,
+    }
+    onnx_types = {
+        onnx.TensorProto.FLOAT: DataType.FLOAT,
+        onnx.TensorProto.FLOAT16: DataType.HALF,
+        onnx.TensorProto.INT8: DataType.INT8,
+        onnx.TensorProto.INT32: DataType.INT32,
+        onnx.TensorProto.BOOL: DataType.BOOL,
+        onnx.TensorProto.UINT8: DataType.UINT8,
+        onnx.TensorProto.BFLOAT16: DataType.BF16,
+        onnx.TensorProto.INT64: DataType.INT64,
+    }
+
+    def nptype(data_type: Any) -> type:
+        if data_type not in numpy_types:
+            raise TypeError(f"could not resolve TensorRT datatype {data_type} to an equivalent numpy datatype")
+        return numpy_types[data_type]
 
     class ITensor:
-        def __init__(self, name: str, shape: tuple[int, ...], onnx_type: int) -> None:
-            self.name, self.shape, self.onnx_type = name, shape, onnx_type
+        def __init__(self, name: str, shape: tuple[int, ...], dtype: Any) -> None:
+            self.name, self.shape, self.dtype = name, shape, dtype
 
     class INetworkDefinition:
         def __init__(self) -> None:
@@ -164,14 +198,15 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
         def code(self) -> int:
             return 8  # ErrorCode.kUNSUPPORTED_NODE
 
-    def _tensors(values: Any) -> list[ITensor]:
+    def _tensors(values: Any, weights: set[str]) -> list[ITensor]:
         return [
             ITensor(
                 v.name,
-                tuple(d.dim_value if d.dim_value else -1 for d in v.type.tensor_type.shape.dim),
-                v.type.tensor_type.elem_type,
+                tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim),
+                onnx_types[v.type.tensor_type.elem_type],
             )
             for v in values
+            if v.name not in weights
         ]
 
     class OnnxParser:
@@ -190,8 +225,9 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
             self.errors = [IParserError(*error) for error in state.parser_errors]
             if self.errors:
                 return False
-            self.network.inputs = _tensors(model.graph.input)
-            self.network.outputs = _tensors(model.graph.output)
+            weights = {t.name for t in model.graph.initializer}
+            self.network.inputs = _tensors(model.graph.input, weights)
+            self.network.outputs = _tensors(model.graph.output, set())
             self.network.onnx_path = path
             return True
 
@@ -289,15 +325,40 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
             if state.build_fails:
                 self.logger.log(Severity.ERROR, "Error Code 4: Internal Error (could not find any implementation)")
                 return None
+            problem = _profile_problem(network, config)
+            if problem:
+                self.logger.log(Severity.ERROR, problem)
+                return None
             if config.timing_cache is not None:  # tactic timings measured by this build land in the cache
                 config.timing_cache.data += f"<timings build {state.build_calls}>".encode()
             plan = {
                 "marker": PLAN_MARKER,
                 "version": version,
                 "onnx": network.onnx_path,
-                "outputs": {t.name: list(t.shape[1:]) for t in network.outputs},
+                "inputs": {t.name: int(t.dtype) for t in network.inputs},
+                "outputs": {t.name: int(t.dtype) for t in network.outputs},
+                "profile": {name: [list(s) for s in shapes] for name, shapes in config.profiles[0].shapes.items()},
             }
             return IHostMemory(json.dumps(plan).encode())
+
+    def _profile_problem(network: INetworkDefinition, config: IBuilderConfig) -> str | None:
+        """What TensorRT would refuse: no single profile, or one that does not fit an input's dims."""
+        if len(config.profiles) != 1:
+            return f"Error Code 4: the double expects one optimization profile, got {len(config.profiles)}"
+        shapes = config.profiles[0].shapes
+        for tensor in network.inputs:
+            given = shapes.get(tensor.name)
+            if given is None:
+                if -1 in tensor.shape:
+                    return f"Error Code 4: input '{tensor.name}' has dynamic dimensions but no profile shapes"
+                continue
+            fits = all(
+                len(s) == len(tensor.shape) and all(d in (-1, n) for d, n in zip(tensor.shape, s, strict=True))
+                for s in given
+            )
+            if not fits:
+                return f"Error Code 4: profile shapes {given} of '{tensor.name}' do not fit its dims {tensor.shape}"
+        return None
 
     class IExecutionContext:
         def __init__(self, plan: dict[str, Any]) -> None:
@@ -307,36 +368,49 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
             self.session: Any = None
 
         def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+            low, _, high = self.plan["profile"][name]
+            if len(shape) != len(low) or any(not lo <= n <= hi for lo, n, hi in zip(low, shape, high, strict=True)):
+                return False  # TensorRT logs an error and returns False for a shape outside the profile
             self.input_shapes[name] = tuple(shape)
             return True
 
         def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            batch = next(iter(self.input_shapes.values()))[0]
-            return (batch, *self.plan["outputs"][name])
+            if name in self.input_shapes:
+                return self.input_shapes[name]
+            zeros: dict[str, np.ndarray] = {n: np.zeros(s, self._type(n)) for n, s in self.input_shapes.items()}
+            return tuple(self._run(zeros)[name].shape)  # TensorRT infers it; running the graph is simpler
 
         def set_tensor_address(self, name: str, pointer: int) -> bool:
             self.addresses[name] = pointer
             return True
 
-        def execute_async_v3(self, stream_handle: int) -> bool:
+        def _type(self, name: str) -> type:
+            return nptype(DataType({**self.plan["inputs"], **self.plan["outputs"]}[name]))
+
+        def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             import onnxruntime as ort
 
-            state.executions.append(dict(self.input_shapes))
             if self.session is None:
                 self.session = ort.InferenceSession(self.plan["onnx"], providers=["CPUExecutionProvider"])
-            feeds = {}
-            for name, shape in self.input_shapes.items():
-                feeds[name] = np.empty(shape, dtype=np.float32)
-                memory.from_device(feeds[name], self.addresses[name])
             names = list(self.plan["outputs"])
-            for name, value in zip(names, self.session.run(names, feeds), strict=True):
-                memory.to_device(self.addresses[name], value.astype(np.float32) + state.output_offset)
+            return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+        def execute_async_v3(self, stream_handle: int) -> bool:
+            state.executions.append(dict(self.input_shapes))
+            feeds: dict[str, np.ndarray] = {}
+            for name, shape in self.input_shapes.items():
+                feeds[name] = np.empty(shape, dtype=self._type(name))
+                host.from_device(feeds[name], self.addresses[name])
+            for name, value in self._run(feeds).items():
+                if np.issubdtype(value.dtype, np.floating):
+                    value = value + state.output_offset
+                host.to_device(self.addresses[name], value.astype(self._type(name)))
             return True
 
     class ICudaEngine:
-        def __init__(self, plan: dict[str, Any], inputs: list[str]) -> None:
-            self.plan, self.inputs = plan, inputs
-            self.names = [*inputs, *plan["outputs"]]
+        def __init__(self, plan: dict[str, Any]) -> None:
+            self.plan = plan
+            self.names = [*plan["inputs"], *plan["outputs"]]
 
         @property
         def num_io_tensors(self) -> int:
@@ -346,10 +420,10 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
             return self.names[index]
 
         def get_tensor_mode(self, name: str) -> Any:
-            return TensorIOMode.INPUT if name in self.inputs else TensorIOMode.OUTPUT
+            return TensorIOMode.INPUT if name in self.plan["inputs"] else TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name: str) -> Any:
-            return DataType.FLOAT
+            return DataType({**self.plan["inputs"], **self.plan["outputs"]}[name])
 
         def create_execution_context(self) -> IExecutionContext:
             return IExecutionContext(self.plan)
@@ -365,11 +439,7 @@ def make_fake_tensorrt(version: str = "11.1.0.106", memory: HostMemory | None = 
                 return None
             if plan.get("marker") != PLAN_MARKER or plan.get("version") != version:
                 return None  # like TensorRT: a plan from another version does not deserialize
-            inputs = [v.name for v in onnx.load(plan["onnx"], load_external_data=False).graph.input]
-            return ICudaEngine(plan, inputs)
-
-    def nptype(data_type: Any) -> type:
-        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[data_type]
+            return ICudaEngine(plan)
 
     for name, value in {
         "ILogger": ILogger,

@@ -33,7 +33,7 @@ def test_minimal_config_gets_documented_defaults() -> None:
     assert cfg.triton.replicas == 1
     assert cfg.gpu.sharing == "whole" and not cfg.gpu.uses_hami
     assert [m.name for m in cfg.models] == ["mnist"]
-    assert (cfg.models[0].batch_min, cfg.models[0].batch_opt, cfg.models[0].batch_max) == (1, 4, 8)
+    assert cfg.models[0].batch().as_list() == [1, 4, 8]  # the built-in's own profile
     assert cfg.model_repository.triton_uri == "s3://models/triton"
 
 
@@ -45,7 +45,8 @@ def test_numbers_and_booleans_given_as_strings_are_accepted() -> None:
 def test_resnet50_gets_its_own_default_profile() -> None:
     cfg = _parse(models=[{"name": "resnet50", "backend": "tensorrt"}])
     model = cfg.models[0]
-    assert (model.architecture, model.backend, model.batch_max) == ("resnet50", "tensorrt", 16)
+    assert (model.builtin, model.backend, model.batch().as_list()) == ("resnet50", "tensorrt", [1, 8, 16])
+    assert (model.max_queue_delay_us, model.effective_precision) == (500, "fp16")
 
 
 @pytest.mark.parametrize(
@@ -182,19 +183,19 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("models empty", {"models": []}, "models ([]) must be a non-empty list of models"),
     (
-        "model unknown architecture",
+        "model neither built-in nor brought",
         {"models": [{"name": "bert"}]},
-        "models[0].architecture (None) is required for model 'bert'",
+        "models[bert].source (None) is required for model 'bert': it is not a built-in (mnist, resnet50)",
     ),
     (
         "model unknown backend",
         {"models": [{"name": "mnist", "backend": "tflite"}]},
-        "models[0].backend ('tflite') must be one of onnxruntime, tensorrt",
+        "models[mnist].backend ('tflite') must be one of onnxruntime, tensorrt",
     ),
     (
         "model profile order",
         {"models": [{"name": "mnist", "batch": {"min": 4, "opt": 2, "max": 8}}]},
-        "models[0].batch ([4, 2, 8]) must satisfy min <= opt <= max",
+        "models[mnist].batch ({'min': 4, 'opt': 2, 'max': 8}) must satisfy min <= opt <= max",
     ),
     (
         "model duplicated",

@@ -13,17 +13,15 @@ import pytest
 
 from components import model_repository as mr
 from components import s3_publication
-from components.settings import ModelSettings
 from model_pipeline import publish, repository
+from model_pipeline.entry import ModelEntry
 from offline.harness import DYNAMIC_RESOURCE, RecordedResource, Recording, run_program
-from tests._stack_repository import config_with_build_dir, spec_for_settings, stack_repository
+from tests._stack_repository import config_with_build_dir, stack_repository
 from tests.paths import ROOT
 
 PUBLICATION = "components.s3_publication.S3PublicationProvider"
-MNIST = ModelSettings(name="mnist", architecture="mnist_mlp")
-RESNET = ModelSettings(
-    name="resnet50", architecture="resnet50", backend="tensorrt", batch_min=1, batch_opt=8, batch_max=16
-)
+MNIST = ModelEntry(name="mnist")
+RESNET = ModelEntry(name="resnet50", backend="tensorrt")
 
 
 def _one_of(recording: Recording, type_suffix: str) -> dict[str, Any]:
@@ -72,7 +70,7 @@ def test_missing_build_is_one_error_naming_the_build_command(tmp_path: Path) -> 
 
 
 def test_file_edited_after_the_build_is_stale(tmp_path: Path) -> None:
-    repo = stack_repository(tmp_path, (spec_for_settings(MNIST),))
+    repo = stack_repository(tmp_path, (MNIST,))
     (repo / "mnist" / "config.pbtxt").write_text("max_batch_size: 4\n")
     stale = r"mnist/config.pbtxt changed since the build.*model_pipeline build"
     with pytest.raises(mr.ModelRepositoryError, match=stale):
@@ -90,13 +88,18 @@ def test_file_edited_after_the_build_is_stale(tmp_path: Path) -> None:
         ),
         (
             "precision",
-            "fp32",
-            "mnist was built with precision 'fp16' but the stack sets models[mnist].precision to 'fp32'",
+            "fp16",
+            "mnist was built with precision 'fp32' but the stack sets models[mnist].precision to 'fp16'",
         ),
         (
             "backend",
             "tensorrt",
             "mnist was built with backend 'onnxruntime' but the stack sets models[mnist].backend to 'tensorrt'",
+        ),
+        (
+            "source",
+            "models/mnist.onnx",
+            "mnist was built with source '' but the stack sets models[mnist].source to 'models/mnist.onnx'",
         ),
     ],
 )
@@ -118,8 +121,10 @@ def test_repository_of_other_models_is_stale(stack_repositories: dict[str, Path]
 
 
 def test_other_batch_profile_than_configured_is_stale(stack_repositories: dict[str, Path]) -> None:
-    wider = ModelSettings(name="mnist", architecture="mnist_mlp", batch_max=16)
-    with pytest.raises(mr.ModelRepositoryError, match=r"mnist has batch profile \[1, 4, 8\] but the stack wants"):
+    wider = ModelEntry(name="mnist", batch_max=16)
+    with pytest.raises(
+        mr.ModelRepositoryError, match=r"built with batch.max unset but the stack sets .*batch.max to 16"
+    ):
         mr.load_local_repository(str(stack_repositories["dev"]), [wider], "dev")
 
 
@@ -183,7 +188,7 @@ def test_triton_rolls_only_after_the_manifest(stack: Recording) -> None:
 def test_a_model_change_shows_as_a_new_digest_to_replace_and_a_new_triton_argument(
     tmp_path: Path, dev: Recording
 ) -> None:
-    changed = stack_repository(tmp_path, (spec_for_settings(MNIST),))
+    changed = stack_repository(tmp_path, (MNIST,))
     golden = changed / "mnist" / "golden.npz"
     # A rebuilt model: different content, same layout; the manifest is rewritten by the pipeline's writer.
     manifest = json.loads((changed / "manifest.json").read_text())

@@ -18,7 +18,7 @@ from components.settings import MonitoringSettings
 from components.triton_cluster import pod_selector
 from offline.harness import RecordedResource, Recording, run_program
 from offline.validate import UNLISTED_VALUES, custom_resource_errors, load_values, unknown_values_keys
-from tests._stack_repository import config_with_build_dir, stack_repository, stack_specs
+from tests._stack_repository import config_with_build_dir, stack_repository, stack_entries
 from tests.paths import ROOT
 
 COMPONENT = "inference:platform:MonitoringStack"
@@ -33,7 +33,7 @@ DASHBOARDS = ROOT / "dashboards"
 @pytest.fixture(scope="module")
 def with_secrets(tmp_path_factory: pytest.TempPathFactory) -> Recording:
     """The prod stack with a configured Grafana password and both alert receivers, set as secrets."""
-    build = stack_repository(tmp_path_factory.mktemp("prod-models"), stack_specs("prod"))
+    build = stack_repository(tmp_path_factory.mktemp("prod-models"), stack_entries("prod"))
     secrets = {
         "inference-platform:grafanaAdminPassword": GRAFANA_PASSWORD,
         "inference-platform:alertWebhookUrl": WEBHOOK,

@@ -23,12 +23,19 @@ from local_serving.ports import free_port
 from local_serving.triton import TritonPorts, TritonServer
 from local_serving.wrappers import write_serving_repository
 from model_pipeline import cli, tensorrt_build
-from model_pipeline.onnx_export import write_golden
 from model_pipeline.publish import S3Location, make_s3_client, upload_repository
 from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
-from model_pipeline.specs import DEFAULT_SPECS
+from model_pipeline.derive import derive_spec
+from model_pipeline.entry import ModelEntry
 from model_pipeline.tensorrt_build import GpuInfo
-from tests._pipeline_helpers import isolate_aws_credentials, moto_s3_server, tiny_onnx, tiny_repository
+from tests._pipeline_helpers import (
+    golden_for,
+    isolate_aws_credentials,
+    moto_s3_server,
+    tiny_onnx,
+    tiny_repository,
+    tiny_spec,
+)
 from tests.components._s3_access import Authorization, RecordingS3Proxy, S3Request, authorization, is_allowed
 from tests.fake_tensorrt import make_fake_tensorrt
 
@@ -86,9 +93,9 @@ def test_the_engine_build_job_needs_nothing_beyond_the_builder_policy(
     proxy: RecordingS3Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = "models-engines"
-    spec = DEFAULT_SPECS["mnist"]
-    onnx_path = tiny_onnx(tmp_path / "work" / "model.onnx", spec)
-    golden = write_golden(spec, onnx_path, tmp_path / "work" / "golden.npz")
+    onnx_path = tiny_onnx(tmp_path / "work" / "model.onnx", tiny_spec("mnist", (1, 28, 28), 10))
+    spec = derive_spec(ModelEntry(name="mnist", backend="tensorrt"), onnx_path)
+    golden = golden_for(spec, onnx_path, tmp_path / "work" / "golden.npz")
     pending = TensorRTStatus("pending", reason="built by the engine-build Job in the cluster")
     repo = write_repository(
         tmp_path / "repo", [ModelArtifacts(spec, onnx_path, golden, pending)], collect_tool_versions()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import onnx
 import pytest
 from google.protobuf import text_format
+from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 from local_serving.errors import LocalServingError, PortInUseError, ServingRepositoryError
-from local_serving.load import LoadSettings
+from local_serving.load import LoadSettings, matching_rows, workload_for
 from local_serving.ports import ensure_free
 from local_serving.prometheus import LOCAL_NAMESPACE, LOCAL_POD, ScrapeSettings, scrape_config
 from local_serving.rules import adapter_rule, exposed_name, fill_metrics_query
 from local_serving.triton import counter_values, explain_failure
+from local_serving.workloads import client_shape
 from local_serving.wrappers import (
     UNBATCHED_SUFFIX,
     discover_models,
@@ -175,6 +178,52 @@ def test_load_settings_reject_unbounded_or_meaningless_runs():
         LoadSettings(protocol="udp", concurrency=0, duration_s=0).validate()
 
 
+@pytest.fixture(scope="module")
+def brought(tmp_path_factory) -> dict:
+    """The brought models (two typed inputs, no batch dimension, a batch-only label), built by the pipeline."""
+    from tests.local_serving.brought_models import build_brought_repository
+
+    return {m.name: m for m in discover_models(build_brought_repository(tmp_path_factory.mktemp("brought")))}
+
+
+def test_a_brought_model_is_driven_with_every_input_at_every_golden_shape(brought):
+    import numpy as np
+
+    workload = workload_for(brought["tokens"])
+    assert workload.datatypes == {"input_ids": "INT64", "features": "FP32"}
+    assert workload.outputs == ["scores", "mask"] and workload.batched
+    assert [pool.inputs["input_ids"].shape for pool in workload.pools] == [(1, 2), (4, 4), (8, 8)]
+    assert all(pool.reference["mask"].dtype == np.bool_ for pool in workload.pools)
+    assert all(0 <= pool.inputs["input_ids"].min() <= pool.inputs["input_ids"].max() <= 9 for pool in workload.pools)
+
+
+def test_an_output_that_is_only_the_batch_is_expected_in_the_configs_shape(brought):
+    workload = workload_for(brought["labeller"])
+    assert [pool.reference["label"].shape for pool in workload.pools] == [(1, 1), (4, 1), (8, 1)]
+
+
+def test_a_model_without_a_batch_dimension_is_sent_whole(brought):
+    workload = workload_for(brought["fixed"])
+    assert not workload.batched and [pool.inputs["x"].shape for pool in workload.pools] == [(4, 3)]
+
+
+def test_a_reshaped_tensor_keeps_its_variable_sizes_in_the_clients_shape():
+    tensor = mc.ModelOutput(name="tokens", dims=[-1, 1], reshape=mc.ModelTensorReshape(shape=[-1]))
+    assert client_shape(tensor, (3, 5), batched=True) == (3, 5, 1)
+    assert client_shape(tensor, (5,), batched=False) == (5, 1)
+    assert client_shape(mc.ModelOutput(name="plain", dims=[-1]), (3, 5), batched=True) == (3, 5)
+
+
+def test_a_request_equals_the_reference_only_when_every_output_does():
+    import numpy as np
+
+    reference = {"scores": np.zeros((2, 3), np.float32), "label": np.array([[1], [2]])}
+    served = {"scores": reference["scores"] + 1e-6, "label": np.array([[1], [3]])}
+    assert matching_rows(served, reference, 2).tolist() == [True, False]
+    assert matching_rows({**served, "label": np.array([1, 2])}, reference, 2).tolist() == [False, False]
+    assert matching_rows({"scores": served["scores"]}, reference, 2).tolist() == [False, False]
+
+
 class _FakeTensor:
     def __init__(self, name, array):
         self.name, self.array = name, array
@@ -197,46 +246,134 @@ def _fake_backend_utils():
     module.Tensor = _FakeTensor
     module.InferenceResponse = _FakeResponse
     module.TritonError = str
-    module.triton_string_to_numpy = {"TYPE_FP32": np.float32}.__getitem__
+    types_by_name = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_BOOL": np.bool_, "TYPE_STRING": np.object_}
+    module.triton_string_to_numpy = types_by_name.__getitem__
     module.get_input_tensor_by_name = lambda request, name: _FakeTensor(name, request[name])
     return module
 
 
-def test_onnx_wrapper_answers_each_batched_request_with_its_own_rows(tmp_path, monkeypatch):
+def _wrapper_for(model: onnx.ModelProto, config: dict, directory: Path, monkeypatch):
+    """The generated model.py, initialized for ``model`` as Triton's python backend would, with fake utils."""
     import importlib.util
     import json
 
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    from local_serving.sample_repository import mnist_onnx
     from local_serving.wrappers import TEMPLATES
 
-    rng = np.random.default_rng(0)
-    model = mnist_onnx(rng.standard_normal((784, 10)).astype(np.float32), rng.standard_normal(10).astype(np.float32))
-    (tmp_path / "1").mkdir()
-    onnx.save(model, tmp_path / "1" / "model.onnx")
+    (directory / "1").mkdir(parents=True)
+    onnx.save(model, directory / "1" / "model.onnx")
     monkeypatch.setitem(__import__("sys").modules, "triton_python_backend_utils", _fake_backend_utils())
     spec = importlib.util.spec_from_file_location("wrapper_under_test", TEMPLATES / "onnx_wrapper.py")
     wrapper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(wrapper)
-    config = {
-        "max_batch_size": 8,
-        "input": [{"name": "input", "data_type": "TYPE_FP32"}],
-        "output": [{"name": "logits", "data_type": "TYPE_FP32"}],
-    }
     instance = wrapper.TritonPythonModel()
-    instance.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"})
+    instance.initialize({"model_config": json.dumps(config), "model_repository": str(directory), "model_version": "1"})
+    return instance
+
+
+def _config(max_batch_size: int, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
+    return {
+        "max_batch_size": max_batch_size,
+        "input": [{"name": name, "data_type": f"TYPE_{kind}"} for name, kind in inputs.items()],
+        "output": [{"name": name, "data_type": f"TYPE_{kind}"} for name, kind in outputs.items()],
+    }
+
+
+def _answers(response) -> dict:
+    assert response.error is None, response.error
+    return {tensor.name: tensor.as_numpy() for tensor in response.output_tensors}
+
+
+def test_onnx_wrapper_answers_each_batched_request_with_its_own_rows(tmp_path, monkeypatch):
+    import numpy as np
+    import onnxruntime as ort
+
+    from local_serving.sample_repository import mnist_onnx
+
+    rng = np.random.default_rng(0)
+    model = mnist_onnx(rng.standard_normal((784, 10)).astype(np.float32), rng.standard_normal(10).astype(np.float32))
+    instance = _wrapper_for(model, _config(8, {"input": "FP32"}, {"logits": "FP32"}), tmp_path, monkeypatch)
 
     requests = [{"input": rng.random((size, 1, 28, 28), dtype=np.float32)} for size in (1, 3, 2)]
     responses = instance.execute(requests)
 
     session = ort.InferenceSession(str(tmp_path / "1" / "model.onnx"))
     for request, response in zip(requests, responses, strict=True):
-        assert response.error is None
         (expected,) = session.run(["logits"], request)
-        np.testing.assert_allclose(response.output_tensors[0].as_numpy(), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_answers(response)["logits"], expected, rtol=1e-5, atol=1e-6)
+
+
+class _RecordingSession:
+    """An ONNX Runtime session that remembers the input shapes of each run."""
+
+    def __init__(self, session):
+        self.session, self.runs = session, []
+
+    def run(self, outputs, feeds):
+        self.runs.append({name: array.shape for name, array in feeds.items()})
+        return self.session.run(outputs, feeds)
+
+
+def test_onnx_wrapper_runs_batched_requests_of_different_sequence_lengths_apart(tmp_path, monkeypatch):
+    """Several inputs of different types, several outputs: one ONNX Runtime run per shape, never one mixing them."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from tests.local_serving.brought_models import tokens_onnx
+
+    tokens_onnx(tmp_path / "tokens.onnx")
+    model = onnx.load(tmp_path / "tokens.onnx")
+    config = _config(8, {"input_ids": "INT64", "features": "FP32"}, {"scores": "FP32", "mask": "BOOL"})
+    instance = _wrapper_for(model, config, tmp_path / "tokens", monkeypatch)
+    instance.session = recording = _RecordingSession(instance.session)
+    rng = np.random.default_rng(1)
+    requests = [
+        {"input_ids": rng.integers(0, 10, (rows, length)), "features": rng.random((rows, 4), dtype=np.float32)}
+        for rows, length in ((1, 2), (2, 8), (1, 2), (3, 4))
+    ]
+
+    responses = instance.execute(requests)
+
+    reference = ort.InferenceSession(str(tmp_path / "tokens.onnx"))
+    for request, response in zip(requests, responses, strict=True):
+        scores, mask = reference.run(["scores", "mask"], request)
+        answers = _answers(response)
+        np.testing.assert_allclose(answers["scores"], scores, rtol=1e-6)
+        assert answers["mask"].dtype == np.bool_ and np.array_equal(answers["mask"], mask)
+    assert sorted(run["input_ids"] for run in recording.runs) == [(2, 2), (2, 8), (3, 4)]
+
+
+def test_onnx_wrapper_without_a_batch_dimension_answers_each_request_as_it_is(tmp_path, monkeypatch):
+    import numpy as np
+
+    from tests.local_serving.brought_models import fixed_onnx
+
+    fixed_onnx(tmp_path / "fixed.onnx")
+    instance = _wrapper_for(
+        onnx.load(tmp_path / "fixed.onnx"), _config(0, {"x": "FP32"}, {"y": "FP32"}), tmp_path / "m", monkeypatch
+    )
+    requests = [{"x": np.full((4, 3), value, dtype=np.float32)} for value in (1.0, 2.0)]
+
+    first, second = (_answers(response)["y"] for response in instance.execute(requests))
+
+    assert first.shape == (4, 2) and np.allclose(second, 2 * first)
+
+
+def test_onnx_wrapper_gives_onnx_runtime_strings_for_tritons_bytes(tmp_path, monkeypatch):
+    import numpy as np
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch", 1])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["batch", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    config = _config(4, {"text": "STRING"}, {"same": "STRING"})
+    instance = _wrapper_for(model, config, tmp_path, monkeypatch)
+
+    (response,) = instance.execute([{"text": np.array([[b"alpha"], [b"beta"]], dtype=np.object_)}])
+
+    assert _answers(response)["same"].ravel().tolist() == ["alpha", "beta"]
 
 
 def test_a_port_left_in_time_wait_is_free_but_a_listener_is_not() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from local_serving.errors import ModelLoadError, ToolMissingError
 from local_serving.installation import find_prometheus, find_triton
-from local_serving.load import LoadSettings, Workload, onnxruntime_outputs, run_load, workload_for
+from local_serving.load import LoadSettings, echo_workload, onnxruntime_outputs, run_load, workload_for
 from local_serving.ports import free_port
 from local_serving.prometheus import LOCAL_NAMESPACE, LOCAL_POD, ScrapeSettings
 from local_serving.report import AutoscalingTarget, build_report, desired_replicas
@@ -145,8 +145,7 @@ def _queue_alerts(stack):
 def test_slow_model_sets_off_the_queue_time_alert_and_the_hpa_asks_for_more_replicas(stack):
     assert _queue_alerts(stack), "the platform's alert group has no queue-time alert"
     assert all(rule["state"] == "inactive" for rule in _queue_alerts(stack))
-    inputs = np.arange(64, dtype=np.float32).reshape(64, 1)
-    slow = Workload("slow", "input", "output", inputs, inputs, source="echo")
+    slow = echo_workload("slow", "input", "output", np.arange(64, dtype=np.float32).reshape(64, 1))
     done = threading.Event()
     loader = threading.Thread(target=run_load, args=(slow, LoadSettings("grpc", stack.triton.grpc_url, 8, 25), done))
     query = fill_metrics_query(adapter_rule(_adapter_rules()), LOCAL_NAMESPACE, [LOCAL_POD])
@@ -188,8 +187,8 @@ def test_served_outputs_equal_onnxruntimes_own_outputs_over_http_and_grpc(stack)
 
     model = stack.source_models[0]
     workload = workload_for(model)
-    inputs = workload.inputs[:8]
-    expected = onnxruntime_outputs(model.onnx_path, "input", "logits", inputs)
+    inputs = workload.pools[0].inputs["input"][:8]
+    expected = onnxruntime_outputs(model.onnx_path, {"input": inputs}, ["logits"], batched=True)["logits"]
     for module, url in ((http_client, stack.triton.http_url), (grpc_client, stack.triton.grpc_url)):
         client = module.InferenceServerClient(url)
         request = module.InferInput("input", list(inputs.shape), "FP32")

@@ -15,7 +15,10 @@ import yaml
 from model_pipeline import build as build_module
 from model_pipeline.build import BuildSettings, StepCache, TrainSettings, _Builder, build_repository, cache_key
 from model_pipeline.errors import ModelWeightsError
-from model_pipeline.specs import DEFAULT_SPECS
+from model_pipeline.entry import ModelEntry
+from tests._pipeline_helpers import tiny_spec
+
+MNIST, RESNET = ModelEntry(name="mnist"), ModelEntry(name="resnet50", backend="tensorrt")
 
 
 def _counting_producer(calls: list[Path], payload: str = "x") -> Any:
@@ -72,13 +75,13 @@ def test_cache_key_is_independent_of_key_order() -> None:
 
 def _builder(tmp_path: Path, **changes: Any) -> tuple[_Builder, list[str]]:
     said: list[str] = []
-    settings = BuildSettings(models=(DEFAULT_SPECS["resnet50"],), cache_dir=tmp_path / "cache", **changes)
+    settings = BuildSettings(models=(RESNET,), cache_dir=tmp_path / "cache", **changes)
     return _Builder(settings, said.append), said
 
 
 def test_random_resnet_weights_are_announced(tmp_path: Path) -> None:
     builder, said = _builder(tmp_path)
-    weights = builder.resnet_weights(DEFAULT_SPECS["resnet50"])
+    weights = builder.resnet_weights(RESNET)
     assert weights.identity == {"random_seed": 0}
     assert any("RANDOM weights" in line and "--resnet50-weights" in line for line in said)
 
@@ -87,16 +90,16 @@ def test_weights_file_hash_identifies_the_weights(tmp_path: Path) -> None:
     weights_file = tmp_path / "resnet50.pth"
     weights_file.write_bytes(b"pretend state dict")
     builder, said = _builder(tmp_path, resnet50_weights=weights_file)
-    first = builder.resnet_weights(DEFAULT_SPECS["resnet50"]).identity
+    first = builder.resnet_weights(RESNET).identity
     weights_file.write_bytes(b"other weights")
-    assert builder.resnet_weights(DEFAULT_SPECS["resnet50"]).identity != first
+    assert builder.resnet_weights(RESNET).identity != first
     assert not any("RANDOM" in line for line in said)
 
 
 def test_missing_weights_file_fails_before_any_work(tmp_path: Path) -> None:
     builder, _ = _builder(tmp_path, resnet50_weights=tmp_path / "absent.pth")
     with pytest.raises(ModelWeightsError, match=r"absent\.pth does not exist"):
-        builder.artifacts(DEFAULT_SPECS["resnet50"])
+        builder.source(RESNET)
     assert not (tmp_path / "cache").exists()
 
 
@@ -107,7 +110,8 @@ def test_tensorrt_requested_but_unavailable_is_skipped_with_the_reason(
 
     monkeypatch.setattr(tensorrt_build, "tensorrt_unavailable_reason", lambda: "no CUDA GPU: test says so")
     builder, said = _builder(tmp_path)
-    status, plan = builder.engine(DEFAULT_SPECS["resnet50"], tmp_path / "m.onnx", tmp_path / "g.npz")
+    spec = dataclasses.replace(tiny_spec(), backend="tensorrt", precision="fp16")
+    status, plan = builder.engine(spec, tmp_path / "m.onnx", tmp_path / "g.npz")
     assert (status.status, status.reason, plan) == ("skipped", "no CUDA GPU: test says so", None)
     assert any("serving model.onnx with ONNX Runtime" in line for line in said)
 
@@ -120,7 +124,7 @@ def test_onnxruntime_backend_never_asks_for_tensorrt(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(tensorrt_build, "tensorrt_unavailable_reason", must_not_be_called)
     builder, _ = _builder(tmp_path)
-    spec = dataclasses.replace(DEFAULT_SPECS["mnist"], backend="onnxruntime")
+    spec = tiny_spec()
     status, plan = builder.engine(spec, tmp_path / "m.onnx", tmp_path / "g.npz")
     assert status.status == "skipped" and "no engine needed" in status.reason and plan is None
 
@@ -149,7 +153,7 @@ def test_mnist_build_end_to_end_and_warm_rebuild_reuses_every_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = BuildSettings(
-        models=(DEFAULT_SPECS["mnist"],),
+        models=(MNIST,),
         out=tmp_path / "repo",
         cache_dir=tmp_path / "cache",
         mnist_source=str(_synthetic_mnist(tmp_path / "idx")),
@@ -171,9 +175,9 @@ def test_mnist_build_end_to_end_and_warm_rebuild_reuses_every_step(
         raise AssertionError("a cached step ran again")
 
     monkeypatch.setattr(train, "train_mnist", must_not_run)
-    monkeypatch.setattr(onnx_export, "export_onnx", must_not_run)
+    monkeypatch.setattr(onnx_export, "export_module", must_not_run)
     warm = build_repository(settings)
-    assert warm.ran("train") == [] and warm.ran("export") == []
+    assert warm.ran("train") == [] and warm.ran("export") == [] and warm.ran("verify") == []
     assert warm.repository.digest == cold.repository.digest
     monkeypatch.undo()
 

@@ -6,11 +6,14 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from model_pipeline.cli import format_table, main
+from model_pipeline.repository import verify_repository
 from tests._pipeline_helpers import (
     free_port,
     rehash,
@@ -68,7 +71,62 @@ def test_verify_of_a_plain_directory_says_it_is_not_a_repository(
 def test_unknown_model_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(["build", "--models", "mnist,bert"], capsys)
     assert code == 1
-    assert err == "error: unknown model 'bert'; known models: mnist, resnet50\n"
+    assert err == (
+        "error: --models[bert].source (None) is required for model 'bert': it is not a built-in (mnist, resnet50)\n"
+    )
+
+
+def _stack(project: Path, models: list[dict[str, Any]]) -> None:
+    """A Pulumi project in ``project`` whose stack 'test' serves ``models`` and builds into out/."""
+    (project / "Pulumi.yaml").write_text("name: proj\nruntime: python\n")
+    config = {"proj:models": models, "proj:modelRepository": {"buildDir": "out"}}
+    (project / "Pulumi.test.yaml").write_text(yaml.safe_dump({"config": config}))
+
+
+def test_build_stack_reports_every_problem_of_its_entries_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stack(tmp_path, [{"name": "bert"}, {"name": "mnist", "precison": "fp32"}])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(["build", "--stack", "test", "--cache-dir", str(tmp_path / "cache")], capsys)
+    assert code == 1
+    assert err == (
+        "error: stack 'test': models[bert].source (None) is required for model 'bert': it is not a built-in "
+        "(mnist, resnet50); models[mnist].precison is not a known key; did you mean 'precision'?\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_of_a_stack_without_its_file_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stack(tmp_path, [{"name": "mnist"}])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(["build", "--stack", "prod"], capsys)
+    assert code == 1
+    assert err == "error: stack 'prod': Pulumi.prod.yaml does not exist\n"
+
+
+def test_build_stack_builds_brought_onnx_models_into_its_build_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny_onnx(tmp_path / "models/tiny.onnx", tiny_spec())
+    tiny_onnx(tmp_path / "models/fixed.onnx", tiny_spec("fixed"), batch_dim=1)  # input [1,1,4,4]: no batch dim
+    models: list[dict[str, Any]] = [
+        {"name": "tiny", "source": "models/tiny.onnx", "batch": {"max": 4}},
+        {"name": "fixed", "source": "models/fixed.onnx"},
+    ]
+    _stack(tmp_path, models)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["build", "--stack", "test", "--cache-dir", str(tmp_path / "cache"), "--quiet"], capsys)
+    assert code == 0, err
+    rows = [[cell.strip() for cell in line.split("  ") if cell.strip()][:4] for line in out.splitlines()[2:4]]
+    assert rows == [
+        ["tiny", "onnxruntime_onnx", "1/4/4", "skipped [1]"],
+        ["fixed", "onnxruntime_onnx", "no batch dim", "skipped [2]"],
+    ]
+    assert f"repository {tmp_path / 'out'}  digest " in out
+    assert verify_repository(tmp_path / "out").models == ["fixed", "tiny"]
 
 
 def test_missing_resnet_weights_file_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

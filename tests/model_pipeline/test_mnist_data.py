@@ -70,7 +70,7 @@ def test_writes_the_standard_idx_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
 @pytest.mark.parametrize("name", ["x-idx", "x-idx.gz"])
 def test_write_then_read_round_trips(tmp_path: Path, dtype: type, name: str) -> None:
-    array = (np.arange(24) - 5).reshape(2, 3, 4).astype(dtype)
+    array: np.ndarray = (np.arange(24) - 5).reshape(2, 3, 4).astype(dtype)
     np.testing.assert_array_equal(read_idx(write_idx(tmp_path / name, array)), array)
 
 

@@ -1,127 +1,126 @@
-"""ONNX export: spec names, dynamic "batch" axis, weights inside the file, ORT == PyTorch, golden outputs.
+"""PyTorch -> ONNX: the built-in module with a dynamic "batch" axis, a brought torch.export program, onnx.checker.
 
-Each model is exported once per module (ResNet-50 takes ~15 s with its checks on 2 CPUs).
+The MNIST module is exported once for the module (the first torch export pays for the exporter's imports).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
+from model_pipeline.derive import read_graph
 from model_pipeline.errors import ModelValidationError
-from model_pipeline.models import MnistMLP, ResNet50
-from model_pipeline.onnx_export import (
-    ExportResult,
-    Tolerance,
-    export_onnx,
+from model_pipeline.models import MnistMLP
+from model_pipeline.onnx_export import check_onnx, export_module, export_program, load_program
+from model_pipeline.specs import Bounds, ModelSpec, TensorSpec
+from model_pipeline.verification import (
+    ONNX_TOLERANCE,
+    GoldenCase,
+    check_against,
     onnx_session,
-    read_golden,
     run_onnx,
-    verify_against_torch,
+    torch_runner,
 )
-from model_pipeline.specs import DEFAULT_SPECS, ModelSpec, TensorSpec
-from model_pipeline.tensorrt_build import FP16_TOLERANCE, write_fp16_onnx
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def mnist_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[MnistMLP, ExportResult]:
-    torch.manual_seed(0)
-    model = MnistMLP()
-    out = tmp_path_factory.mktemp("mnist")
-    samples = {"input": np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)}
-    return model, export_onnx(
-        model, DEFAULT_SPECS["mnist"], out / "1" / "model.onnx", out / "golden.npz", samples=samples
-    )
+MNIST = ModelSpec(
+    "mnist", (TensorSpec("input", "FP32", (1, 28, 28)),), (TensorSpec("logits", "FP32", (10,)),), Bounds(1, 4, 8)
+)
 
 
 @pytest.fixture(scope="module")
-def resnet_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResNet50, ExportResult]:
+def mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[MnistMLP, Path]:
     torch.manual_seed(0)
-    model = ResNet50().train()  # left in training mode on purpose: export must switch to eval
-    out = tmp_path_factory.mktemp("resnet50")
-    return model, export_onnx(model, DEFAULT_SPECS["resnet50"], out / "1" / "model.onnx", out / "golden.npz")
+    model = MnistMLP().train()  # left in training mode on purpose: the export must switch to eval
+    path = tmp_path_factory.mktemp("mnist") / "model.onnx"
+    example = {"input": np.zeros((4, 1, 28, 28), np.float32)}
+    export_module(model, example, ["logits"], 8, path)
+    return model, path
 
 
-def _io(path: Path) -> list[tuple[str, list[str | int]]]:
+def _case(session: Any, label: str, batch: int) -> GoldenCase:
+    """ONNX Runtime's logits for random images at ``batch``."""
+    inputs = {"input": np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32)}
+    return GoldenCase(label, inputs, run_onnx(session, inputs))
+
+
+def test_the_module_export_names_its_tensors_and_a_dynamic_batch_axis(mnist: tuple[MnistMLP, Path]) -> None:
+    inputs, outputs = read_graph(mnist[1])
+    assert [(t.name, t.data_type, t.shape) for t in inputs] == [("input", "FP32", ("batch", 1, 28, 28))]
+    assert [(t.name, t.data_type, t.shape) for t in outputs] == [("logits", "FP32", ("batch", 10))]
+
+
+def test_the_export_is_one_self_contained_file_that_passes_the_full_checker(mnist: tuple[MnistMLP, Path]) -> None:
+    model, path = mnist
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no .data next to it
     graph = onnx.load(str(path), load_external_data=False).graph
-    return [
-        (v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
-        for v in (*graph.input, *graph.output)
-    ]
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer)
+    check_onnx(path, "mnist")
+    assert not model.training
 
 
-def test_graph_io_uses_spec_names_and_a_dynamic_batch_axis(mnist_export, resnet_export) -> None:
-    assert _io(mnist_export[1].onnx_path) == [("input", ["batch", 1, 28, 28]), ("logits", ["batch", 10])]
-    assert _io(resnet_export[1].onnx_path) == [("input", ["batch", 3, 224, 224]), ("logits", ["batch", 1000])]
+def test_onnx_runtime_matches_pytorch_at_batches_it_was_not_exported_with(mnist: tuple[MnistMLP, Path]) -> None:
+    model, path = mnist
+    session = onnx_session(path)
+    cases = [_case(session, "min", 1), _case(session, "max", 7)]  # the example had 4
+    worst = check_against("PyTorch", cases, torch_runner(model, MNIST), ONNX_TOLERANCE, "mnist")
+    assert worst["logits"].max_abs < 1e-4
 
 
-def test_weights_are_inside_the_single_onnx_file(resnet_export) -> None:
-    path = resnet_export[1].onnx_path
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no .data, no .partial
-    model = onnx.load(str(path), load_external_data=False)
-    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert path.stat().st_size > 4 * 25_000_000  # 25.5 M FP32 parameters
-
-
-def test_exported_models_pass_the_full_onnx_checker(mnist_export, resnet_export) -> None:
-    for _, result in (mnist_export, resnet_export):
-        onnx.checker.check_model(onnx.load(str(result.onnx_path)), full_check=True)
-        assert result.opset >= 17
-
-
-def test_onnx_runtime_matched_pytorch_at_batch_1_opt_and_max(mnist_export, resnet_export) -> None:
-    assert set(mnist_export[1].max_abs_diff) == {1, 4, 8}
-    assert set(resnet_export[1].max_abs_diff) == {1, 8, 16}
-    assert max(resnet_export[1].max_abs_diff.values()) < 1e-3
-    assert not resnet_export[0].training
-
-
-def test_onnx_runs_at_a_batch_it_was_not_exported_with(mnist_export) -> None:
-    model, result = mnist_export
-    x = np.random.default_rng(5).standard_normal((7, 1, 28, 28)).astype(np.float32)
-    got = run_onnx(onnx_session(result.onnx_path), {"input": x})["logits"]
-    with torch.inference_mode():
-        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-5)
-
-
-def test_golden_file_holds_profile_min_and_max_with_onnx_runtime_outputs(mnist_export) -> None:
-    _, result = mnist_export
-    cases = read_golden(result.golden_path)
-    assert [c.batch for c in cases] == [1, 8]
-    session = onnx_session(result.onnx_path)
-    for case in cases:
-        assert case.inputs["input"].shape == (case.batch, 1, 28, 28)
-        np.testing.assert_array_equal(run_onnx(session, case.inputs)["logits"], case.outputs["logits"])
-    # Inputs come from the given samples, cycled to fill the batch.
-    np.testing.assert_array_equal(cases[1].inputs["input"][5], cases[1].inputs["input"][0])
-
-
-def test_mismatch_names_the_model_batch_and_difference(mnist_export) -> None:
-    _, result = mnist_export
+def test_a_pytorch_module_that_computes_something_else_is_named(mnist: tuple[MnistMLP, Path]) -> None:
+    _, path = mnist
     torch.manual_seed(99)
     other = MnistMLP().eval()
+    cases = [_case(onnx_session(path), "min", 1)]
     with pytest.raises(
-        ModelValidationError, match=r"model 'mnist': ONNX Runtime differs from PyTorch at batch 1: max abs diff \d"
+        ModelValidationError,
+        match=r"model 'mnist': PyTorch differs from ONNX Runtime at the min shapes \(input \[1, 1, 28, 28\]\)",
     ):
-        verify_against_torch(other, DEFAULT_SPECS["mnist"], result.onnx_path, (1, 8), Tolerance(1e-4, 1e-3))
+        check_against("PyTorch", cases, torch_runner(other, MNIST), ONNX_TOLERANCE, "mnist")
 
 
-def test_spec_that_does_not_describe_the_model_fails_and_leaves_no_file(tmp_path: Path) -> None:
-    mnist = DEFAULT_SPECS["mnist"]
-    wrong = ModelSpec(**{**mnist.__dict__, "outputs": (TensorSpec("logits", "FP32", (12,)),)})
-    with pytest.raises(ModelValidationError, match=r"ONNX graph outputs are \[\('logits', 1, \['batch', 10\]\)\]"):
-        export_onnx(MnistMLP(), wrong, tmp_path / "model.onnx", tmp_path / "golden.npz")
-    assert list(tmp_path.iterdir()) == []
+def test_check_onnx_refuses_a_corrupt_file_naming_the_model(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x08\x07garbage-not-a-protobuf\xff\xff")
+    with pytest.raises(ModelValidationError, match=r"model 'bert': model\.onnx fails onnx\.checker: "):
+        check_onnx(broken, "bert")
 
 
-def test_resnet50_fp16_copy_stays_within_the_engine_tolerance(resnet_export, tmp_path: Path) -> None:
-    _, result = resnet_export
-    diffs = write_fp16_onnx(result.onnx_path, tmp_path / "fp16.onnx", result.golden_path, FP16_TOLERANCE)
-    assert set(diffs) == {1, 16} and 0 < max(diffs.values()) < 0.5
-    assert (tmp_path / "fp16.onnx").stat().st_size < result.onnx_path.stat().st_size * 0.6
+class _Scorer(torch.nn.Module):
+    """Two inputs sharing their first dimension, as a brought model might take features and a mask."""
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return features * 2 + mask.sum(dim=1, keepdim=True)
+
+
+def test_a_saved_torch_export_program_is_exported_with_its_dynamic_dimension(tmp_path: Path) -> None:
+    rows = torch.export.Dim("rows", min=1, max=64)
+    example = (torch.ones(3, 4), torch.ones(3, 5))
+    program = torch.export.export(_Scorer(), example, dynamic_shapes=({0: rows}, {0: rows}))
+    torch.export.save(program, str(tmp_path / "scorer.pt2"))
+
+    loaded = load_program(tmp_path / "scorer.pt2")
+    export_program(loaded, tmp_path / "model.onnx")
+    check_onnx(tmp_path / "model.onnx", "scorer")
+
+    inputs, outputs = read_graph(tmp_path / "model.onnx")
+    assert [t.name for t in inputs] == ["features", "mask"]
+    first = {t.shape[0] for t in (*inputs, *outputs)}
+    assert len(first) == 1 and isinstance(next(iter(first)), str)  # one dynamic dim 0 shared by every tensor
+    assert [t.shape[1:] for t in (*inputs, *outputs)] == [(4,), (5,), (4,)]
+    features, mask = np.ones((9, 4), np.float32), np.ones((9, 5), np.float32)  # 9 rows: not the example's 3
+    got = run_onnx(onnx_session(tmp_path / "model.onnx"), {"features": features, "mask": mask})
+    np.testing.assert_allclose(next(iter(got.values())), np.full((9, 4), 7.0, np.float32))
+
+
+def test_a_file_that_is_not_a_saved_program_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt2"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ModelValidationError, match=r"model\.pt2 is not a torch\.export program saved with"):
+        load_program(path)

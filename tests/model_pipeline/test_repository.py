@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
+from model_pipeline.derive import derive_spec
+from model_pipeline.entry import ModelEntry
 from model_pipeline.errors import ModelValidationError, RepositoryError
 from model_pipeline.release import TRITON_IMAGE, TRITON_TENSORRT_VERSION
 from model_pipeline.repository import (
@@ -19,7 +24,8 @@ from model_pipeline.repository import (
     write_manifest,
     write_repository,
 )
-from tests._pipeline_helpers import rehash, tiny_artifacts, tiny_onnx, tiny_repository, tiny_spec
+from model_pipeline.verification import UNBOUNDED_AXIS, GoldenCase, read_golden, write_golden
+from tests._pipeline_helpers import golden_for, rehash, tiny_artifacts, tiny_onnx, tiny_repository, tiny_spec
 
 
 def _manifest(repo: Path) -> dict:
@@ -65,15 +71,74 @@ def test_manifest_header_models_and_tools(tmp_path: Path) -> None:
         "version": 1,
         "platform": "onnxruntime_onnx",
         "backend_requested": "onnxruntime",
-        "precision": "fp16",
+        "precision": "fp32",
         "instances": 1,
         "max_queue_delay_us": 50,
         "max_batch_size": 4,
         "profile": [1, 2, 4],
+        "axes": {},
+        "tolerance": {"atol": 1e-3, "rtol": 1e-3},
+        "inputs": [{"name": "input", "data_type": "FP32", "dims": [1, 4, 4], "axes": []}],
+        "outputs": [{"name": "logits", "data_type": "FP32", "dims": [3], "axes": []}],
         "tensorrt": {"status": "skipped", "reason": "test: no TensorRT", "version": None, "compute_capability": None},
         "accuracy": None,
         "weights": "random (test)",
+        "entry": {},
+        "source_sha256": None,
     }
+
+
+def test_manifest_records_the_stack_entry_and_the_source_hash(tmp_path: Path) -> None:
+    artifacts = tiny_artifacts(tmp_path / "work", tiny_spec())
+    entry = ModelEntry(name="tiny", source="models/tiny.onnx").record()
+    recorded = dataclasses.replace(artifacts, entry=entry, source_sha256="ab" * 32)
+    repo = write_repository(tmp_path / "repo", [recorded], collect_tool_versions()).path
+    model = _manifest(repo)["models"]["tiny"]
+    assert model["entry"] == entry
+    assert model["source_sha256"] == "ab" * 32
+
+
+def _graph_model(path: Path, node: onnx.NodeProto, x: list[int | str], y: tuple[int, list[int | str]]) -> Path:
+    """A one-node graph from FP32 ``x`` to ``y`` (its element type and shape)."""
+    graph = helper.make_graph(
+        [node],
+        "one-node",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y", y[0], y[1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the installed ONNX Runtime reads
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _brought_artifacts(work: Path, name: str, onnx_path: Path) -> ModelArtifacts:
+    spec = derive_spec(ModelEntry(name=name, source="model.onnx"), onnx_path)
+    golden = golden_for(spec, onnx_path, work / name / "golden.npz")
+    return ModelArtifacts(spec, onnx_path, golden, TensorRTStatus("skipped", reason="test"))
+
+
+def test_a_model_without_batch_dimension_with_a_dynamic_axis_is_written_and_verified(tmp_path: Path) -> None:
+    relu = helper.make_node("Relu", ["x"], ["y"])
+    path = _graph_model(tmp_path / "work/seq/model.onnx", relu, [2, "seq"], (TensorProto.FLOAT, [2, "seq"]))
+    repo = write_repository(tmp_path / "repo", [_brought_artifacts(tmp_path / "work", "seq", path)], {}).path
+    verify_repository(repo)  # golden outputs replayed too
+    model = _manifest(repo)["models"]["seq"]
+    assert (model["max_batch_size"], model["profile"], model["max_queue_delay_us"]) == (0, None, 0)
+    assert model["inputs"] == [{"name": "x", "data_type": "FP32", "dims": [2, -1], "axes": ["", "seq"]}]
+    cases = read_golden(repo / "seq/golden.npz")
+    assert [case.inputs["x"].shape for case in cases] == [(2, size) for size in UNBOUNDED_AXIS.as_list()]
+
+
+def test_a_batch_only_output_is_written_and_verified(tmp_path: Path) -> None:
+    argmax = helper.make_node("ArgMax", ["x"], ["y"], axis=1, keepdims=0)
+    path = _graph_model(tmp_path / "work/labels/model.onnx", argmax, ["n", 3], (TensorProto.INT64, ["n"]))
+    repo = write_repository(tmp_path / "repo", [_brought_artifacts(tmp_path / "work", "labels", path)], {}).path
+    verify_repository(repo)
+    assert _manifest(repo)["models"]["labels"]["outputs"] == [
+        {"name": "y", "data_type": "INT64", "dims": [], "axes": []}
+    ]
 
 
 def test_same_inputs_give_the_same_digest_and_different_weights_another(tmp_path: Path) -> None:
@@ -131,15 +196,29 @@ def test_verify_replays_golden_outputs_through_onnx_runtime(tmp_path: Path) -> N
     tiny_onnx(repo / "tiny/1/model.onnx", tiny_spec(), seed=7)  # same interface, other weights
     rehash(repo, "tiny/1/model.onnx")
     verify_repository(repo, replay_golden=False)  # interface checks alone cannot see new weights
-    with pytest.raises(ModelValidationError, match=r"ONNX Runtime no longer reproduces golden.npz at batch 1"):
+    expected = (
+        r"model 'tiny': model\.onnx replayed against golden\.npz differs .* at the min shapes \(input \[1, 1, 4, 4\]\)"
+    )
+    with pytest.raises(ModelValidationError, match=expected):
         verify_repository(repo)
 
 
 def test_verify_rejects_golden_file_without_a_declared_tensor(tmp_path: Path) -> None:
     repo = tiny_repository(tmp_path)
-    np.savez(repo / "tiny/golden.npz", **{"b1.in.input": np.zeros((1, 1, 4, 4), np.float32)})
+    inputs_only = GoldenCase("min", {"input": np.zeros((1, 1, 4, 4), np.float32)}, {})
+    write_golden("tiny", [inputs_only], repo / "tiny/golden.npz")
     rehash(repo, "tiny/golden.npz")
-    with pytest.raises(ModelValidationError, match="batch 1 has no array for tensor 'logits'"):
+    with pytest.raises(ModelValidationError, match="case min has no array for tensor 'logits'"):
+        verify_repository(repo, replay_golden=False)
+
+
+def test_verify_rejects_golden_arrays_of_another_shape(tmp_path: Path) -> None:
+    repo = tiny_repository(tmp_path)
+    case = GoldenCase("min", {"input": np.zeros((1, 4, 4), np.float32)}, {"logits": np.zeros((1, 3), np.float32)})
+    write_golden("tiny", [case], repo / "tiny/golden.npz")
+    rehash(repo, "tiny/golden.npz")
+    expected = r"'input' in case min has shape \[1, 4, 4\], expected \['batch', 1, 4, 4\]"
+    with pytest.raises(ModelValidationError, match=expected):
         verify_repository(repo, replay_golden=False)
 
 

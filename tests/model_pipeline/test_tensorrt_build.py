@@ -7,21 +7,25 @@ build at the end runs only where ``tensorrt`` imports and a CUDA GPU exists.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from model_pipeline import tensorrt_build
+from model_pipeline import tensorrt_build, verification
+from model_pipeline.derive import derive_spec
+from model_pipeline.entry import ModelEntry
 from model_pipeline.errors import EngineBuildError, EngineCompatibilityError, ModelValidationError
-from model_pipeline.onnx_export import Tolerance, onnx_session, read_golden, run_onnx, write_golden
-from model_pipeline.specs import DEFAULT_SPECS, ModelSpec, TensorSpec
+from model_pipeline.specs import Bounds, ModelSpec, TensorSpec, Tolerance
 from model_pipeline.tensorrt_build import (
     EngineBuildOptions,
+    EngineBuildResult,
     GpuInfo,
     build_tensorrt_engine,
     check_plan_compatible,
@@ -30,14 +34,28 @@ from model_pipeline.tensorrt_build import (
     verify_engine,
     write_fp16_onnx,
 )
+from tests._pipeline_helpers import golden_for
 from tests.fake_tensorrt import make_fake_tensorrt
 from tests.paths import ROOT
 
-MNIST = DEFAULT_SPECS["mnist"]
 H100 = GpuInfo(name="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+SEQUENCE = Bounds(2, 8, 16)
+TOKEN_BATCH = (1, 2, 4)
 
 
-def _mlp_onnx(path: Path, hidden: int = 16, seed: int = 0) -> Path:
+# --- tiny models ---------------------------------------------------------------------------------------------
+
+
+def _save(path: Path, graph: onnx.GraphProto) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def mlp_onnx(path: Path, hidden: int = 16, seed: int = 0) -> Path:
     """A small MNIST-shaped MLP graph (input [batch,1,28,28] -> logits [batch,10]) with a Constant and a Cast."""
     rng = np.random.default_rng(seed)
     weights = [
@@ -64,41 +82,114 @@ def _mlp_onnx(path: Path, hidden: int = 16, seed: int = 0) -> Path:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         initializer=weights,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
+    return _save(path, graph)
+
+
+def token_onnx(path: Path, mask_type: int = TensorProto.INT64) -> Path:
+    """A text-encoder-shaped graph: token ids and a mask [batch, sequence] -> pooled [batch, 4], scores [batch, 3].
+
+    Gather(embedding, input_ids) * Unsqueeze(Cast(attention_mask)) -> ReduceMean over the sequence -> MatMul.
+    """
+    rng = np.random.default_rng(1)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32), "embedding"),
+        numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "head"),
+        numpy_helper.from_array(np.array([-1], np.int64), "last_axis"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["embedding", "input_ids"], ["embedded"], name="/embed"),
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], name="/mask/cast", to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask_f", "last_axis"], ["mask_3d"], name="/mask/unsqueeze"),
+        helper.make_node("Mul", ["embedded", "mask_3d"], ["masked"], name="/mask/mul"),
+        helper.make_node("ReduceMean", ["masked"], ["pooled"], name="/pool", axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "head"], ["scores"], name="/head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tokens",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+            helper.make_tensor_value_info("attention_mask", mask_type, ["batch", "sequence"]),
+        ],
+        [
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3]),
+        ],
+        initializer=weights,
+    )
+    return _save(path, graph)
+
+
+def fixed_onnx(path: Path) -> Path:
+    """A model without a batch dimension: image [3, 8] -> out [3, 2], every dim fixed."""
+    weights = np.random.default_rng(2).standard_normal((8, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["image", "weights"], ["out"], name="/matmul")],
+        "fixed",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [3, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 2])],
+        initializer=[numpy_helper.from_array(weights, "weights")],
+    )
+    return _save(path, graph)
+
+
+def tensorrt_spec(onnx_path: Path, name: str, **entry: Any) -> ModelSpec:
+    """The spec the build derives for ``onnx_path`` served by TensorRT (fp16 unless ``precision`` says)."""
+    return derive_spec(ModelEntry(name=name, source=onnx_path.name, backend="tensorrt", **entry), onnx_path)
+
+
+def token_spec(onnx_path: Path, **entry: Any) -> ModelSpec:
+    low, opt, high = TOKEN_BATCH
+    return tensorrt_spec(
+        onnx_path,
+        "encoder",
+        batch_min=low,
+        batch_opt=opt,
+        batch_max=high,
+        axes=(("sequence", SEQUENCE),),
+        input_ranges=(("attention_mask", (0.0, 1.0)),),
+        **entry,
+    )
+
+
+class Model(NamedTuple):
+    spec: ModelSpec
+    onnx: Path
+    golden: Path
 
 
 @pytest.fixture
-def model_files(tmp_path: Path) -> tuple[Path, Path]:
-    onnx_path = _mlp_onnx(tmp_path / "model.onnx")
-    return onnx_path, write_golden(MNIST, onnx_path, tmp_path / "golden.npz")
+def mlp(tmp_path: Path) -> Model:
+    onnx_path = mlp_onnx(tmp_path / "model.onnx")
+    spec = tensorrt_spec(onnx_path, "mnist")
+    return Model(spec, onnx_path, golden_for(spec, onnx_path, tmp_path / "golden.npz"))
 
 
-def _install(monkeypatch: pytest.MonkeyPatch, version: str) -> object:
+@pytest.fixture
+def tokens(tmp_path: Path) -> Model:
+    onnx_path = token_onnx(tmp_path / "tokens" / "model.onnx")
+    spec = token_spec(onnx_path)
+    return Model(spec, onnx_path, golden_for(spec, onnx_path, tmp_path / "tokens" / "golden.npz"))
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, version: str) -> Any:
     fake = make_fake_tensorrt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(tensorrt_build, "detect_gpu", lambda: H100)
     return fake
 
 
-def _options(tmp_path: Path, **overrides: object) -> EngineBuildOptions:
-    settings: dict[str, object] = {"timing_cache_dir": tmp_path / "cache", "required_tensorrt_version": None}
+def _options(tmp_path: Path, **overrides: Any) -> EngineBuildOptions:
+    settings: dict[str, Any] = {"timing_cache_dir": tmp_path / "cache", "required_tensorrt_version": None}
     settings.update(overrides)
-    return EngineBuildOptions(**settings)  # type: ignore[arg-type]
+    return EngineBuildOptions(**settings)
 
 
-def _build(fake: object, tmp_path: Path, files: tuple[Path, Path], spec: ModelSpec = MNIST, **options: object):
+def _build(fake: Any, tmp_path: Path, model: Model, spec: ModelSpec | None = None, **options: Any) -> EngineBuildResult:
+    plan = tmp_path / "repo" / "1" / "model.plan"
     return build_tensorrt_engine(
-        files[0],
-        spec,
-        tmp_path / "repo" / "1" / "model.plan",
-        files[1],
-        _options(tmp_path, **options),
-        device=fake.memory,
-    )  # type: ignore[attr-defined]
+        model.onnx, spec or model.spec, plan, model.golden, _options(tmp_path, **options), device=fake.memory
+    )
 
 
 # --- without TensorRT ------------------------------------------------------------------------------------------
@@ -138,11 +229,11 @@ def test_unavailable_reason_says_there_is_no_gpu(monkeypatch: pytest.MonkeyPatch
 
 
 def test_build_without_tensorrt_raises_instead_of_writing_a_plan(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_files: tuple[Path, Path]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mlp: Model
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(EngineBuildError, match="tensorrt not importable"):
-        build_tensorrt_engine(model_files[0], MNIST, tmp_path / "model.plan", model_files[1], _options(tmp_path))
+        build_tensorrt_engine(mlp.onnx, mlp.spec, tmp_path / "model.plan", mlp.golden, _options(tmp_path))
     assert not (tmp_path / "model.plan").exists()
 
 
@@ -170,11 +261,21 @@ def test_garbled_version_is_refused() -> None:
         check_plan_compatible("11.1.0-rc", "11.1.0")
 
 
+def test_profile_shapes_cover_the_batch_and_every_axis_of_every_input(tokens: Model, tmp_path: Path) -> None:
+    assert tensorrt_build.profile_shapes(tokens.spec) == {
+        "input_ids": ((1, 2), (2, 8), (4, 16)),
+        "attention_mask": ((1, 2), (2, 8), (4, 16)),
+    }
+    fixed = tensorrt_spec(fixed_onnx(tmp_path / "fixed.onnx"), "fixed")
+    assert fixed.batch is None
+    assert tensorrt_build.profile_shapes(fixed) == {"image": ((3, 8), (3, 8), (3, 8))}
+
+
 # --- FP16 ONNX (real ONNX and ONNX Runtime) -----------------------------------------------------------------
 
 
 def test_fp16_copy_keeps_fp32_io_and_stores_fp16_weights(tmp_path: Path) -> None:
-    source = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
+    source = onnx.load(str(mlp_onnx(tmp_path / "m.onnx")))
     converted = convert_to_fp16(source)
     io_types = [v.type.tensor_type.elem_type for v in (*converted.graph.input, *converted.graph.output)]
     assert io_types == [TensorProto.FLOAT, TensorProto.FLOAT]
@@ -186,26 +287,46 @@ def test_fp16_copy_keeps_fp32_io_and_stores_fp16_weights(tmp_path: Path) -> None
     assert converted.graph.node[0].op_type == "Cast" and converted.graph.node[-1].op_type == "Cast"
 
 
-def test_fp16_copy_runs_in_onnx_runtime_close_to_fp32(tmp_path: Path) -> None:
-    source = _mlp_onnx(tmp_path / "m.onnx")
-    golden = write_golden(MNIST, source, tmp_path / "golden.npz")
-    diffs = write_fp16_onnx(source, tmp_path / "m16.onnx", golden, Tolerance(atol=1e-2, rtol=1e-2))
-    assert set(diffs) == {1, 8}
-    assert 0 < max(diffs.values()) < 1e-2  # FP16 rounding is visible but small
-    case = read_golden(golden)[0]
-    out = run_onnx(onnx_session(tmp_path / "m16.onnx"), case.inputs)
+@pytest.mark.parametrize("mask_type", [TensorProto.INT64, TensorProto.BOOL])
+def test_fp16_copy_leaves_token_ids_and_masks_untouched(tmp_path: Path, mask_type: int) -> None:
+    converted = convert_to_fp16(onnx.load(str(token_onnx(tmp_path / "t.onnx", mask_type))))
+    inputs = {v.name: v.type.tensor_type.elem_type for v in converted.graph.input}
+    outputs = {v.name: v.type.tensor_type.elem_type for v in converted.graph.output}
+    assert inputs == {"input_ids": TensorProto.INT64, "attention_mask": mask_type}
+    assert outputs == {"pooled": TensorProto.FLOAT, "scores": TensorProto.FLOAT}
+    casts = sorted(n.name for n in converted.graph.node if n.name.endswith(("__to_fp16", "__to_fp32")))
+    assert casts == ["pooled__to_fp32", "scores__to_fp32"]  # only FLOAT graph I/O gets a cast
+    gather = next(n for n in converted.graph.node if n.op_type == "Gather")
+    assert list(gather.input) == ["embedding", "input_ids"]
+    axes = next(t for t in converted.graph.initializer if t.name == "last_axis")
+    assert axes.data_type == TensorProto.INT64
+
+
+def test_fp16_copy_of_a_token_model_runs_close_to_fp32(tokens: Model, tmp_path: Path) -> None:
+    diffs = write_fp16_onnx(tokens.onnx, tmp_path / "t16.onnx", tokens.golden, tokens.spec.engine_tolerance, "encoder")
+    assert set(diffs) == {"pooled", "scores"}
+    assert all(0 < d.max_abs < 5e-2 for d in diffs.values())
+
+
+def test_fp16_copy_runs_in_onnx_runtime_close_to_fp32(tmp_path: Path, mlp: Model) -> None:
+    diffs = write_fp16_onnx(mlp.onnx, tmp_path / "m16.onnx", mlp.golden, Tolerance(atol=1e-2, rtol=1e-2), "mnist")
+    assert set(diffs) == {"logits"}
+    assert 0 < diffs["logits"].max_abs < 1e-2  # FP16 rounding is visible but small
+    case = verification.read_golden(mlp.golden)[0]
+    out = verification.run_onnx(verification.onnx_session(tmp_path / "m16.onnx"), case.inputs)
     assert out["logits"].dtype == np.float32
 
 
-def test_fp16_copy_out_of_tolerance_is_rejected(tmp_path: Path) -> None:
-    source = _mlp_onnx(tmp_path / "m.onnx")
-    golden = write_golden(MNIST, source, tmp_path / "golden.npz")
-    with pytest.raises(ModelValidationError, match=r"FP16 copy .* batch 1: max abs diff"):
-        write_fp16_onnx(source, tmp_path / "m16.onnx", golden, Tolerance(atol=1e-9, rtol=0.0))
+def test_fp16_copy_out_of_tolerance_is_rejected(tmp_path: Path, mlp: Model) -> None:
+    with pytest.raises(
+        ModelValidationError,
+        match=r"model 'mnist': the FP16 copy of model\.onnx differs .* at the min shapes \(input \[1, 1, 28, 28\]\)",
+    ):
+        write_fp16_onnx(mlp.onnx, tmp_path / "m16.onnx", mlp.golden, Tolerance(atol=1e-9, rtol=0.0), "mnist")
 
 
 def test_fp16_conversion_saturates_weights_beyond_the_fp16_range(tmp_path: Path) -> None:
-    model = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
+    model = onnx.load(str(mlp_onnx(tmp_path / "m.onnx")))
     big = numpy_helper.to_array(model.graph.initializer[1]).copy()
     big[0] = 1e6
     model.graph.initializer[1].CopyFrom(numpy_helper.from_array(big, "b1"))
@@ -214,7 +335,7 @@ def test_fp16_conversion_saturates_weights_beyond_the_fp16_range(tmp_path: Path)
 
 
 def test_fp16_conversion_refuses_subgraphs_it_cannot_convert(tmp_path: Path) -> None:
-    model = onnx.load(str(_mlp_onnx(tmp_path / "m.onnx")))
+    model = onnx.load(str(mlp_onnx(tmp_path / "m.onnx")))
     branch = helper.make_graph([], "branch", [], [helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])])
     model.graph.node.append(helper.make_node("If", ["cond"], ["x"], name="/if", then_branch=branch, else_branch=branch))
     with pytest.raises(EngineBuildError, match=r"node '/if' \(If\)"):
@@ -225,30 +346,81 @@ def test_fp16_conversion_refuses_subgraphs_it_cannot_convert(tmp_path: Path) -> 
 
 
 @pytest.mark.tensorrt_double
-def test_profile_covers_the_specs_min_opt_max_batch(monkeypatch, tmp_path, model_files) -> None:
+def test_profile_covers_the_specs_min_opt_max_batch(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
-    _build(fake, tmp_path, model_files)
-    (config,) = fake.state.configs
-    (profile,) = config.profiles
-    assert profile.shapes == {"input": ((1, 1, 28, 28), (4, 1, 28, 28), (8, 1, 28, 28))}
+    result = _build(fake, tmp_path, mlp)
+    expected = {"input": ((1, 1, 28, 28), (4, 1, 28, 28), (8, 1, 28, 28))}
+    assert fake.state.profile_shapes() == expected
+    assert result.profile_shapes == expected
 
 
 @pytest.mark.tensorrt_double
-def test_tensorrt_10_uses_the_fp16_builder_flag_on_the_original_onnx(monkeypatch, tmp_path, model_files) -> None:
+@pytest.mark.parametrize("version", ["10.14.1.48", "11.1.0.106"])
+def test_token_model_profile_covers_batch_and_sequence_of_every_input(monkeypatch, tmp_path, tokens, version) -> None:
+    fake = _install(monkeypatch, version)
+    result = _build(fake, tmp_path, tokens)
+    assert fake.state.profile_shapes() == {
+        "input_ids": ((1, 2), (2, 8), (4, 16)),
+        "attention_mask": ((1, 2), (2, 8), (4, 16)),
+    }
+    assert fake.state.executions == [
+        {"input_ids": (1, 2), "attention_mask": (1, 2)},
+        {"input_ids": (2, 8), "attention_mask": (2, 8)},
+        {"input_ids": (4, 16), "attention_mask": (4, 16)},
+    ]
+    assert set(result.differences) == {"pooled", "scores"}
+    assert all(d.max_abs < tokens.spec.engine_tolerance.atol for d in result.differences.values())
+
+
+@pytest.mark.tensorrt_double
+@pytest.mark.parametrize("mask_type", [TensorProto.INT32, TensorProto.BOOL])
+def test_engine_runs_integer_and_boolean_inputs(monkeypatch, tmp_path, mask_type) -> None:
+    onnx_path = token_onnx(tmp_path / "t.onnx", mask_type)
+    spec = token_spec(onnx_path, precision="fp32")
+    model = Model(spec, onnx_path, golden_for(spec, onnx_path, tmp_path / "golden.npz"))
+    fake = _install(monkeypatch, "11.1.0.106")
+    result = _build(fake, tmp_path, model)
+    assert all(d.max_abs < 1e-6 for d in result.differences.values())
+    assert len(fake.state.executions) == 3
+
+
+@pytest.mark.tensorrt_double
+def test_model_without_batch_dim_gets_a_profile_without_batch(monkeypatch, tmp_path) -> None:
+    onnx_path = fixed_onnx(tmp_path / "fixed.onnx")
+    spec = tensorrt_spec(onnx_path, "fixed")
+    model = Model(spec, onnx_path, golden_for(spec, onnx_path, tmp_path / "golden.npz"))
+    fake = _install(monkeypatch, "11.1.0.106")
+    result = _build(fake, tmp_path, model)
+    assert fake.state.profile_shapes() == {"image": ((3, 8), (3, 8), (3, 8))}
+    assert fake.state.executions == [{"image": (3, 8)}]  # min, opt and max are one shape: one case
+    assert set(result.differences) == {"out"}
+
+
+@pytest.mark.tensorrt_double
+def test_golden_shapes_outside_the_profile_are_refused(monkeypatch, tmp_path, tokens) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    narrower = dataclasses.replace(tokens.spec, axes=(("sequence", Bounds(2, 8, 8)),))
+    with pytest.raises(ModelValidationError, match=r"refused input '\w+' of shape \[4, 16\]: outside its optimization"):
+        _build(fake, tmp_path, tokens, spec=narrower)
+    assert not (tmp_path / "repo" / "1" / "model.plan").exists()
+
+
+@pytest.mark.tensorrt_double
+def test_tensorrt_10_uses_the_fp16_builder_flag_on_the_original_onnx(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "10.14.1.48")
-    result = _build(fake, tmp_path, model_files)
+    result = _build(fake, tmp_path, mlp)
     (config,) = fake.state.configs
     assert fake.BuilderFlag.FP16 in config.flags
-    assert fake.state.parsed_files == [str(model_files[0])]
+    assert fake.state.parsed_files == [str(mlp.onnx)]
     assert result.fp16_mode == "builder_flag"
 
 
 @pytest.mark.tensorrt_double
-def test_tensorrt_11_builds_from_an_fp16_onnx_with_fp32_io(monkeypatch, tmp_path, model_files) -> None:
+def test_tensorrt_11_builds_from_an_fp16_onnx_with_fp32_io(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
-    result = _build(fake, tmp_path, model_files)
+    result = _build(fake, tmp_path, mlp)
     assert not hasattr(fake.BuilderFlag, "FP16")  # removed in TensorRT 11: using it would raise
-    assert fake.state.parsed_files != [str(model_files[0])]
+    assert fake.state.parsed_files != [str(mlp.onnx)]
     assert fake.state.parsed_io_types == [{"input": TensorProto.FLOAT, "logits": TensorProto.FLOAT}]
     assert fake.state.parsed_initializer_types == [{TensorProto.FLOAT16}]
     assert fake.state.configs[0].flags == set()
@@ -256,19 +428,33 @@ def test_tensorrt_11_builds_from_an_fp16_onnx_with_fp32_io(monkeypatch, tmp_path
 
 
 @pytest.mark.tensorrt_double
-def test_fp32_spec_sets_no_fp16_flag_and_parses_the_original(monkeypatch, tmp_path, model_files) -> None:
+def test_tensorrt_11_fp16_onnx_keeps_the_int64_token_ids(monkeypatch, tmp_path, tokens) -> None:
+    fake = _install(monkeypatch, "11.1.0.106")
+    _build(fake, tmp_path, tokens)
+    assert fake.state.parsed_io_types == [
+        {
+            "input_ids": TensorProto.INT64,
+            "attention_mask": TensorProto.INT64,
+            "pooled": TensorProto.FLOAT,
+            "scores": TensorProto.FLOAT,
+        }
+    ]
+    assert fake.state.parsed_initializer_types == [{TensorProto.FLOAT16, TensorProto.INT64}]
+
+
+@pytest.mark.tensorrt_double
+def test_fp32_spec_sets_no_fp16_flag_and_parses_the_original(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "10.14.1.48")
-    fp32 = ModelSpec(**{**MNIST.__dict__, "precision": "fp32"})
-    result = _build(fake, tmp_path, model_files, spec=fp32)
+    result = _build(fake, tmp_path, mlp, spec=dataclasses.replace(mlp.spec, precision="fp32"))
     assert fake.state.configs[0].flags == set()
-    assert fake.state.parsed_files == [str(model_files[0])]
+    assert fake.state.parsed_files == [str(mlp.onnx)]
     assert result.fp16_mode == "none"
 
 
 @pytest.mark.tensorrt_double
-def test_workspace_limit_and_explicit_batch_network(monkeypatch, tmp_path, model_files) -> None:
+def test_workspace_limit_and_explicit_batch_network(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
-    _build(fake, tmp_path, model_files, workspace_bytes=123 << 20, builder_optimization_level=5)
+    _build(fake, tmp_path, mlp, workspace_bytes=123 << 20, builder_optimization_level=5)
     (config,) = fake.state.configs
     assert config.memory_pool_limits == {fake.MemoryPoolType.WORKSPACE: 123 << 20}
     assert config.builder_optimization_level == 5
@@ -276,14 +462,14 @@ def test_workspace_limit_and_explicit_batch_network(monkeypatch, tmp_path, model
 
 
 @pytest.mark.tensorrt_double
-def test_timing_cache_is_keyed_by_version_and_gpu_and_reused(monkeypatch, tmp_path, model_files) -> None:
+def test_timing_cache_is_keyed_by_version_and_gpu_and_reused(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
-    first = _build(fake, tmp_path, model_files)
+    first = _build(fake, tmp_path, mlp)
     assert first.timing_cache_path.name == "trt-11.1.0.106_sm90_nvidia-h100-80gb-hbm3.cache"
     assert not first.timing_cache_reused and fake.state.configs[0].timing_cache_loaded_from == b""
     written = first.timing_cache_path.read_bytes()
     assert written == b"<timings build 1>"
-    second = _build(fake, tmp_path, model_files)
+    second = _build(fake, tmp_path, mlp)
     assert second.timing_cache_reused
     assert fake.state.configs[1].timing_cache_loaded_from == written
     assert fake.state.configs[1].ignore_mismatch is False
@@ -291,22 +477,22 @@ def test_timing_cache_is_keyed_by_version_and_gpu_and_reused(monkeypatch, tmp_pa
 
 
 @pytest.mark.tensorrt_double
-def test_unreadable_timing_cache_is_replaced_not_fatal(monkeypatch, tmp_path, model_files) -> None:
+def test_unreadable_timing_cache_is_replaced_not_fatal(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
     cache = tensorrt_build.timing_cache_path(tmp_path / "cache", "11.1.0.106", H100)
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"corrupt bytes")
-    result = _build(fake, tmp_path, model_files)
+    result = _build(fake, tmp_path, mlp)
     assert not result.timing_cache_reused and result.plan_path.is_file()
     assert cache.read_bytes() == b"<timings build 1>"
 
 
 @pytest.mark.tensorrt_double
-def test_parser_errors_are_reported_with_node_names(monkeypatch, tmp_path, model_files) -> None:
+def test_parser_errors_are_reported_with_node_names(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
     fake.state.parser_errors = [("/fc1/MatMul", "MatMul", "unsupported datatype"), ("/relu", "Relu", "bad input")]
     with pytest.raises(EngineBuildError) as error:
-        _build(fake, tmp_path, model_files)
+        _build(fake, tmp_path, mlp)
     message = str(error.value)
     assert "node '/fc1/MatMul' (MatMul): unsupported datatype" in message
     assert "node '/relu' (Relu): bad input" in message
@@ -315,74 +501,95 @@ def test_parser_errors_are_reported_with_node_names(monkeypatch, tmp_path, model
 
 
 @pytest.mark.tensorrt_double
-def test_failed_build_raises_with_tensorrts_message_and_writes_nothing(monkeypatch, tmp_path, model_files) -> None:
+def test_failed_build_raises_with_tensorrts_message_and_writes_nothing(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
     fake.state.build_fails = True
     with pytest.raises(EngineBuildError, match=r"model 'mnist': TensorRT failed .*could not find any implementation"):
-        _build(fake, tmp_path, model_files)
+        _build(fake, tmp_path, mlp)
     assert not (tmp_path / "repo" / "1" / "model.plan").exists()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 @pytest.mark.tensorrt_double
-def test_network_io_must_match_the_spec(monkeypatch, tmp_path, model_files) -> None:
+def test_network_io_must_match_the_spec(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
-    renamed = ModelSpec(**{**MNIST.__dict__, "outputs": (TensorSpec("probabilities", "FP32", (10,)),)})
+    renamed = dataclasses.replace(mlp.spec, outputs=(TensorSpec("probabilities", "FP32", (10,)),))
     with pytest.raises(EngineBuildError, match=r"outputs \['logits'\].*expects .*outputs \['probabilities'\]"):
-        _build(fake, tmp_path, model_files, spec=renamed)
+        _build(fake, tmp_path, mlp, spec=renamed)
     assert fake.state.build_calls == 0
 
 
 @pytest.mark.tensorrt_double
-def test_accepted_plan_reproduced_every_golden_batch(monkeypatch, tmp_path, model_files) -> None:
+def test_accepted_plan_reproduced_every_golden_case(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "10.14.1.48")
-    result = _build(fake, tmp_path, model_files)
+    result = _build(fake, tmp_path, mlp)
     assert result.plan_path == tmp_path / "repo" / "1" / "model.plan" and result.plan_path.is_file()
-    assert set(result.max_abs_diff) == {1, 8} and max(result.max_abs_diff.values()) < 1e-6
-    assert fake.state.executions == [{"input": (1, 1, 28, 28)}, {"input": (8, 1, 28, 28)}]
+    assert set(result.differences) == {"logits"} and result.differences["logits"].max_abs < 1e-6
+    assert fake.state.executions == [{"input": (1, 1, 28, 28)}, {"input": (4, 1, 28, 28)}, {"input": (8, 1, 28, 28)}]
     assert fake.memory.buffers == {} and fake.memory.streams_open == 0  # every buffer and stream released
     assert (result.tensorrt_version, result.compute_capability) == ("10.14.1.48", "9.0")
-    assert result.profile == (1, 4, 8)
 
 
 @pytest.mark.tensorrt_double
-def test_plan_that_misses_the_golden_outputs_is_not_accepted(monkeypatch, tmp_path, model_files) -> None:
+def test_plan_that_misses_the_golden_outputs_is_not_accepted(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "11.1.0.106")
     fake.state.output_offset = 0.5
-    with pytest.raises(ModelValidationError, match=r"differs from the golden outputs at batch 1: max abs diff 0\.5"):
-        _build(fake, tmp_path, model_files)
+    with pytest.raises(
+        ModelValidationError,
+        match=r"model 'mnist': the TensorRT engine differs from ONNX Runtime at the min shapes .* max abs diff 0\.5",
+    ):
+        _build(fake, tmp_path, mlp)
     assert not (tmp_path / "repo" / "1" / "model.plan").exists()
 
 
 @pytest.mark.tensorrt_double
-def test_build_refuses_a_tensorrt_other_than_the_triton_images(monkeypatch, tmp_path, model_files) -> None:
+def test_engine_tolerance_is_the_specs(monkeypatch, tmp_path, tokens) -> None:
+    fake = _install(monkeypatch, "10.14.1.48")
+    fake.state.output_offset = 0.01  # within the fp16 default (0.05), outside the entry's own tolerance
+    assert _build(fake, tmp_path, tokens).differences["scores"].max_abs == pytest.approx(0.01, abs=1e-6)
+    strict = dataclasses.replace(tokens.spec, tolerance=Tolerance(atol=1e-3, rtol=0.0))
+    with pytest.raises(ModelValidationError, match=r"output '\w+' max abs diff 0\.01 exceeds atol 0\.001 \+ rtol 0"):
+        _build(fake, tmp_path, tokens, spec=strict)
+
+
+@pytest.mark.tensorrt_double
+def test_build_refuses_a_tensorrt_other_than_the_triton_images(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "10.14.1.48")
     with pytest.raises(EngineCompatibilityError, match=r"ships TensorRT 11\.1\.0"):
-        _build(fake, tmp_path, model_files, required_tensorrt_version="11.1.0")
+        _build(fake, tmp_path, mlp, required_tensorrt_version="11.1.0")
     assert fake.state.build_calls == 0
 
 
 @pytest.mark.tensorrt_double
-def test_verify_refuses_a_plan_from_another_tensorrt(monkeypatch, tmp_path, model_files) -> None:
+def test_verify_refuses_a_plan_from_another_tensorrt(monkeypatch, tmp_path, mlp) -> None:
     fake = _install(monkeypatch, "10.14.1.48")
-    plan = _build(fake, tmp_path, model_files).plan_path
+    plan = _build(fake, tmp_path, mlp).plan_path
+    tolerance = Tolerance(1e-3, 1e-3)
     other = _install(monkeypatch, "10.15.1.29")
     with pytest.raises(EngineCompatibilityError, match=r"cannot be deserialized by TensorRT 10\.15\.1\.29"):
-        verify_engine(plan, model_files[1], Tolerance(1e-3, 1e-3), device=other.memory)
+        verify_engine(plan, mlp.golden, tolerance, "mnist", device=other.memory)
     same = _install(monkeypatch, "10.14.1.48")
-    diffs = verify_engine(plan, model_files[1], Tolerance(1e-3, 1e-3), device=same.memory)
-    assert set(diffs) == {1, 8}
+    assert set(verify_engine(plan, mlp.golden, tolerance, "mnist", device=same.memory)) == {"logits"}
 
 
 # --- real TensorRT ----------------------------------------------------------------------------------------
 
 
-def test_real_tensorrt_build_of_mnist(tmp_path: Path, model_files: tuple[Path, Path]) -> None:
+def test_real_tensorrt_build_of_mnist(tmp_path: Path, mlp: Model) -> None:
     reason = tensorrt_unavailable_reason()
     if reason is not None:
         pytest.skip(f"real TensorRT build not possible here: {reason}")
     options = EngineBuildOptions(timing_cache_dir=tmp_path / "cache", required_tensorrt_version=None)
-    result = build_tensorrt_engine(model_files[0], MNIST, tmp_path / "model.plan", model_files[1], options)
+    result = build_tensorrt_engine(mlp.onnx, mlp.spec, tmp_path / "model.plan", mlp.golden, options)
     assert result.plan_path.stat().st_size > 0
-    assert max(result.max_abs_diff.values()) < 5e-2
+    assert result.differences["logits"].max_abs < mlp.spec.engine_tolerance.atol
     assert result.timing_cache_path.is_file()
+
+
+def test_real_tensorrt_build_of_a_token_model(tmp_path: Path, tokens: Model) -> None:
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"real TensorRT build not possible here: {reason}")
+    options = EngineBuildOptions(timing_cache_dir=tmp_path / "cache", required_tensorrt_version=None)
+    result = build_tensorrt_engine(tokens.onnx, tokens.spec, tmp_path / "model.plan", tokens.golden, options)
+    assert set(result.differences) == {"pooled", "scores"}

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import tempfile
 from pathlib import Path
+from typing import Any
 
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
+from model_pipeline.derive import derive_spec
+from model_pipeline.entry import read_models
 from model_pipeline.errors import ModelValidationError
-from model_pipeline.specs import DEFAULT_SPECS
+from model_pipeline.specs import Bounds, ModelSpec, TensorSpec
 from model_pipeline.triton_config import (
     check_config_against_onnx,
     check_config_against_plan,
@@ -19,9 +26,28 @@ from model_pipeline.triton_config import (
 )
 from tests._pipeline_helpers import tiny_onnx, tiny_spec
 
+BUILTIN_INTERFACES = {"mnist": ((1, 28, 28), 10), "resnet50": ((3, 224, 224), 1000)}
 
-def _parsed(spec_name: str = "resnet50", platform: str = "onnxruntime_onnx") -> mc.ModelConfig:
-    return parse_config(render_config(DEFAULT_SPECS[spec_name], platform))
+
+@functools.cache
+def _builtin(name: str) -> ModelSpec:
+    """A built-in's spec as the build derives it: its stack entry, on a graph of its interface."""
+    problems: list[str] = []
+    (entry,) = read_models([{"name": name}], problems, Path("."))
+    dims, classes = BUILTIN_INTERFACES[name]
+    graph = helper.make_graph(
+        [],
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *dims])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        onnx.save(helper.make_model(graph), str(Path(folder) / "model.onnx"))
+        return derive_spec(entry, Path(folder) / "model.onnx")
+
+
+def _parsed(name: str = "resnet50", platform: str = "onnxruntime_onnx") -> mc.ModelConfig:
+    return parse_config(render_config(_builtin(name), platform))
 
 
 def test_rendered_resnet_config_has_profile_max_and_io_without_batch_dim() -> None:
@@ -53,18 +79,76 @@ def test_no_warmup_when_spec_disables_it() -> None:
     assert len(_parsed("mnist").model_warmup) == 0
 
 
+def test_resnet50_batcher_waits_longer() -> None:
+    config = _parsed("resnet50")
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+
+
+def _tagger(**changes: Any) -> ModelSpec:
+    """INT64 ids [seq] -> FP32 scores [seq, 2], batch 1/2/4, seq 8/64/128."""
+    spec = ModelSpec(
+        "tagger",
+        (TensorSpec("ids", "INT64", (-1,), ("seq",)),),
+        (TensorSpec("scores", "FP32", (-1, 2), ("seq", "")),),
+        Bounds(1, 2, 4),
+        axes=(("seq", Bounds(8, 64, 128)),),
+        warmup=True,
+    )
+    return dataclasses.replace(spec, **changes)
+
+
+def test_dynamic_axes_render_as_minus_one() -> None:
+    config = parse_config(render_config(_tagger(), "onnxruntime_onnx"))
+    assert [(t.name, list(t.dims)) for t in (*config.input, *config.output)] == [("ids", [-1]), ("scores", [-1, 2])]
+    validate_config(config, "tagger")
+
+
+def test_warmup_sizes_dynamic_axes_at_their_min_and_max() -> None:
+    config = parse_config(render_config(_tagger(), "onnxruntime_onnx"))
+    assert [(w.batch_size, list(w.inputs["ids"].dims)) for w in config.model_warmup] == [(1, [8]), (4, [128])]
+    assert all(w.inputs["ids"].data_type == mc.TYPE_INT64 for w in config.model_warmup)
+
+
+def test_a_model_without_batch_dimension_has_max_batch_size_0_and_no_batcher() -> None:
+    spec = _tagger(batch=None, inputs=(TensorSpec("ids", "INT64", (1, -1), ("", "seq")),))
+    config = parse_config(render_config(spec, "onnxruntime_onnx"))
+    assert config.max_batch_size == 0
+    assert not config.HasField("dynamic_batching")
+    assert [list(t.dims) for t in config.input] == [[1, -1]]
+    assert [(w.batch_size, list(w.inputs["ids"].dims)) for w in config.model_warmup] == [(1, [1, 8]), (1, [1, 128])]
+    validate_config(config, "tagger")
+
+
+def test_a_dynamic_dim_matches_the_named_dim_of_the_onnx_graph(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [],
+        "tagger",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "seq", 2])],
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    config = parse_config(render_config(_tagger(), "onnxruntime_onnx"))
+    check_config_against_onnx(config, tmp_path / "model.onnx", profile_max=4)
+    config.output[0].dims[1] = 3
+    with pytest.raises(
+        ModelValidationError, match=r"output 'scores' is FP32 \[-1,3\] but model.onnx has 'scores' FP32 \[-1,2\]"
+    ):
+        check_config_against_onnx(config, tmp_path / "model.onnx")
+
+
 def test_rendering_is_byte_identical_for_equal_specs() -> None:
-    spec = DEFAULT_SPECS["resnet50"]
+    spec = _builtin("resnet50")
     assert render_config(spec, "onnxruntime_onnx") == render_config(dataclasses.replace(spec), "onnxruntime_onnx")
 
 
 def test_unknown_platform_is_rejected() -> None:
     with pytest.raises(ModelValidationError, match="platform 'pytorch_libtorch' is unknown"):
-        render_config(DEFAULT_SPECS["mnist"], "pytorch_libtorch")
+        render_config(_builtin("mnist"), "pytorch_libtorch")
 
 
 def test_misspelt_field_fails_to_parse_like_triton() -> None:
-    text = render_config(DEFAULT_SPECS["mnist"], "onnxruntime_onnx").replace("max_batch_size", "max_batch_sz")
+    text = render_config(_builtin("mnist"), "onnxruntime_onnx").replace("max_batch_size", "max_batch_sz")
     with pytest.raises(ModelValidationError, match='has no field named "max_batch_sz"'):
         parse_config(text)
 

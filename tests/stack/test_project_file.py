@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.config import SECRET_KEYS, parse_config
-from components.config_schema import field_default, settings_of
+from model_pipeline.schema import field_default, settings_of
 from components.settings import PlatformConfig
 from offline import project_file
 
