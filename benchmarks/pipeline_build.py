@@ -1,17 +1,21 @@
 """Cold vs warm model-repository build, and first vs unchanged S3 upload, measured in one run.
 
-    python benchmarks/pipeline_build.py [--models mnist,resnet50] [--mnist-data PATH_OR_URL]
+    python benchmarks/pipeline_build.py [--models mnist,resnet50] [--mnist-data PATH_OR_URL] [--no-corpus]
 
 Cold = empty step cache (training, export and golden checks run); warm = same inputs again (every step comes
 from the cache; the repository is reassembled and re-verified). The upload goes to moto's S3 server on
-127.0.0.1. Not a test: it prints what it measured, with the ratios.
+127.0.0.1. Each brought model of the corpus (tests/corpus) is built alone in a fresh process, cold then warm,
+with its peak memory and the verification overhead: ORT reference outputs plus config parse, hashing and
+re-verification, as a ratio of its export. Not a test: it prints what it measured, with the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model_pipeline.build import BuildResult, BuildSettings, build_repository
+from model_pipeline.entry import ModelEntry
 from model_pipeline.publish import S3Location, UploadResult, make_s3_client, upload_repository
-from model_pipeline.specs import parse_model_list
 
 
 def _timed_build(settings: BuildSettings) -> tuple[float, BuildResult]:
@@ -39,7 +43,7 @@ def _timed_upload(repo: Path, location: S3Location) -> tuple[float, UploadResult
 
 def _bench_build(model: str, work: Path, mnist_data: str | None) -> list[str]:
     settings = BuildSettings(
-        models=tuple(parse_model_list(model)),
+        models=(ModelEntry(name=model),),
         out=work / f"repo-{model}",
         cache_dir=work / f"cache-{model}",
         mnist_source=mnist_data,
@@ -58,7 +62,7 @@ def _bench_build(model: str, work: Path, mnist_data: str | None) -> list[str]:
 
 
 def _timed_cli_build(settings: BuildSettings, mnist_data: str | None) -> float:
-    models = ",".join(spec.name for spec in settings.models)
+    models = ",".join(entry.name for entry in settings.models)
     argv = [sys.executable, "-m", "model_pipeline", "build", "--models", models, "--quiet"]
     argv += ["--out", str(settings.out), "--cache-dir", str(settings.cache_dir)]
     argv += ["--mnist-data", mnist_data] if mnist_data else []
@@ -90,18 +94,80 @@ def _bench_upload(repo: Path) -> list[str]:
     ]
 
 
+# --- the brought-model corpus -----------------------------------------------------------------------------
+
+
+def _build_one(entry: dict[str, object], work: Path) -> dict[str, float]:
+    """Build one brought model here (run in a fresh process): its time, steps and this process's peak memory."""
+    import resource
+
+    from model_pipeline.entry import read_models
+
+    problems: list[str] = []
+    entries = read_models([entry], problems, work)
+    assert not problems, problems
+    result = build_repository(BuildSettings(models=entries, out=work / "repo", cache_dir=work / "cache", root=work))
+    steps = {r.step: r.seconds for r in result.steps}
+    return {
+        "seconds": result.seconds,
+        "export": steps.get("export", 0.0),
+        "verify": steps.get("verify", 0.0),
+        "assemble": result.seconds - sum(steps.values()),  # config render + parse, hashing, re-verification
+        "cached": float(all(r.cached for r in result.steps)),
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _run_one(entry: dict[str, object], work: Path) -> dict[str, float]:
+    argv = [sys.executable, __file__, "--one", json.dumps(entry), "--work", str(work)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=900)
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _bench_corpus(work: Path) -> list[str]:
+    from tests.corpus.models import CORPUS, build_corpus
+
+    folder = work / "corpus"
+    build_corpus(folder)
+    lines = [
+        f"{'corpus model':17s} {'cold s':>7s} {'warm s':>7s} {'peak MiB':>9s} {'export s':>9s} "
+        f"{'verify+assemble s':>18s} {'overhead/export':>16s}"
+    ]
+    for model in CORPUS:
+        entry = {**model.entry, "source": model.file}
+        if model.samples_file:
+            entry["samples"] = model.samples_file
+        cold, warm = _run_one(entry, folder), _run_one(entry, folder)
+        shutil.rmtree(folder / "cache")
+        overhead = cold["verify"] + cold["assemble"]
+        lines.append(
+            f"{model.name:17s} {cold['seconds']:7.2f} {warm['seconds']:7.2f} {cold['peak_mib']:9.0f} "
+            f"{cold['export']:9.2f} {overhead:18.2f} {overhead / cold['export']:15.2f}x"
+            + ("" if warm["cached"] else "  (warm ran a step!)")
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mnist,resnet50")
     parser.add_argument("--mnist-data", help="MNIST IDX directory or URL (default: the scikit-learn fallback)")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the brought-model corpus")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: build one entry in this fresh process
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_build_one(json.loads(args.one), args.work)))
+        return
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as scratch:
         work = Path(scratch)
-        models = [spec.name for spec in parse_model_list(args.models)]
+        models = [name.strip() for name in args.models.split(",") if name.strip()]
         for model in models:
             lines += _bench_build(model, work, args.mnist_data)
         lines += _bench_upload(work / f"repo-{models[-1]}")
+        if not args.no_corpus:
+            lines += _bench_corpus(work)
     print(f"\nmodel pipeline benchmark ({os.cpu_count()} CPUs, no GPU/TensorRT unless detected)")
     print("\n".join(lines))
 

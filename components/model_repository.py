@@ -158,8 +158,8 @@ def _engine_model(name: str, built: Mapping[str, Any]) -> EngineModel:
     return EngineModel(
         name,
         str(built["precision"]),
-        tuple(profile) if profile else None,  # type: ignore[arg-type]
-        tuple((axis, tuple(bounds)) for axis, bounds in sorted((built.get("axes") or {}).items())),  # type: ignore[misc]
+        tuple(profile) if profile else None,
+        tuple((axis, tuple(bounds)) for axis, bounds in sorted((built.get("axes") or {}).items())),
         (float(tolerance["atol"]), float(tolerance["rtol"])) if tolerance else None,
     )
 

@@ -391,9 +391,7 @@ class _Builder:
             worst: dict[str, Any] = {}
             if source.torch_module is not None:
                 run = verification.torch_runner(source.torch_module(), spec)
-                diff = verification.check_against(
-                    "ONNX Runtime vs PyTorch", cases, run, verification.ONNX_TOLERANCE, spec.name
-                )
+                diff = verification.check_against("PyTorch", cases, run, verification.ONNX_TOLERANCE, spec.name)
                 worst = {name: d.to_dict() for name, d in diff.items()}
             verification.write_golden(spec.name, cases, directory / "golden.npz")
             return {"cases": [c.label for c in cases], "torch_vs_onnx": worst, "seconds": time.perf_counter() - started}

@@ -20,8 +20,8 @@ from model_pipeline import syntax
 from model_pipeline.errors import SpecError
 from model_pipeline.schema import choice, custom, integer, number, settings_of, text
 from model_pipeline.schema_reader import ReadContext, Section, read
-from model_pipeline.specs import BACKENDS, PRECISIONS, PRECISIONS_BY_BACKEND, Bounds
 from model_pipeline.sources import BUILTIN_BY_ARCHITECTURE, BUILTINS, SOURCE_SUFFIXES, is_s3_uri
+from model_pipeline.specs import BACKENDS, PRECISIONS, PRECISIONS_BY_BACKEND, Bounds
 
 DEFAULT_MODELS: tuple[dict[str, Any], ...] = ({"name": "mnist"},)  # a stack that lists no models
 DEFAULT_BATCH = Bounds(1, 4, 8)  # a brought model with a batch dimension whose entry gives no batch
@@ -88,7 +88,7 @@ class ModelEntry:
         default = builtin.batch if builtin else DEFAULT_BATCH
         low = self.batch_min or default.min
         high = self.batch_max or max(default.max, low)
-        opt = self.batch_opt or default.opt
+        opt = self.batch_opt or min(max(default.opt, low), high)
         return Bounds(low, opt, high)
 
     @property
@@ -184,7 +184,7 @@ def _check(entry: ModelEntry, s: Section) -> ModelEntry:
         _check_source(s, entry.source, root)
     if entry.samples and not (root / entry.samples).is_file():
         s.problem("samples", entry.samples, f"must be an existing .npz file (looked for {root / entry.samples})")
-    allowed = PRECISIONS_BY_BACKEND[entry.backend] if entry.backend in PRECISIONS_BY_BACKEND else PRECISIONS
+    allowed = PRECISIONS_BY_BACKEND.get(entry.backend, PRECISIONS)
     if entry.precision and entry.precision not in allowed:
         s.problem(
             "precision",
@@ -238,7 +238,7 @@ def read_models(raw: Any, problems: list[str], root: Path, key: str = "models") 
         label = name if isinstance(name, str) and syntax.MODEL_NAME.match(name) else str(index)
         entries.append(read(ModelEntry, Section(f"{key}[{label}]", item, problems, context), defaults=_defaults(item)))
     names = [e.name for e in entries]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted({n for n in names if n and names.count(n) > 1})  # "": a name already reported
     if repeated:
         problems.append(f"{key}: model names {repeated} are used more than once")
     return tuple(entries)

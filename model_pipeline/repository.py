@@ -309,7 +309,9 @@ def _check_golden_array(path: Path, label: str, batched: bool, tensor: Any, arra
     shape = list(array.shape[1:] if batched else array.shape)
     if len(shape) != len(dims) or any(d not in (-1, s) for d, s in zip(dims, shape, strict=True)):
         expected = (["batch"] if batched else []) + dims
-        raise ModelValidationError(f"{path}: '{tensor.name}' in case {label} has shape {list(array.shape)}, expected {expected}")
+        raise ModelValidationError(
+            f"{path}: '{tensor.name}' in case {label} has shape {list(array.shape)}, expected {expected}"
+        )
 
 
 def _replay_golden(path: Path, onnx_path: Path, cases: Sequence[Any]) -> None:
@@ -317,7 +319,13 @@ def _replay_golden(path: Path, onnx_path: Path, cases: Sequence[Any]) -> None:
 
     session = onnx_session(onnx_path)
     model = onnx_path.parent.parent.name
-    check_against(f"{onnx_path.name} replayed against {path.name}", list(cases), lambda feeds: run_onnx(session, feeds), ONNX_TOLERANCE, model)
+    check_against(
+        f"{onnx_path.name} replayed against {path.name}",
+        list(cases),
+        lambda feeds: run_onnx(session, feeds),
+        ONNX_TOLERANCE,
+        model,
+    )
 
 
 def verify_repository(path: Path, replay_golden: bool = True) -> VerifiedRepository:

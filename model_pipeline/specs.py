@@ -237,7 +237,9 @@ class ModelSpec:
                 continue
             axis = bounds.get(tensor.axis_name(index)) or unbounded
             if axis is None:
-                raise SpecError(f"model '{self.name}': axis '{tensor.axis_name(index)}' of '{tensor.name}' has no bounds")
+                raise SpecError(
+                    f"model '{self.name}': axis '{tensor.axis_name(index)}' of '{tensor.name}' has no bounds"
+                )
             dims.append(axis.at(point))
         return ((self.batch.at(point),) if self.batch else ()) + tuple(dims)
 

@@ -7,7 +7,6 @@ Triton's text parser accepts; the checks catch what only shows at load time (nam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from model_pipeline.verification import UNBOUNDED_AXIS
 
 PLATFORMS = tuple(PLATFORM_BY_BACKEND.values())
 CONFIG_FILE = "config.pbtxt"
+
 
 def _triton_type(name: str) -> int:
     return int(mc.DataType.Value(f"TYPE_{name}"))
@@ -189,7 +189,9 @@ def _describe(tensor: Any) -> str:
 
 
 def _check_one(model: str, kind: str, want: Any, got: GraphTensor, file_name: str, max_batch: int) -> None:
-    mismatch = f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} has {_describe_graph(got, max_batch > 0)}"
+    mismatch = (
+        f"{model}: config.pbtxt {kind} {_describe(want)} but {file_name} has {_describe_graph(got, max_batch > 0)}"
+    )
     if _type_name(want.data_type) != got.data_type:
         raise ModelValidationError(mismatch)
     shape = got.shape

@@ -77,10 +77,16 @@ def _generated(spec: ModelSpec, tensor: TensorSpec, shape: tuple[int, ...], rng:
     if kind == "BOOL":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if kind == "STRING":
-        words = np.array([b"alpha", b"beta", b"gamma", b"delta"], dtype=np.object_)
+        words = np.array(["alpha", "beta", "gamma", "delta"], dtype=np.object_)
         return words[rng.integers(0, len(words), size=shape)]
     low, high = (int(b) for b in bounds) if bounds else _int_range(kind)
     return rng.integers(low, high + 1, size=shape).astype(NUMPY_TYPES[kind])
+
+
+def _strings(array: np.ndarray) -> np.ndarray:
+    """A STRING tensor as Python str objects, what ONNX Runtime takes and gives (bytes would reach it as "b'..'")."""
+    values = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(array).ravel().tolist()]
+    return np.array(values, dtype=np.object_).reshape(np.shape(array))
 
 
 def _int_range(kind: str) -> tuple[int, int]:
@@ -91,7 +97,9 @@ def _from_samples(spec: ModelSpec, samples: Mapping[str, np.ndarray], point: str
     """Sample rows for the batch at ``point`` (repeated when there are fewer); unbatched samples as they are."""
     inputs = {}
     for tensor in spec.inputs:
-        array = np.asarray(samples[tensor.name]).astype(NUMPY_TYPES[tensor.data_type], copy=False)
+        array = np.asarray(samples[tensor.name])
+        kind = NUMPY_TYPES[tensor.data_type]
+        array = _strings(array) if tensor.data_type == "STRING" else array.astype(kind, copy=False)
         if spec.batch is not None:
             array = array[np.resize(np.arange(len(array)), spec.batch.at(point))]
         inputs[tensor.name] = np.ascontiguousarray(array)
@@ -255,7 +263,8 @@ def write_golden(model: str, cases: list[GoldenCase], path: Path) -> Path:
         arrays.update({f"{case.label}.in.{name}": value for name, value in case.inputs.items()})
         arrays.update({f"{case.label}.out.{name}": value for name, value in case.outputs.items()})
     if any(a.dtype == np.object_ for a in arrays.values()):
-        arrays = {k: (a.astype(np.bytes_) if a.dtype == np.object_ else a) for k, a in arrays.items()}
+        # Unicode, not bytes: any text fits, and it reads back as the str ONNX Runtime gave.
+        arrays = {k: (_strings(a).astype(np.str_) if a.dtype == np.object_ else a) for k, a in arrays.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as stream:
         np.savez(stream, allow_pickle=False, **arrays)
@@ -273,7 +282,7 @@ def read_golden(path: str | Path) -> list[GoldenCase]:
             case = cases.setdefault(label, GoldenCase(label, {}, {}))
             array = archive[key]
             (case.inputs if direction == "in" else case.outputs)[name] = (
-                array.astype(np.object_) if array.dtype.kind == "S" else array
+                _strings(array) if array.dtype.kind in "SU" else array
             )
     if not cases:
         raise ModelValidationError(f"golden file {path} holds no cases")

@@ -18,7 +18,7 @@ from components.settings import MonitoringSettings
 from components.triton_cluster import pod_selector
 from offline.harness import RecordedResource, Recording, run_program
 from offline.validate import UNLISTED_VALUES, custom_resource_errors, load_values, unknown_values_keys
-from tests._stack_repository import config_with_build_dir, stack_repository, stack_entries
+from tests._stack_repository import config_with_build_dir, stack_entries, stack_repository
 from tests.paths import ROOT
 
 COMPONENT = "inference:platform:MonitoringStack"

@@ -23,10 +23,10 @@ from local_serving.ports import free_port
 from local_serving.triton import TritonPorts, TritonServer
 from local_serving.wrappers import write_serving_repository
 from model_pipeline import cli, tensorrt_build
-from model_pipeline.publish import S3Location, make_s3_client, upload_repository
-from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
 from model_pipeline.derive import derive_spec
 from model_pipeline.entry import ModelEntry
+from model_pipeline.publish import S3Location, make_s3_client, upload_repository
+from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_tool_versions, write_repository
 from model_pipeline.tensorrt_build import GpuInfo
 from tests._pipeline_helpers import (
     golden_for,

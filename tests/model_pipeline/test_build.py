@@ -14,8 +14,8 @@ import yaml
 
 from model_pipeline import build as build_module
 from model_pipeline.build import BuildSettings, StepCache, TrainSettings, _Builder, build_repository, cache_key
-from model_pipeline.errors import ModelWeightsError
 from model_pipeline.entry import ModelEntry
+from model_pipeline.errors import ModelWeightsError
 from tests._pipeline_helpers import tiny_spec
 
 MNIST, RESNET = ModelEntry(name="mnist"), ModelEntry(name="resnet50", backend="tensorrt")

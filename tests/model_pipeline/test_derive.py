@@ -78,6 +78,11 @@ def test_a_fixed_dim_0_in_any_tensor_means_no_batch_dimension(tmp_path: Path) ->
     assert not config.HasField("dynamic_batching")
 
 
+def test_a_fixed_dim_0_next_to_an_unnamed_dynamic_one_is_no_batch(tmp_path: Path) -> None:
+    path = _interface(tmp_path / "m.onnx", [("x", TensorProto.FLOAT, [None, 3])], [("y", TensorProto.FLOAT, [1, 3])])
+    assert derive_spec(_brought(), path).batch is None
+
+
 def test_dim_0_named_differently_across_tensors_is_no_batch(tmp_path: Path) -> None:
     path = _interface(tmp_path / "m.onnx", [("x", TensorProto.FLOAT, ["a", 3])], [("y", TensorProto.FLOAT, ["b", 3])])
     assert derive_spec(_brought(), path).batch is None

@@ -214,6 +214,14 @@ def test_an_entry_with_an_invalid_name_is_named_by_its_position() -> None:
     ]
 
 
+def test_entries_without_a_valid_name_are_not_reported_as_repeated_names() -> None:
+    _, problems = _read([{"name": "Bert"}, {"name": "bert base", "source": "s3://models/bert.onnx"}])
+    assert problems == [
+        "models[0].name ('Bert') must be a lower-case model name (letters, digits, - and _)",
+        "models[1].name ('bert base') must be a lower-case model name (letters, digits, - and _)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("item", "problem"),
     [

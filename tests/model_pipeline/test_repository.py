@@ -141,6 +141,23 @@ def test_a_batch_only_output_is_written_and_verified(tmp_path: Path) -> None:
     ]
 
 
+def test_a_text_model_is_written_and_its_golden_outputs_replay(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])],
+        "echo",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["n", 1])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["n", 1])],
+    )
+    path = tmp_path / "work/echo/model.onnx"
+    path.parent.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    repo = write_repository(tmp_path / "repo", [_brought_artifacts(tmp_path / "work", "echo", path)], {}).path
+    verify_repository(repo)  # replays the golden text through ONNX Runtime
+    (first, *_) = read_golden(repo / "echo/golden.npz")
+    assert first.outputs["same"].tolist() == first.inputs["text"].tolist()
+    assert first.outputs["same"].ravel()[0] in ("alpha", "beta", "gamma", "delta")  # the words, not "b'alpha'"
+
+
 def test_same_inputs_give_the_same_digest_and_different_weights_another(tmp_path: Path) -> None:
     first = _manifest(tiny_repository(tmp_path / "a"))["digest"]
     again = _manifest(tiny_repository(tmp_path / "b"))["digest"]

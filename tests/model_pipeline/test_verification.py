@@ -63,7 +63,7 @@ def test_generated_inputs_have_each_inputs_data_type() -> None:
             "features": np.float32,
             "text": np.object_,
         }
-        assert all(isinstance(word, bytes) for word in inputs["text"].ravel())
+        assert all(isinstance(word, str) for word in inputs["text"].ravel())  # ONNX Runtime would see "b'..'"
 
 
 def test_generated_inputs_take_the_min_opt_and_max_shapes_of_batch_and_axes() -> None:
@@ -129,6 +129,14 @@ def test_samples_of_a_model_without_batch_are_used_as_they_are() -> None:
     cases = verification_inputs(spec, {"x": sample})
     assert list(cases) == ["min"]
     np.testing.assert_array_equal(cases["min"]["x"], sample)
+
+
+@pytest.mark.parametrize("texts", [np.array([["a"], ["é"]]), np.array([[b"a"], [b"\xc3\xa9"]])])
+def test_text_samples_become_str_whether_stored_as_unicode_or_bytes(texts: np.ndarray) -> None:
+    spec = ModelSpec("words", (TensorSpec("text", "STRING", (1,)),), (TensorSpec("y", "FP32", (2,)),), Bounds(1, 2, 2))
+    cases = verification_inputs(spec, {"text": texts})
+    assert cases["min"]["text"].dtype == np.object_
+    assert cases["opt"]["text"].tolist() == [["a"], ["é"]]
 
 
 def test_samples_must_hold_every_input() -> None:
@@ -216,13 +224,19 @@ def test_golden_round_trip_keeps_every_array_in_profile_order(tmp_path: Path) ->
         np.testing.assert_array_equal(case.outputs["logits"], np.full((1, 3), value, np.float32))
 
 
-def test_golden_keeps_string_tensors_and_dotted_names(tmp_path: Path) -> None:
-    words = np.array([[b"alpha"], [b"beta"]], dtype=np.object_)
+def test_golden_keeps_any_text_as_str_and_dotted_names(tmp_path: Path) -> None:
+    words = np.array([["alpha"], ["héllo wörld"]], dtype=np.object_)
     case = GoldenCase("min", {"text": words}, {"scores.v2": np.zeros((2, 2), np.float32)})
     (read,) = read_golden(write_golden("m", [case], tmp_path / "golden.npz"))
     assert read.inputs["text"].dtype == np.object_
-    assert read.inputs["text"].tolist() == words.tolist()
+    assert read.inputs["text"].tolist() == [["alpha"], ["héllo wörld"]]
     assert set(read.outputs) == {"scores.v2"}
+
+
+def test_golden_stores_bytes_text_as_the_str_onnx_runtime_takes(tmp_path: Path) -> None:
+    case = GoldenCase("min", {"text": np.array([b"caf\xc3\xa9"], dtype=np.object_)}, {"y": np.zeros(1)})
+    (read,) = read_golden(write_golden("m", [case], tmp_path / "golden.npz"))
+    assert read.inputs["text"].tolist() == ["café"]
 
 
 def test_a_golden_file_without_cases_is_refused(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from components.config import SECRET_KEYS, parse_config
-from model_pipeline.schema import field_default, settings_of
 from components.settings import PlatformConfig
+from model_pipeline.schema import field_default, settings_of
 from offline import project_file
 
 REPOSITORY = {"uri": "s3://models-bucket/serving"}
