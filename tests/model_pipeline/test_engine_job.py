@@ -22,9 +22,9 @@ from model_pipeline.repository import ModelArtifacts, TensorRTStatus, collect_to
 from model_pipeline.specs import ModelSpec
 from model_pipeline.tensorrt_build import GpuInfo
 from model_pipeline.triton_config import parse_config
+from tests._engine_models import fixed_onnx, mlp_onnx, tensorrt_spec, token_onnx, token_spec
 from tests._pipeline_helpers import golden_for
 from tests.fake_tensorrt import PLAN_MARKER, make_fake_tensorrt
-from tests.model_pipeline.test_tensorrt_build import fixed_onnx, mlp_onnx, tensorrt_spec, token_onnx, token_spec
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.tensorrt_double
