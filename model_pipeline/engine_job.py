@@ -187,12 +187,10 @@ def engine_record(spec: ModelSpec, result: EngineBuildResult, onnx_sha256: str) 
         "gpu": result.gpu_name,
         "precision": result.precision,
         "fp16_mode": result.fp16_mode,
-        "profile": spec.batch.as_list() if spec.batch else None,
-        "axes": {name: bounds.as_list() for name, bounds in spec.axes},
+        **spec.profile_record(),
         "shapes": {
             name: dict(zip(POINTS, map(list, shapes), strict=True)) for name, shapes in result.profile_shapes.items()
         },
-        "tolerance": dataclasses.asdict(spec.engine_tolerance),
         "differences": {name: d.to_dict() for name, d in result.differences.items()},
         "build_seconds": round(result.build_seconds, 1),
     }

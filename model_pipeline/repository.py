@@ -14,7 +14,6 @@ the digest, and ``verify_repository`` re-hashes and re-checks everything before 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -159,9 +158,7 @@ def _model_entry(artifacts: ModelArtifacts) -> dict[str, Any]:
         "instances": spec.instance_count,
         "max_queue_delay_us": spec.max_queue_delay_us,
         "max_batch_size": spec.max_batch_size,
-        "profile": spec.batch.as_list() if spec.batch else None,
-        "axes": {name: bounds.as_list() for name, bounds in spec.axes},
-        "tolerance": dataclasses.asdict(spec.engine_tolerance),
+        **spec.profile_record(),
         "inputs": [_tensor_record(t) for t in spec.inputs],
         "outputs": [_tensor_record(t) for t in spec.outputs],
         "tensorrt": artifacts.tensorrt.to_dict(),

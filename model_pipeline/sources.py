@@ -13,7 +13,6 @@ torch is imported only where PyTorch runs, so the program (and the engine Job) i
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +46,6 @@ BUILTIN_BY_ARCHITECTURE = {b.architecture: b for b in BUILTINS.values()}
 
 def is_s3_uri(source: str) -> bool:
     return source.startswith("s3://")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

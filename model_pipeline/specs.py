@@ -243,6 +243,14 @@ class ModelSpec:
             dims.append(axis.at(point))
         return ((self.batch.at(point),) if self.batch else ()) + tuple(dims)
 
+    def profile_record(self) -> dict[str, Any]:
+        """The bounds and tolerance an engine is built and checked with, as the manifest and engine.json say them."""
+        return {
+            "profile": self.batch.as_list() if self.batch else None,
+            "axes": {name: bounds.as_list() for name, bounds in self.axes},
+            "tolerance": dataclasses.asdict(self.engine_tolerance),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable form (tuples become lists); used for cache keys and reports."""
         return dataclasses.asdict(self)

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from model_pipeline import cli
+from model_pipeline.digest import file_sha256
 from model_pipeline.repository import verify_repository
-from model_pipeline.sources import file_sha256
 from model_pipeline.triton_config import load_config
 from tests._pipeline_helpers import isolate_aws_credentials, moto_s3_server
 from tests.corpus.models import CORPUS, build_corpus
