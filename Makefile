@@ -18,7 +18,7 @@ test: setup fixtures triton-env checkov-env policy-env actionlint lint typecheck
 
 ## toolchain: the Pulumi CLI, its Python host, the kubernetes provider and a control plane, built from the Go
 ## module proxy into .toolchain/ (cold: tens of minutes on 2 cores; warm: seconds, see README)
-toolchain: setup
+toolchain: setup fixtures
 	$(PY) -m toolchain.build
 
 ## cluster: a simulated cluster (real control plane, kwok GPU nodes, S3 on 127.0.0.1) and a shell inside it;

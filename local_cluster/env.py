@@ -1,6 +1,6 @@
-"""The environment a command gets inside the simulated cluster: the built toolchain first on PATH, the project's
-virtualenv, a Pulumi home and a file backend of the cluster's own (state lives and dies with the cluster), and
-throw-away credentials for the local S3 store."""
+"""The environment a command gets inside the simulated cluster: the built toolchain first on PATH (the program's
+virtualenv comes from Pulumi.yaml's runtime options, as for any user's CLI), a Pulumi home and a file backend of the
+cluster's own (state lives and dies with the cluster), and throw-away credentials for the local S3 store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 from local_cluster.control_plane import BIN, ROOT, Cluster, ClusterError
 
 PULUMI_HOME = ROOT / ".cache" / "pulumi-home"  # plugins installed by `make toolchain`; kept between clusters
-VENV = ROOT / ".venv"
 LOCAL_PASSPHRASE = "local-cluster-only"  # encrypts the local stack's secrets; never used for a real stack
 
 
@@ -18,8 +17,7 @@ def command_environment(cluster: Cluster) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "PATH": os.pathsep.join([str(VENV / "bin"), str(BIN), env.get("PATH", "")]),
-            "VIRTUAL_ENV": str(VENV),
+            "PATH": os.pathsep.join([str(BIN), env.get("PATH", "")]),
             "KUBECONFIG": str(cluster.kubeconfig),
             "PULUMI_HOME": str(PULUMI_HOME),
             "PULUMI_BACKEND_URL": f"file://{cluster.directory / 'state'}",

@@ -6,11 +6,11 @@ tool's pins and its build recipe: a warm machine links them into place and rebui
 
 - pulumi: github.com/pulumi/pulumi/pkg/v3 v3.274.1, the CLI of the SDK's 3.27x series; its
   pulumi-language-python-exec and pulumi-resource-pulumi-python scripts come from sdk/v3 at the same version.
-- pulumi-language-python: github.com/pulumi/pulumi/sdk/v3 v3.68.0. The host has been a module of its own since
-  v3.69, published only as pseudo-versions, none of which the proxy serves us; v3.68.0 is the newest release that
-  still carries it. It predates runtime options sent per request, so it runs the python it finds on PATH (the
-  harness puts the project's .venv first), and its RunPlugin predates the engine's request, so a Python policy
-  pack cannot start through it (tests/real_engine records that as a strict xfail).
+- pulumi-language-python: the host as released in pulumi v3.259.0, built against pkg/v3 and sdk/v3 v3.274.1 from
+  the module proxy. Since v3.69 the host is a module of its own, published only as pseudo-versions the proxy does
+  not serve, so its one source file comes as a locked fixture (``toolchain-src/pulumi-language-python/`` of
+  ../shared, with a go.mod/go.sum of ours; fixtures.lock.json). It takes the engine's per-request runtime options
+  (Pulumi.yaml's ``runtime.options.virtualenv``) and starts Python policy packs as CLI 3.274 asks it to.
 - pulumi-resource-kubernetes: github.com/pulumi/pulumi-kubernetes/provider/v4 v4.0.0-20260115033456-f47bc2d6f199
   (= v4.25.0). The SDK asks for 4.34.2; the provider module has no tags and this is the only pseudo-version the
   proxy serves. It is installed under 4.34.2, the version the SDK requests.
@@ -121,12 +121,21 @@ def build_pulumi(dest: Path) -> None:
         (dest / script.name).chmod(0o755)
 
 
+LANGUAGE_HOST_SOURCE = "toolchain-src/pulumi-language-python"
+LANGUAGE_HOST_FILES = tuple(f"{LANGUAGE_HOST_SOURCE}/{name}" for name in ("main.go", "go.mod", "go.sum"))
+
+
 def build_language_host(dest: Path) -> None:
-    go_build(
-        str(dest / "pulumi-language-python"),
-        "github.com/pulumi/pulumi/sdk/v3/python/cmd/pulumi-language-python",
-        cwd=PINS / "langhost",
-    )
+    """From the locked source, copied out of the (read-only) fixtures folder."""
+    from offline.fixtures import fixtures_root
+
+    source = OUT / "src" / "pulumi-language-python"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    for path in LANGUAGE_HOST_FILES:
+        shutil.copyfile(fixtures_root() / path, source / Path(path).name)
+    go_build(str(dest / "pulumi-language-python"), ".", cwd=source)
+    shutil.rmtree(source)
 
 
 def build_kubernetes_provider(dest: Path) -> None:
@@ -186,18 +195,24 @@ class Tool:
     binaries: tuple[str, ...]
     plugins: tuple[str, ...] = ()  # installed into the Pulumi plugin cache, not onto PATH
     share: tuple[str, ...] = field(default_factory=tuple)
+    fixtures: tuple[str, ...] = ()  # locked fixture files it is built from: their sha256 is part of the key
 
     def key(self, go_version: str) -> str:
         recipe = (self.name, self.pins, self.recipe.__name__, self.binaries, self.plugins, self.share)
         digest = hashlib.sha256(f"{RECIPE_VERSION}\n{go_version}\n{recipe}".encode())
-        for path in sorted((PINS / self.pins).iterdir()):
+        for path in sorted((PINS / self.pins).iterdir()) if self.pins else ():
             digest.update(path.name.encode() + path.read_bytes())
+        if self.fixtures:
+            from offline.fixtures import load_lock
+
+            locked = {entry.path: entry.sha256 for entry in load_lock()}
+            digest.update("".join(f"{path}={locked[path]}\n" for path in self.fixtures).encode())
         return digest.hexdigest()[:16]
 
 
 TOOLS = (
     Tool("pulumi", "pulumi", build_pulumi, ("pulumi", "pulumi-language-python-exec", "pulumi-resource-pulumi-python")),
-    Tool("language-host", "langhost", build_language_host, ("pulumi-language-python",)),
+    Tool("language-host", "", build_language_host, ("pulumi-language-python",), fixtures=LANGUAGE_HOST_FILES),
     Tool(
         "kubernetes-provider",
         "kubernetes-provider",

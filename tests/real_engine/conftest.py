@@ -33,7 +33,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
         f"killed up: recovery {s.get('recovery', 'FAILED')}; "
         f"dev preview {s.get('dev_preview', 'FAILED')}; prod preview {s.get('prod_preview', 'FAILED')}; "
-        f"destroy: {s.get('left', '?')} objects left"
+        f"destroy: {s.get('left', '?')} objects left; "
+        f"policy pack: {s.get('policy', 'FAILED')}"
     )
     terminalreporter.write_line(line)
     (ROOT / ".cache" / "real-engine.json").write_text(__import__("json").dumps(s, indent=2))

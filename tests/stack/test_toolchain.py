@@ -34,3 +34,21 @@ def test_a_changed_pin_or_go_version_changes_the_key(tmp_path: Path, monkeypatch
     with (tmp_path / "kwok" / "go.sum").open("a") as sums:
         sums.write("example.com/x v1.0.0 h1:AAAA=\n")
     assert tool.key("go1.26.8") != before
+
+
+def test_the_language_host_is_built_from_the_locked_source_and_a_changed_file_changes_its_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from offline import fixtures
+
+    tool = next(t for t in build.TOOLS if t.name == "language-host")
+    locked = {entry.path for entry in fixtures.load_lock()}
+    assert set(tool.fixtures) <= locked and any(p.endswith("main.go") for p in tool.fixtures)
+    before = tool.key("go1.26.8")
+    changed = tuple(
+        dataclasses.replace(e, sha256="0" * 64) if e.path.endswith("main.go") else e for e in fixtures.load_lock()
+    )
+    monkeypatch.setattr(fixtures, "load_lock", lambda: changed)
+    assert tool.key("go1.26.8") != before
