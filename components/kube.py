@@ -10,12 +10,28 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 PART_OF = "inference-platform"
+# Server-side apply refuses to take back a field another manager wrote (`kubectl patch` during an incident), and the
+# stack would stay stuck on the conflict: on the objects the platform declares, its declared state wins. Fields it
+# leaves to others (the Deployment's replicas under the HPA, what controllers write) are not in its apply at all.
+FORCE_ANNOTATION = "pulumi.com/patchForce"
+_NOT_FORCED = ("kubernetes:helm.sh/v3:Release",)  # Helm owns what a release renders; Helm upgrades it
 
 
 def cluster_options(context: str | None, kubeconfig: str | None) -> pulumi.ResourceOptions:
-    """Options that put resources on the stack's cluster, through one server-side-apply provider."""
+    """Options that put resources on the stack's cluster, through one server-side-apply provider, with the
+    declared state winning over hand edits (FORCE_ANNOTATION)."""
     provider = k8s.Provider("kubernetes", context=context, kubeconfig=kubeconfig, enable_server_side_apply=True)
-    return pulumi.ResourceOptions(providers={"kubernetes": provider})
+    return pulumi.ResourceOptions(providers={"kubernetes": provider}, transformations=[declared_state_wins])
+
+
+def declared_state_wins(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Mark every Kubernetes object the platform declares (not Helm releases) for a forced server-side apply."""
+    metadata = args.props.get("metadata")
+    if not args.type_.startswith("kubernetes:") or args.type_ in _NOT_FORCED or not isinstance(metadata, dict):
+        return None
+    annotations = {**(metadata.get("annotations") or {}), FORCE_ANNOTATION: "true"}
+    props = {**args.props, "metadata": {**metadata, "annotations": annotations}}
+    return pulumi.ResourceTransformationResult(props, args.opts)
 
 
 def after(opts: pulumi.ResourceOptions, resources: Iterable[pulumi.Resource]) -> pulumi.ResourceOptions:

@@ -30,6 +30,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"real engine (local): preview {preview}; "
         f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
         f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
+        f"drift: {s.get('drift', 'FAILED')}; "
         f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
         f"killed up: recovery {s.get('recovery', 'FAILED')}; "
         f"dev preview {s.get('dev_preview', 'FAILED')}; prod preview {s.get('prod_preview', 'FAILED')}; "
