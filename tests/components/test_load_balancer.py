@@ -9,6 +9,7 @@ import pytest
 
 from components import versions
 from components.config import ConfigError, parse_config
+from components.kube import FORCE_ANNOTATION
 from components.load_balancer import (
     GATEWAY_API,
     HEALTH_PATH,
@@ -218,7 +219,7 @@ def test_gateway_objects_wait_for_the_controller_and_crds(stack: Recording) -> N
             assert controller.urn in resource.dependencies, f"{kind} {resource.metadata_name}"
 
 
-def test_only_the_envoy_data_plane_namespace_reaches_triton_http_and_grpc(stack: Recording) -> None:
+def test_the_envoy_data_plane_namespace_reaches_triton_http_and_grpc(stack: Recording) -> None:
     controller = next(r for r in stack.helm_releases() if r.inputs["chart"] == versions.ENVOY_GATEWAY.chart)
     policy = next(
         r
@@ -232,8 +233,9 @@ def test_only_the_envoy_data_plane_namespace_reaches_triton_http_and_grpc(stack:
     ]
     assert len(serving_rules) == 1
     sources = [s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in serving_rules[0]["from"]]
-    # Envoy Gateway's default deployment mode runs the proxies in the controller's namespace.
-    assert sources == [controller.inputs["namespace"]]
+    # Envoy Gateway's default deployment mode runs the proxies in the controller's namespace; Triton's own is
+    # triton.clientNamespaces' default.
+    assert sources == ["triton", controller.inputs["namespace"]]
 
 
 def test_outputs_give_the_address_and_client_endpoints(stack: Recording) -> None:
@@ -250,9 +252,9 @@ def test_gateway_address_prefers_the_published_one() -> None:
 
 
 def test_only_a_cloud_load_balancer_makes_pulumi_wait_for_an_address(dev: Recording, prod: Recording) -> None:
-    assert _one(prod, "Gateway")["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Programmed"}
-    # No empty map either: the API server drops it and the real engine then reports a diff on every preview.
-    assert "annotations" not in _one(dev, "Gateway")["metadata"]
+    force = {FORCE_ANNOTATION: "true"}  # every object the platform declares (components/kube.py)
+    assert _one(prod, "Gateway")["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Programmed", **force}
+    assert _one(dev, "Gateway")["metadata"]["annotations"] == force
 
 
 def test_same_port_for_both_listeners_is_a_config_error() -> None:
