@@ -29,7 +29,10 @@ def _in_violating_project(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_stack_that_breaks_mandatory_rules_fails_its_preview_naming_rule_and_resource() -> None:
     _in_violating_project("stack", "init", "violating")
-    result = _in_violating_project("preview", "--stack", "violating", "--policy-pack", str(ROOT / "policy"))
+    try:
+        result = _in_violating_project("preview", "--stack", "violating", "--policy-pack", str(ROOT / "policy"))
+    finally:  # also removes the stack's Pulumi.violating.yaml from the project folder
+        _in_violating_project("stack", "rm", "violating", "--yes", "--force")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "mandatory" in output
