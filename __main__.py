@@ -68,8 +68,9 @@ if cfg.autoscaling.enabled:
 
 pulumi.export("triton_namespace", triton.namespace)
 pulumi.export("triton_service", triton.service_name)
-pulumi.export("triton_http", triton.backend.http_url)
-pulumi.export("triton_grpc", triton.backend.grpc_address)
+if cfg.triton.direct_clients:  # in-cluster URLs, for the pods of those namespaces (the NetworkPolicy's rule)
+    pulumi.export("triton_http", triton.backend.http_url)
+    pulumi.export("triton_grpc", triton.backend.grpc_address)
 pulumi.export("gpu_limits", dict(gpu.placement.limits))
 pulumi.export("grafana_url", metrics.grafana_url)
 pulumi.export("grafana_admin_password", metrics.grafana_admin_password)

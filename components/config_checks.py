@@ -61,6 +61,15 @@ def _gpu(settings: GpuSettings, s: Section) -> GpuSettings:
         )
     if settings.uses_hami and settings.mig_strategy == "single":
         s.problem("migStrategy", "single", "must be none or mixed with HAMi (HAMi schedules MIG slices itself)")
+    if settings.sharing == "whole" and settings.mig_strategy == "mixed":
+        s.problem(
+            "migStrategy",
+            "mixed",
+            "cannot be used with gpu.sharing whole: under the mixed strategy a MIG-partitioned node advertises "
+            "nvidia.com/mig-<profile>, never the nvidia.com/gpu Triton and the engine Jobs request, so they would "
+            "stay Pending; set gpu.migStrategy single (one profile per node, advertised as nvidia.com/gpu) or none, "
+            "or gpu.sharing hami (HAMi schedules MIG slices itself)",
+        )
     if not settings.uses_hami and (hami.gpu_memory_mib or hami.gpu_memory_percent or hami.gpu_cores_percent):
         s.problems.append("gpu.hami: GPU memory/core shares only apply when gpu.sharing is hami")
     return settings

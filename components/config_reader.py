@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from components.settings import IMAGE, IMAGE_RULE, ScalingPolicy
 from components.versions import TRITON_IMAGE
 from model_pipeline.entry import ModelEntry, read_models
+from model_pipeline.schema import DNS_LABEL
 from model_pipeline.schema_reader import Section, read
 
 # --------------------------------------------------------------------------------------------------------------
@@ -42,19 +43,54 @@ def _image(s: Section, key: str, default: str | None) -> str | None:
     return image
 
 
-_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+# A label key as the API server validates a toleration's: an optional DNS-subdomain prefix and "/", then a name
+# of at most 63 characters. A toleration's value is a label value: such a name, or empty.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME})?$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+_OPERATOR = re.compile(r"^(Equal|Exists)?$")  # empty: Equal
+_EFFECT = re.compile(r"^(NoSchedule|PreferNoSchedule|NoExecute)?$")  # empty: every effect
 
 
 def _tolerations(s: Section, key: str, default: tuple[Any, ...]) -> tuple[Any, ...]:
-    raw = s.object_list(key)
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or not set(item) <= _TOLERATION_KEYS:
-            s.problem(f"{key}[{index}]", item, f"must be an object with keys among {sorted(_TOLERATION_KEYS)}")
-            return default
-        if item.get("operator", "Equal") not in ("Equal", "Exists"):
-            s.problem(f"{key}[{index}].operator", item["operator"], "must be Equal or Exists")
-            return default
-    return tuple(raw) if s.has(key) else default
+    """Tolerations checked as the API server checks them, each problem named by its full key."""
+    if not s.has(key):
+        s.raw_value(key)
+        return default
+    tolerations = []
+    for index, item in enumerate(s.object_list(key)):
+        t = Section(s.full(f"{key}[{index}]"), item, s.problems, s.context)
+        if not isinstance(item, dict):
+            continue  # reported by Section
+        t.string("key", "", pattern=_LABEL_KEY, allowed="a label key such as nvidia.com/gpu")
+        operator = t.string("operator", "", pattern=_OPERATOR, allowed="Equal or Exists") or "Equal"
+        t.string("value", "", pattern=_LABEL_VALUE, allowed="a label value (63 characters at most)")
+        effect = t.string("effect", "", pattern=_EFFECT, allowed="NoSchedule, PreferNoSchedule or NoExecute")
+        seconds = t.integer("tolerationSeconds", None, low=0)
+        t.finish()
+        # The rules between keys, each only on values that were read as written (a bad one is reported already).
+        if not item.get("key") and operator == "Equal" and item.get("operator") in (None, "", "Equal"):
+            t.problem("key", item.get("key"), "is required with operator Equal (only Exists tolerates every key)")
+        if operator == "Exists" and item.get("value"):
+            t.problem("value", item["value"], "must be empty with operator Exists (Equal matches a value)")
+        if seconds is not None and effect != "NoExecute" and item.get("effect") in (None, effect):
+            t.problem("tolerationSeconds", seconds, f"only applies with effect NoExecute (here {effect or 'unset'})")
+        tolerations.append(item if seconds is None else {**item, "tolerationSeconds": seconds})
+    return tuple(tolerations)
+
+
+def _namespaces(s: Section, key: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """A list of namespace names, each problem named by its index."""
+    value = s.raw_value(key)
+    if value is None:
+        return default
+    if not isinstance(value, list):
+        s.problem(key, value, "must be a list of namespace names ([] for none)")
+        return default
+    for index, name in enumerate(value):
+        if not isinstance(name, str) or not DNS_LABEL.match(name):
+            s.problem(f"{key}[{index}]", name, "must be a namespace name (a DNS label)")
+    return tuple(dict.fromkeys(n for n in value if isinstance(n, str)))
 
 
 def _status_codes(s: Section, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -154,6 +190,7 @@ PARSERS: dict[str, Callable[[Section, str, Any], Any]] = {
     "kubernetes_version": _kubernetes_version,
     "image": _image,
     "tolerations": _tolerations,
+    "namespaces": _namespaces,
     "status_codes": _status_codes,
     "scaling_policies": _scaling_policies,
     "models": _models,

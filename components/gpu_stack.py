@@ -13,6 +13,7 @@ from components import versions
 from components.chart_crds import chart_crds
 from components.kube import after, namespace
 from components.settings import GpuSettings
+from model_pipeline.syntax import duration_seconds
 
 HAMI_SCHEDULER = "hami-scheduler"
 NVIDIA_RUNTIME_CLASS = "nvidia"
@@ -80,6 +81,11 @@ def gpu_placement(settings: GpuSettings) -> GpuPlacement:
     )
 
 
+def dcgm_interval_ms(interval: str) -> int:
+    """``DCGM_EXPORTER_INTERVAL``: dcgm-exporter's collection interval, in milliseconds."""
+    return round(duration_seconds(interval) * 1000)
+
+
 def gpu_operator_values(settings: GpuSettings) -> dict[str, Any]:
     """Helm values for the GPU Operator."""
     return {
@@ -95,8 +101,11 @@ def gpu_operator_values(settings: GpuSettings) -> dict[str, Any]:
         # Its CRDs are Pulumi's (components/chart_crds.py); the operator's own CRD upgrade hook would fight them.
         "operator": {"upgradeCRD": False},
         "migManager": {"enabled": settings.uses_mig},
+        # gpu.dcgmInterval is both how often dcgm-exporter collects (its own default is 30 s) and how often
+        # Prometheus scrapes it: a faster scrape alone would only read the same sample again.
         "dcgmExporter": {
             "enabled": True,
+            "env": [{"name": "DCGM_EXPORTER_INTERVAL", "value": str(dcgm_interval_ms(settings.dcgm_interval))}],
             "serviceMonitor": {"enabled": True, "interval": settings.dcgm_interval},
         },
     }

@@ -173,7 +173,9 @@ class GpuSettings:
         "tolerations",
         default_doc="the nvidia.com/gpu NoSchedule taint",
     )
-    dcgm_interval: str = duration("dcgmInterval", "15s", "DCGM exporter collection interval")
+    dcgm_interval: str = duration(
+        "dcgmInterval", "15s", "how often dcgm-exporter collects GPU metrics and Prometheus scrapes them"
+    )
     hami: HamiSettings = section("hami", HamiSettings(), "HAMi GPU sharing")
     sources: SourceSettings = SourceSettings()  # the top-level `sources`, filled in by the reader
 
@@ -209,6 +211,20 @@ class TritonSettings:
     exit_timeout_seconds: int = integer("exitTimeoutSeconds", 30, 1, 600, "Triton's exit timeout")
     drain_seconds: int = integer("drainSeconds", 10, 0, 120, "preStop pause while endpoints drain")
     log_verbose: int = integer("logVerbose", 0, 0, 3, "Triton's log verbosity")
+    # Unset (None): Triton's own namespace, see direct_clients; [] says "only the gateway".
+    client_namespaces: tuple[str, ...] | None = custom(
+        "clientNamespaces",
+        None,
+        "namespaces whose pods may call Triton's HTTP and gRPC ports, besides the gateway's when it is on; "
+        "[] = only the gateway",
+        "namespaces",
+        default_doc="[triton.namespace]",
+    )
+
+    @property
+    def direct_clients(self) -> tuple[str, ...]:
+        """Namespaces whose pods may call Triton's HTTP and gRPC ports directly, the gateway's aside."""
+        return (self.namespace,) if self.client_namespaces is None else self.client_namespaces
 
 
 @dataclass(frozen=True)
@@ -545,8 +561,10 @@ class PlatformConfig:
 
     @property
     def triton_clients(self) -> tuple[str, ...]:
-        """Namespaces whose pods may reach Triton's HTTP and gRPC ports: the gateway's data plane, if any."""
-        return (self.load_balancer.data_plane_namespace,) if self.load_balancer.enabled else ()
+        """Namespaces whose pods may reach Triton's HTTP and gRPC ports: triton.clientNamespaces, and the
+        gateway's data plane when it is on."""
+        gateway = (self.load_balancer.data_plane_namespace,) if self.load_balancer.enabled else ()
+        return tuple(dict.fromkeys(self.triton.direct_clients + gateway))
 
     @property
     def rollout_replicas(self) -> int:

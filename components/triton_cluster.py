@@ -83,7 +83,7 @@ class TritonClusterArgs:
     placement: GpuPlacement
     autoscaled: bool = False
     rollout_replicas: int = 1  # the most pods a rollout replaces (autoscaling's maximum when it is on)
-    client_namespaces: tuple[str, ...] = ()  # may reach HTTP/gRPC (the gateway's namespace)
+    client_namespaces: tuple[str, ...] = ()  # may reach HTTP/gRPC (triton.clientNamespaces, the gateway's)
     monitoring_namespace: str = "monitoring"
 
 
@@ -255,7 +255,7 @@ def _from_namespaces(names: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def ingress_policy_spec(args: TritonClusterArgs, pod_selector: Mapping[str, str]) -> dict[str, Any]:
-    """HTTP/gRPC only from client namespaces (the gateway's), metrics only from monitoring; nothing else."""
+    """HTTP/gRPC only from the client namespaces (with none, from nowhere), metrics only from monitoring."""
     rules: list[dict[str, Any]] = [
         {
             "from": _from_namespaces([args.monitoring_namespace]),

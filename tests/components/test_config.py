@@ -126,6 +126,16 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str]] = [
         "gpu.tolerations[0].operator ('In') must be Equal or Exists",
     ),
     (
+        "toleration effect misspelt",
+        {"gpu": {"tolerations": [{"key": "k", "operator": "Exists"}, {"key": "k", "effect": "NoExecut"}]}},
+        "gpu.tolerations[1].effect ('NoExecut') must be NoSchedule, PreferNoSchedule or NoExecute",
+    ),
+    (
+        "client namespace not a namespace name",
+        {"triton": {"clientNamespaces": ["apps", "Batch_Jobs"]}},
+        "triton.clientNamespaces[1] ('Batch_Jobs') must be a namespace name",
+    ),
+    (
         "node selector values",
         {"gpu": {"nodeSelector": {"pool": 3}}},
         "gpu.nodeSelector ({'pool': 3}) must be an object of string values",
@@ -303,3 +313,58 @@ def test_hami_selects_gpu_on_nodes_by_default() -> None:
         {"modelRepository": {"uri": "s3://models/triton"}, "gpu": {"sharing": "hami"}, "triton": {"cpuRequest": "4"}},
     )
     assert dict(cfg.gpu.node_selector) == {"gpu": "on"}
+
+
+def test_every_toleration_problem_is_reported_with_its_full_key() -> None:
+    accepted = [
+        {"operator": "Exists"},  # every taint
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "value": "gpu-a10g", "effect": ""},  # operator Equal; every effect
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
+    ]
+    refused = [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecut"},
+        {"key": "dedicated", "operator": "Exists", "value": "gpu"},
+        {"key": "dedicated", "value": "gpu", "effect": "NoSchedule", "tolerationSeconds": 60},
+        {"key": "bad key!", "operator": "Equal", "value": "x"},
+        {"operator": "Equal", "value": "x"},
+        {"key": "k", "efect": "NoSchedule"},
+        "nvidia.com/gpu",
+    ]
+    assert _problems({**REPO, "gpu": {"tolerations": accepted + refused}}) == [
+        "gpu.tolerations[4].effect ('NoExecut') must be NoSchedule, PreferNoSchedule or NoExecute",
+        "gpu.tolerations[5].value ('gpu') must be empty with operator Exists (Equal matches a value)",
+        "gpu.tolerations[6].tolerationSeconds (60) only applies with effect NoExecute (here NoSchedule)",
+        "gpu.tolerations[7].key ('bad key!') must be a label key such as nvidia.com/gpu",
+        "gpu.tolerations[8].key (None) is required with operator Equal (only Exists tolerates every key)",
+        "gpu.tolerations[9].efect is not a known key; did you mean 'effect'?",
+        "gpu.tolerations[10] ('nvidia.com/gpu') must be an object",
+    ]
+    assert _parse(gpu={"tolerations": accepted}).gpu.tolerations == tuple(accepted)
+
+
+def test_whole_gpus_under_the_mixed_mig_strategy_are_refused_with_what_to_set_instead() -> None:
+    """A MIG-partitioned node under the mixed strategy advertises nvidia.com/mig-<profile>, never nvidia.com/gpu."""
+    (problem,) = _problems({**REPO, "gpu": {"sharing": "whole", "migStrategy": "mixed"}})
+    assert problem.startswith("gpu.migStrategy ('mixed') cannot be used with gpu.sharing whole: ")
+    assert "nvidia.com/mig-<profile>" in problem and "set gpu.migStrategy single" in problem
+    assert _parse(gpu={"sharing": "whole", "migStrategy": "single"}).gpu.mig_strategy == "single"
+    assert _parse(gpu={"sharing": "hami", "migStrategy": "mixed"}, triton={"cpuRequest": "4"}).gpu.uses_mig
+
+
+@pytest.mark.parametrize(
+    ("triton", "gateway", "clients"),
+    [
+        ({}, False, ("triton",)),
+        ({"namespace": "serving"}, False, ("serving",)),
+        ({"clientNamespaces": ["apps", "apps"]}, False, ("apps",)),
+        ({"clientNamespaces": []}, False, ()),
+        ({}, True, ("triton", "envoy-gateway-system")),
+        ({"clientNamespaces": []}, True, ("envoy-gateway-system",)),
+    ],
+)
+def test_triton_clients_are_its_own_namespace_by_default_then_the_listed_ones_and_the_gateway(
+    triton: dict[str, Any], gateway: bool, clients: tuple[str, ...]
+) -> None:
+    cfg = _parse(triton=triton, loadBalancer={"enabled": gateway})
+    assert cfg.triton_clients == clients

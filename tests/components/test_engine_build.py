@@ -16,8 +16,9 @@ from components import engine_build, versions
 from components.config import parse_config
 from components.engine_build import EngineJobError, tensorrt_image_for
 from components.gpu_stack import gpu_placement
-from offline.harness import Recording, stack_config
+from offline.harness import Recording, run_program, stack_config
 from offline.validate import kubernetes_errors
+from tests._stack_repository import config_with_build_dir
 from tests.paths import ROOT
 
 JOB = "kubernetes:batch/v1:Job"
@@ -44,11 +45,39 @@ def test_only_tensorrt_models_get_a_job(dev: Recording, prod: Recording) -> None
     assert [r.name for r in prod.of_type(JOB)] == ["models-engines-resnet50"]
 
 
-def test_image_is_the_tensorrt_release_of_the_triton_image(prod: Recording) -> None:
-    triton = prod.one("kubernetes:apps/v1:Deployment", "triton-deployment")
+@pytest.fixture(scope="module")
+def without_engine_image(stack_repositories: dict[str, Path]) -> Recording:
+    """dev (no modelRepository.engineImage) serving prod's models, resnet50 on TensorRT among them."""
+    config = config_with_build_dir("dev", stack_repositories["prod"])
+    config["inference-platform:models"] = stack_config("prod")["inference-platform:models"]
+    return run_program("dev", config=config)
+
+
+def test_image_is_the_tensorrt_release_of_the_triton_image(without_engine_image: Recording) -> None:
+    recording = without_engine_image
+    triton = recording.one("kubernetes:apps/v1:Deployment", "triton-deployment")
     triton_image = triton.inputs["spec"]["template"]["spec"]["containers"][0]["image"]
     release = triton_image.split(":")[1].removesuffix("-py3")
-    assert _container(prod)["image"] == f"nvcr.io/nvidia/tensorrt:{release}-py3" == versions.TENSORRT_IMAGE
+    assert _container(recording)["image"] == f"nvcr.io/nvidia/tensorrt:{release}-py3" == versions.TENSORRT_IMAGE
+
+
+def test_prods_job_runs_its_engine_image_and_installs_nothing(prod: Recording) -> None:
+    """prod, the stack users copy, runs model_pipeline/engine.Dockerfile as the deploy workflow pushed it."""
+    named = stack_config("prod")["inference-platform:modelRepository"]["engineImage"]
+    assert _container(prod)["image"] == named
+    assert named.rsplit(":", 1)[1] == versions.TENSORRT_IMAGE.split(":")[1].removesuffix("-py3"), (
+        "the image's tag names the TensorRT release it is built on, Triton's"
+    )
+    command = _container(prod)["command"]
+    assert command[:4] == ["python3", "-m", "model_pipeline", "build-engine"]
+    assert not any("pip install" in part or part == "/bin/sh" for part in command)
+
+
+def test_a_stack_without_an_engine_image_installs_the_packages_at_start(without_engine_image: Recording) -> None:
+    command = _container(without_engine_image)["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    assert "pip install" in command[2] and command[2].endswith('exec "$@"')
+    assert command[4:8] == ["python3", "-m", "model_pipeline", "build-engine"]
 
 
 def test_other_triton_releases_pick_their_own_tensorrt_image() -> None:
@@ -69,10 +98,7 @@ def test_job_runs_where_triton_runs_with_the_same_gpu_request(prod: Recording) -
 
 
 def test_job_builds_checks_and_uploads_with_the_pipelines_own_cli(prod: Recording) -> None:
-    command = _container(prod)["command"]
-    script = command[2]
-    assert "pip install" in script and script.endswith('exec "$@"')
-    build = command[4:]
+    build = _container(prod)["command"]
     digest = prod.outputs["model_repository_digest"]
     assert build[:4] == ["python3", "-m", "model_pipeline", "build-engine"]
     arguments = dict(zip(build[4::2], build[5::2], strict=True))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from components import versions
 from components.gpu_stack import (
     HAMI_SCHEDULER,
+    dcgm_interval_ms,
     gpu_operator_values,
     gpu_placement,
     hami_values,
 )
 from components.settings import GpuSettings, HamiSettings
 from offline.harness import Recording, run_program
+from offline.validate import load_values
 from tests._stack_repository import config_with_build_dir
 
 HAMI = GpuSettings(sharing="hami", hami=HamiSettings(gpu_memory_mib=8000, gpu_cores_percent=30))
@@ -54,6 +57,17 @@ def test_mig_strategy_drives_the_operator_and_its_mig_manager() -> None:
 def test_dcgm_exporter_ships_its_service_monitor() -> None:
     dcgm = gpu_operator_values(GpuSettings(dcgm_interval="10s"))["dcgmExporter"]
     assert dcgm["enabled"] and dcgm["serviceMonitor"] == {"enabled": True, "interval": "10s"}
+
+
+def test_dcgm_exporter_collects_at_the_interval_prometheus_scrapes_it(shared_dir: Path) -> None:
+    """dcgm-exporter's own default is 30 s: without DCGM_EXPORTER_INTERVAL a 10 s scrape reads stale samples."""
+    dcgm = gpu_operator_values(GpuSettings(dcgm_interval="10s"))["dcgmExporter"]
+    assert dcgm["env"] == [{"name": "DCGM_EXPORTER_INTERVAL", "value": "10000"}]
+    assert dcgm["serviceMonitor"]["interval"] == "10s"
+    assert [dcgm_interval_ms(i) for i in ("15s", "1m30s", "500ms")] == [15000, 90000, 500]
+    # The chart's key: a list of name/value pairs the operator adds to the exporter's container.
+    defaults = load_values(shared_dir / "helm-values" / versions.GPU_OPERATOR.values_fixture)
+    assert defaults["dcgmExporter"]["env"] == []
 
 
 def test_hami_scheduler_image_comes_from_upstream_at_the_cluster_version() -> None:

@@ -84,6 +84,9 @@ def mirrored(stack_repositories: dict[str, Path]) -> Recording:
     config = config_with_build_dir("prod", stack_repositories["prod"])
     config["inference-platform:sources"] = {"imageRegistry": MIRROR, "pythonIndex": "https://pypi.example.com/simple"}
     config["inference-platform:loadBalancer"] = {"enabled": True}
+    # Without prod's own engine image: the engine Job then runs the TensorRT image, which must come through the mirror.
+    repository = config["inference-platform:modelRepository"]
+    config["inference-platform:modelRepository"] = {k: v for k, v in repository.items() if k != "engineImage"}
     return run_program("prod", config=config)
 
 

@@ -152,21 +152,61 @@ def test_metrics_port_admits_only_monitoring(stack: Recording) -> None:
     assert len(rules[0]["ports"]) == 1
 
 
-def test_inference_ports_admit_only_the_gateway(stack: Recording) -> None:
-    gateway = stack_config(stack.stack).get("inference-platform:loadBalancer", {})
-    rules = [r for r in _ingress(stack) if {"port": 8000, "protocol": "TCP"} in r["ports"]]
-    if not gateway.get("enabled"):
-        assert rules == []
-        return
-    assert len(rules) == 1 and _namespaces(rules[0]) == {gateway.get("namespace", "envoy-gateway-system")}
+GATEWAY_NS = "envoy-gateway-system"
+
+
+def _inference_rules(recording: Recording) -> list[dict[str, Any]]:
+    return [r for r in _ingress(recording) if {"port": 8000, "protocol": "TCP"} in r["ports"]]
+
+
+def test_shipped_stacks_admit_tritons_own_namespace_and_the_gateway(stack: Recording) -> None:
+    gateway = stack_config(stack.stack)["inference-platform:loadBalancer"]
+    assert gateway["enabled"]  # every shipped stack fronts Triton with the gateway
+    rules = _inference_rules(stack)
+    assert len(rules) == 1 and _namespaces(rules[0]) == {"triton", gateway.get("namespace", GATEWAY_NS)}
     assert {p["port"] for p in rules[0]["ports"]} == {8000, 8001}
+    assert stack.outputs["triton_http"] == "http://triton.triton.svc:8000"
 
 
-def test_without_a_gateway_nothing_may_reach_the_inference_ports() -> None:
+@pytest.mark.parametrize(
+    ("gateway", "clients", "admitted"),
+    [
+        (False, None, {"triton"}),
+        (False, ["apps", "batch"], {"apps", "batch"}),
+        (False, [], set()),
+        (True, None, {"triton", GATEWAY_NS}),
+        (True, ["apps"], {"apps", GATEWAY_NS}),
+        (True, [], {GATEWAY_NS}),
+    ],
+    ids=[
+        "no-gateway-default",
+        "no-gateway-listed",
+        "no-gateway-none",
+        "gateway-default",
+        "gateway-listed",
+        "gateway-only",
+    ],
+)
+def test_inference_ports_admit_the_client_namespaces_and_the_gateway(
+    gateway: bool, clients: list[str] | None, admitted: set[str]
+) -> None:
     config = dict(stack_config("dev"))
-    config["inference-platform:loadBalancer"] = {"enabled": False}
+    triton = dict(config["inference-platform:triton"])
+    if clients is not None:
+        triton["clientNamespaces"] = clients
+    config["inference-platform:triton"] = triton
+    config["inference-platform:loadBalancer"] = {**config["inference-platform:loadBalancer"], "enabled": gateway}
     recording = run_program("dev", config=config)
-    assert [r for r in _ingress(recording) if {"port": 8000, "protocol": "TCP"} in r["ports"]] == []
+    rules = _inference_rules(recording)
+    if admitted:
+        assert len(rules) == 1 and _namespaces(rules[0]) == admitted
+        assert rules[0]["ports"] == [{"protocol": "TCP", "port": 8000}, {"protocol": "TCP", "port": 8001}]
+    else:
+        assert rules == []
+    # The in-cluster URLs are exported only when a pod besides the gateway's may use them.
+    direct = clients is None or bool(clients)
+    assert ("triton_http" in recording.outputs, "triton_grpc" in recording.outputs) == (direct, direct)
+    assert ("gateway_http" in recording.outputs) == gateway
 
 
 def test_static_keys_become_a_secret_the_pod_reads_by_reference() -> None:

@@ -34,6 +34,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
         f"killed up: recovery {s.get('recovery', 'FAILED')}; "
         f"dev preview {s.get('dev_preview', 'FAILED')}; prod preview {s.get('prod_preview', 'FAILED')}; "
+        f"user errors: {len(s.get('user_errors', []))}/3 one clean message; "
         f"destroy: {s.get('left', '?')} objects left; "
         f"policy pack: {s.get('policy', 'FAILED')}"
     )

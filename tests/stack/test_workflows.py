@@ -4,6 +4,7 @@ before the program runs)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -250,3 +251,49 @@ def test_the_model_repository_is_cached_by_pipeline_code_and_the_stacks_models()
 
 def test_the_kubeconfig_context_is_the_stacks() -> None:
     assert stack_settings("prod")["kube-context"] == "prod-eks"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The engine image
+
+
+def _engine_inputs_hash() -> str:
+    files = ("model_pipeline/engine.Dockerfile", "model_pipeline/requirements-engine.txt")
+    return hashlib.sha256(b"".join((ROOT / f).read_bytes() for f in files)).hexdigest()[:16]
+
+
+def test_prod_deploys_the_engine_image_the_workflow_builds_and_dev_builds_none() -> None:
+    named = stack_config("prod")["inference-platform:modelRepository"]["engineImage"]
+    assert stack_settings("prod")["engine-image"] == f"{named}-{_engine_inputs_hash()}"
+    assert stack_settings("dev")["engine-image"] == ""
+    steps = reusable_steps()
+    names = [s.get("name") or s.get("uses") for s in steps]
+    login, build, config = (
+        names.index(n)
+        for n in (
+            "Registry login for the engine image",
+            "Build and push the engine image",
+            "Engine image for the stack",
+        )
+    )
+    assert names.index("AWS credentials (OIDC, assumed role)") < login < build < config
+    assert config < names.index("pulumi ${{ inputs.command }}")
+    for step in (steps[login], steps[build]):  # built by deploys only; a preview names the same tag
+        assert step["if"] == "inputs.command == 'up' && steps.settings.outputs.engine-image != ''"
+    assert steps[config]["if"] == "steps.settings.outputs.engine-image != ''"
+    assert 'docker build -f model_pipeline/engine.Dockerfile -t "$IMAGE" .' in steps[build]["run"]
+    assert 'docker push "$IMAGE"' in steps[build]["run"]
+    assert steps[build]["run"].index("docker manifest inspect") < steps[build]["run"].index("docker push")
+
+
+def test_the_stack_runs_the_image_the_workflow_pushed(tmp_path: Path) -> None:
+    """The config step, run on a copy of prod's file, leaves a stack whose engine Job names the pushed image."""
+    step = next(s for s in reusable_steps() if s.get("name") == "Engine image for the stack")
+    script = re.search(r"<<'PY'\n(.*?)\nPY", step["run"], re.S).group(1)
+    (tmp_path / "Pulumi.prod.yaml").write_bytes((ROOT / "Pulumi.prod.yaml").read_bytes())
+    image = stack_settings("prod")["engine-image"]
+    env = {**os.environ, "STACK": "prod", "IMAGE": image, "PULUMI_PROJECT": "inference-platform"}
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=60)
+    config = yaml.safe_load((tmp_path / "Pulumi.prod.yaml").read_text())["config"]
+    parsed = parse_config("prod", {key.split(":", 1)[1]: value for key, value in config.items()})
+    assert parsed.model_repository.engine_image == image
