@@ -107,6 +107,7 @@ class BuildResult:
     steps: list[StepRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    repository_seconds: float = 0.0  # writing it: configs rendered and parsed, files hashed, all re-verified
 
     def ran(self, step: str) -> list[str]:
         """Models whose ``step`` actually ran (was not served from the cache)."""
@@ -516,7 +517,8 @@ def build_repository(settings: BuildSettings, say: Callable[[str], None] | None 
         specs = builder.specs(sources)
         artifacts = [builder.artifacts(spec, source) for spec, source in zip(specs, sources, strict=True)]
         tools = collect_tool_versions(builder.tensorrt_version, builder.compute_capability)
-        repository = write_repository(settings.out, artifacts, tools)
+        with _timer() as writing:
+            repository = write_repository(settings.out, artifacts, tools)
         result = BuildResult(repository, _summaries(repository, artifacts), builder.cache.records, builder.notes)
-        result.seconds = elapsed()
+        result.seconds, result.repository_seconds = elapsed(), writing()
     return result
