@@ -43,12 +43,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# promtool/prometheus (rule checks, the local serving loop) come from Debian.
+# promtool/prometheus (rule checks, the local serving loop) and nft (kube-proxy's rules in the simulated cluster)
+# come from Debian.
 system-deps:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
-	  echo "installing prometheus (promtool) from Debian"; \
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && PATH=$$PATH:/usr/sbin command -v nft >/dev/null || { \
+	  echo "installing prometheus (promtool) and nftables from Debian"; \
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
-	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus nftables >/dev/null; }
 
 triton-env: .venv-triton/.installed
 .venv-triton/.installed: local_serving/setup_env.sh

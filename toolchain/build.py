@@ -17,6 +17,10 @@ tool's pins and its build recipe: a warm machine links them into place and rebui
 - kube-apiserver, kube-controller-manager, kube-scheduler, kubectl: k8s.io/kubernetes v1.37.2.
 - etcd: go.etcd.io/etcd/server/v3 v3.7.0, the version Kubernetes 1.37.2 pins.
 - kwok: sigs.k8s.io/kwok v0.8.0, with its "fast" node and pod stages.
+- kube-proxy: k8s.io/kubernetes v1.37.2 too (nftables mode: Service ClusterIPs in the simulated cluster).
+- coredns: github.com/coredns/coredns v1.14.7, the simulated cluster's DNS (its kubernetes plugin).
+- kube-state-metrics: k8s.io/kube-state-metrics/v2 v2.20.0, the version kube-prometheus-stack 88.5.3 deploys: the
+  pod runner runs it in that chart's pod, in place of the image.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ OUT = ROOT / ".toolchain"
 BIN = OUT / "bin"
 PLUGINS = OUT / "plugins"
 SHARE = OUT / "share"
+IMAGES = OUT / "images"  # what the pod runner runs in place of container images; off PATH, beside Debian's tools
 PULUMI_HOME = ROOT / ".cache" / "pulumi-home"
 RECIPE_VERSION = "1"  # bump when a recipe below changes how a tool is built
 
@@ -173,7 +178,7 @@ def build_control_plane(dest: Path) -> None:
             _version_ldflags("k8s.io/client-go/pkg/version", KUBERNETES_VERSION),
         ]
     )
-    commands = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    commands = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl")
     go_build(str(dest) + "/", *(f"k8s.io/kubernetes/cmd/{c}" for c in commands), cwd=PINS / "kube", ldflags=ldflags)
     go_build(str(dest / "etcd"), "go.etcd.io/etcd/server/v3", cwd=PINS / "kube")
 
@@ -187,6 +192,15 @@ def build_kwok(dest: Path) -> None:
         shutil.copyfile(stages / stage, dest / "kwok-stages" / Path(stage).name)
 
 
+def build_kube_state_metrics(dest: Path) -> None:
+    package = "k8s.io/kube-state-metrics/v2"
+    go_build(str(dest / "kube-state-metrics"), package, cwd=PINS / "kube-state-metrics")
+
+
+def build_coredns(dest: Path) -> None:
+    go_build(str(dest / "coredns"), "github.com/coredns/coredns", cwd=PINS / "coredns")
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -195,10 +209,19 @@ class Tool:
     binaries: tuple[str, ...]
     plugins: tuple[str, ...] = ()  # installed into the Pulumi plugin cache, not onto PATH
     share: tuple[str, ...] = field(default_factory=tuple)
+    images: tuple[str, ...] = ()  # linked into IMAGES, not onto PATH
     fixtures: tuple[str, ...] = ()  # locked fixture files it is built from: their sha256 is part of the key
 
     def key(self, go_version: str) -> str:
-        recipe = (self.name, self.pins, self.recipe.__name__, self.binaries, self.plugins, self.share)
+        recipe: tuple[object, ...] = (
+            self.name,
+            self.pins,
+            self.recipe.__name__,
+            self.binaries,
+            self.plugins,
+            self.share,
+        )
+        recipe += (self.images,) if self.images else ()  # the keys of tools without images stay as they were
         digest = hashlib.sha256(f"{RECIPE_VERSION}\n{go_version}\n{recipe}".encode())
         for path in sorted((PINS / self.pins).iterdir()) if self.pins else ():
             digest.update(path.name.encode() + path.read_bytes())
@@ -224,9 +247,11 @@ TOOLS = (
         "control-plane",
         "kube",
         build_control_plane,
-        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd"),
+        ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl", "etcd"),
     ),
     Tool("kwok", "kwok", build_kwok, ("kwok",), share=("kwok-stages",)),
+    Tool("coredns", "coredns", build_coredns, ("coredns",)),
+    Tool("kube-state-metrics", "kube-state-metrics", build_kube_state_metrics, (), images=("kube-state-metrics",)),
 )
 
 
@@ -264,6 +289,8 @@ def ensure(tool: Tool, go_version: str) -> tuple[str, float]:
         _link(cached / name, PLUGINS / name)
     for name in tool.share:
         _link(cached / name, SHARE / name)
+    for name in tool.images:
+        _link(cached / name, IMAGES / name)
     return state, time.monotonic() - started
 
 
@@ -320,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     go_version = go("env", "GOVERSION", cwd=ROOT).strip()
-    for folder in (BIN, PLUGINS, SHARE):
+    for folder in (BIN, PLUGINS, SHARE, IMAGES):
         folder.mkdir(parents=True, exist_ok=True)
     report: dict[str, dict[str, object]] = {}
     started = time.monotonic()
