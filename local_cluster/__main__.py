@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from local_cluster.control_plane import ROOT, ClusterError, running, stop_namespace
+from local_cluster.control_plane import NAMESPACE_ADDRESSES, ROOT, SERVICE_CIDR, ClusterError, running, stop_namespace
 from local_cluster.env import command_environment, prepare_pulumi
 
 CLUSTER_DIR = ROOT / ".cache" / "local-cluster"
@@ -51,12 +51,19 @@ def _claim(directory: Path) -> None:
 
 def _inside(args: argparse.Namespace) -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for address in NAMESPACE_ADDRESSES:
+        subprocess.run(["ip", "addr", "add", address, "dev", "lo"], check=True)
+    # ClusterIPs are routed, not local: only kube-proxy's DNAT to a ready pod makes one answer.
+    subprocess.run(["ip", "route", "add", SERVICE_CIDR, "dev", "lo"], check=True)
+    # Pods are namespaces of their own behind veth pairs (local_cluster.sandbox): this one routes between them.
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
     os.environ["LOCAL_CLUSTER_NETNS"] = "1"
     _claim(CLUSTER_DIR)
     try:
         return _serve(args)
     finally:
-        stop_namespace()  # the command's own children (Pulumi's plugins detach into groups of their own)
+        # The command's own children (Pulumi's plugins detach into groups of their own), and anything left in a pod.
+        stop_namespace(pod_dirs=CLUSTER_DIR / "pods")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from local_cluster import nodes
+from local_cluster import nodes, pods
 from local_cluster.pki import ClusterPki, create_pki
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +35,25 @@ SHARE = ROOT / ".toolchain" / "share"
 APISERVER_PORT = 6443
 ETCD_PORT = 2379
 S3_PORT = 9000
+KUBE_PROXY_HEALTHZ_PORT = 10256
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
-CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+# The cluster's own servers as pods reach them (pods have network namespaces of their own, so not at 127.0.0.1):
+# the API server behind the kubernetes Service, S3 and DNS.
+HOST_ADDRESS = "192.0.2.1"
+INSTANCE_METADATA = "169.254.169.254"  # every node's metadata service: the node role's credentials, as on EC2
+NAMESPACE_ADDRESSES = (f"{HOST_ADDRESS}/32", f"{INSTANCE_METADATA}/32")  # local to the cluster's namespace
+CONTROL_PLANE = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+    "kwok",
+    "coredns",
+    "kubectl",
+)
+IMAGES = ROOT / ".toolchain" / "images"  # what the pod runner runs for the images it knows
 # HAMi schedules GPU pods with its own scheduler name; the simulated cluster runs the real kube-scheduler under
 # that name too. HAMi's extender (GPU-memory bin-packing) is not simulated: its resources are ignored by the fit.
 HAMI_SCHEDULER = "hami-scheduler"
@@ -71,7 +87,7 @@ class Cluster:
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://127.0.0.1:{S3_PORT}"
+        return f"http://{HOST_ADDRESS}:{S3_PORT}"
 
     # ---------------------------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 120.0) -> None:
@@ -90,10 +106,16 @@ class Cluster:
         self._spawn("kube-controller-manager", self._controller_manager_args(pki))
         self._spawn("kube-scheduler", self._scheduler_args())
         self._spawn("kwok", self._kwok_args())
-        self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(S3_PORT)])
+        self._spawn("coredns", self._coredns_args())
+        self._spawn("pod-runner", self._pod_runner_args(), cwd=ROOT)
+        self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST_ADDRESS, "-p", str(S3_PORT)])
         self._wait_http("s3", f"{self.s3_endpoint}/moto-api/", deadline)
+        # Pods that name no credentials (no keys, no IRSA) read S3 as the node's role, through the metadata service.
+        self._spawn("instance-metadata", [sys.executable, "-m", "moto.server", "-H", INSTANCE_METADATA, "-p", "80"])
         self._create_nodes(pki, deadline)
         self._create_bucket()
+        self._spawn("kube-proxy", self._kube_proxy_args())  # after the nodes: it waits for its own to exist
+        self._wait_http("kube-proxy", f"http://127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}/healthz", deadline)
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -108,7 +130,7 @@ class Cluster:
         self.processes.clear()
 
     # ---------------------------------------------------------------------------------------------------------
-    def _spawn(self, name: str, args: Sequence[str]) -> None:
+    def _spawn(self, name: str, args: Sequence[str], cwd: Path | None = None) -> None:
         log = (self.directory / "logs" / f"{name}.log").open("ab")
         binary = args[0] if "/" in args[0] else str(BIN / args[0])
         self.processes[name] = subprocess.Popen(
@@ -116,7 +138,7 @@ class Cluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=self.directory,
+            cwd=cwd or self.directory,
             preexec_fn=_die_with_parent,
         )
 
@@ -150,6 +172,7 @@ class Cluster:
             ("kubeconfig", pki.admin),
             ("controller-manager.kubeconfig", pki.controller_manager),
             ("scheduler.kubeconfig", pki.scheduler),
+            ("kube-proxy.kubeconfig", pki.kube_proxy),
             ("kwok.kubeconfig", pki.kwok),
         ):
             config = {
@@ -197,8 +220,8 @@ class Cluster:
         return [
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            "--bind-address=0.0.0.0",  # every address of the cluster's own network namespace: 127.0.0.1, HOST_ADDRESS
+            f"--advertise-address={HOST_ADDRESS}",  # the kubernetes Service's endpoint, what pods reach
             f"--secure-port={APISERVER_PORT}",
             f"--cert-dir={self.directory / 'pki'}",
             f"--tls-cert-file={pki.apiserver.cert}",
@@ -210,7 +233,6 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
             "--enable-aggregator-routing=true",
             f"--requestheader-client-ca-file={pki.front_proxy_ca.cert}",
             "--requestheader-allowed-names=front-proxy-client",
@@ -264,21 +286,68 @@ class Cluster:
         path.write_text(yaml.safe_dump(config))
         return ["kube-scheduler", f"--config={path}", "--bind-address=127.0.0.1", "--secure-port=10259", "--v=1"]
 
-    def _kwok_args(self) -> list[str]:
-        stages = sorted((SHARE / "kwok-stages").glob("*.yaml"))
-        if not stages:
+    def _kube_proxy_args(self) -> list[str]:
+        """One kube-proxy for the whole namespace, as on the first system node: the runner's pods share it."""
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.directory / "kube-proxy.kubeconfig")},
+            "mode": "nftables",
+            "clusterCIDR": POD_CIDR,
+            "hostnameOverride": nodes.plan_for_stack(self.stack_config).system_nodes[0],
+            "bindAddress": HOST_ADDRESS,
+            "healthzBindAddress": f"127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}",
+            "metricsBindAddress": "127.0.0.1:10249",
+            "conntrack": {"maxPerCore": 0},  # leave the host's conntrack table size alone
+        }
+        path = self.directory / "kube-proxy.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return ["kube-proxy", f"--config={path}", "--v=1"]
+
+    def _kwok_stages(self) -> list[Path]:
+        """kwok's stages, its pod stages leaving the pod runner's pods alone."""
+        shipped = sorted((SHARE / "kwok-stages").glob("*.yaml"))
+        if not shipped:
             raise ClusterError(f"kwok's stage files are missing in {SHARE / 'kwok-stages'}: run `make toolchain`")
+        (self.directory / "kwok-stages").mkdir(exist_ok=True)
+        stages = []
+        for path in shipped:
+            stage = yaml.safe_load(path.read_text())
+            if stage["spec"]["resourceRef"]["kind"] == "Pod":
+                stage = pods.kwok_stage(stage)
+            stages.append(self.directory / "kwok-stages" / path.name)
+            stages[-1].write_text(yaml.safe_dump(stage))
+        return stages
+
+    def _kwok_args(self) -> list[str]:
+        stages = self._kwok_stages()
         return [
             "kwok",
             f"--kubeconfig={self.directory / 'kwok.kubeconfig'}",
             f"--manage-nodes-with-annotation-selector={'='.join(nodes.KWOK_ANNOTATION)}",
-            # Pod and node addresses are labels only: the namespace has no route to them, nothing dials them.
-            f"--cidr={POD_CIDR}",
+            # kwok's pods get addresses nothing listens on; the pod runner's pods get the other half of the range.
+            f"--cidr={pods.KWOK_POD_CIDR}",
             "--node-ip=192.0.2.10",
             "--node-lease-duration-seconds=40",
             "-v=WARN",
             *(f"--config={s}" for s in stages),
         ]
+
+    def _pod_runner_args(self) -> list[str]:
+        runner = [sys.executable, "-m", "local_cluster.pod_runner"]
+        places = [f"--kubeconfig={self.kubeconfig}", f"--dir={self.directory / 'pods'}", f"--images={IMAGES}"]
+        return [*runner, *places, f"--dns={HOST_ADDRESS}"]
+
+    def _coredns_args(self) -> list[str]:
+        """The cluster's DNS: CoreDNS's kubernetes plugin answers Service and pod names under cluster.local;
+        nothing else resolves (nothing outside the namespace can be reached anyway)."""
+        corefile = self.directory / "Corefile"
+        corefile.write_text(
+            f".:53 {{\n  bind {HOST_ADDRESS}\n  errors\n"
+            f"  kubernetes cluster.local in-addr.arpa ip6.arpa {{\n    kubeconfig {self.kubeconfig}\n"
+            "    pods insecure\n    fallthrough in-addr.arpa ip6.arpa\n  }\n}\n"
+        )
+        return ["coredns", f"-conf={corefile}"]
 
     def _create_nodes(self, pki: ClusterPki, deadline: float) -> None:
         plan = nodes.plan_for_stack(self.stack_config)
@@ -341,20 +410,22 @@ def running(directory: Path, stack_config: dict[str, Any]) -> Iterator[Cluster]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def stop_namespace(grace_s: float = 10.0) -> list[int]:
-    """Stop every other process in this network namespace: whatever a command started, however it detached.
+def stop_namespace(grace_s: float = 10.0, pod_dirs: Path | None = None) -> list[int]:
+    """Stop every other process in this network namespace: whatever a command started, however it detached; and
+    every process left in a pod's network namespace (each recorded as ``<pod_dirs>/*/sandbox.netns``).
 
     Only meaningful inside the namespace the harness created, where every process is one of ours.
     """
-    own = os.readlink("/proc/self/ns/net")
     spared = {os.getpid(), os.getppid()}
+    namespaces = {os.readlink("/proc/self/ns/net")}
+    namespaces.update(path.read_text() for path in (pod_dirs.glob("*/sandbox.netns") if pod_dirs else ()))
 
     def members() -> list[int]:
         pids = []
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and int(entry.name) not in spared:
                 with contextlib.suppress(OSError):
-                    if os.readlink(entry / "ns" / "net") == own:
+                    if os.readlink(entry / "ns" / "net") in namespaces:
                         pids.append(int(entry.name))
         return pids
 

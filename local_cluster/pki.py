@@ -119,6 +119,7 @@ class ClusterPki:
     admin: Pair
     controller_manager: Pair
     scheduler: Pair
+    kube_proxy: Pair
     kwok: Pair
     front_proxy_ca: Pair
     front_proxy_client: Pair
@@ -157,6 +158,7 @@ def create_pki(directory: Path) -> ClusterPki:
         admin=ca.issue("admin", "kubernetes-admin", "system:masters"),
         controller_manager=ca.issue("controller-manager", "system:kube-controller-manager"),
         scheduler=ca.issue("scheduler", "system:kube-scheduler"),
+        kube_proxy=ca.issue("kube-proxy", "system:kube-proxy"),  # bound to system:node-proxier by default
         # kwok plays every kubelet (node status, leases, pod status): it acts as a cluster administrator.
         kwok=ca.issue("kwok", "kwok", "system:masters"),
         front_proxy_ca=front_proxy.pair,

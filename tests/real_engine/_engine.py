@@ -45,8 +45,8 @@ def tail(result: subprocess.CompletedProcess[str], lines: int = 40) -> str:
     return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
 
 
-def kubectl(*args: str, timeout: float = 60) -> str:
-    result = subprocess.run(["kubectl", *args], text=True, capture_output=True, timeout=timeout)
+def kubectl(*args: str, timeout: float = 60, stdin: str | None = None) -> str:
+    result = subprocess.run(["kubectl", *args], input=stdin, text=True, capture_output=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout

@@ -29,6 +29,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = (
         f"real engine (local): preview {preview}; "
         f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
+        f"{s.get('triton_pods', 'no')} Triton pods serving (Ready in {s.get('triton_ready_s', '?')} s); "
         f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
         f"drift: {s.get('drift', 'FAILED')}; "
         f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "

@@ -4,18 +4,23 @@ checked against the live API server."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
+from components.triton_cluster import HTTP_PORT
 from tests.paths import ROOT
 from tests.real_engine._engine import (
+    BUILD_DIR,
     STACK,
     SUMMARY,
     build_models,
@@ -120,6 +125,65 @@ def test_up_converges(before_up: dict[str, set[str]]) -> None:
 def _device_plugin_nodes() -> tuple[int, int]:
     (plugin,) = [d for d in kube_items("daemonsets", "-n", "hami-system") if "device-plugin" in d["metadata"]["name"]]
     return plugin["status"].get("desiredNumberScheduled", 0), plugin["status"].get("numberReady", 0)
+
+
+def _infer(url: str, inputs: np.ndarray) -> np.ndarray:
+    tensor = {"name": "input", "shape": list(inputs.shape), "datatype": "FP32", "data": inputs.ravel().tolist()}
+    body = json.dumps({"inputs": [tensor]}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return np.asarray(json.load(response)["outputs"][0]["data"])
+
+
+def test_triton_pods_serve_the_published_model_through_the_service() -> None:
+    """Ready means the real Triton in each pod loaded the digest from S3; the Service's ClusterIP (kube-proxy)
+    answers with the model's own outputs."""
+    pods = [p for p in kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton") if _ready(p)]
+    assert len(pods) >= MIN_REPLICAS
+    ready_s = [_seconds_to_ready(p) for p in pods]
+    service = json.loads(kubectl("get", "service", "triton", "-n", "triton", "-o", "json"))["spec"]
+    port = next(p["port"] for p in service["ports"] if p["name"] == "http")
+    golden = np.load(ROOT / BUILD_DIR / "mnist" / "golden.npz")
+    targets = {f"{service['clusterIP']}:{port}": "the Service"}
+    targets.update({f"{p['status']['podIP']}:{HTTP_PORT}": p["metadata"]["name"] for p in pods})
+    for target, who in targets.items():
+        answer = _infer(f"http://{target}/v2/models/mnist/infer", golden["min.in.input"])
+        assert np.allclose(answer, golden["min.out.logits"].ravel(), atol=1e-4), who
+    SUMMARY.update(triton_pods=len(pods), triton_ready_s=round(max(ready_s)))
+
+
+def test_kube_state_metrics_runs_for_real_and_reports_the_triton_deployment_and_hpa() -> None:
+    """The chart's kube-state-metrics pod runs the real program (in-cluster config through the kubernetes
+    Service's ClusterIP, its service-account token projected): what the HPA alerts are computed from."""
+    (pod,) = kube_items("pods", "-A", "-l", "app.kubernetes.io/name=kube-state-metrics")
+    assert wait_for(lambda: _ready(kubectl_json("pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"])))
+    address = kubectl_json("pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"])["status"]["podIP"]
+    available = triton_deployment()["status"]["availableReplicas"]
+    expected = {
+        f'kube_deployment_status_replicas_available{{namespace="triton",deployment="triton"}} {available}',
+        'kube_horizontalpodautoscaler_spec_max_replicas{namespace="triton",horizontalpodautoscaler="triton"} 3',
+    }
+
+    def reported() -> bool:
+        with urllib.request.urlopen(f"http://{address}:8080/metrics", timeout=10) as response:
+            return expected <= set(response.read().decode().splitlines())
+
+    assert wait_for(reported, 60), f"kube-state-metrics at {address} did not report {expected}"
+
+
+def kubectl_json(kind: str, name: str, *args: str) -> dict:
+    return json.loads(kubectl("get", kind, name, *args, "-o", "json"))
+
+
+def _ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def _seconds_to_ready(pod: dict) -> float:
+    """From the pod's creation to its Ready condition: scheduling, S3 read, Triton loading the models."""
+    ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+    created = datetime.datetime.fromisoformat(pod["metadata"]["creationTimestamp"])
+    return (datetime.datetime.fromisoformat(ready["lastTransitionTime"]) - created).total_seconds()
 
 
 def test_a_gpu_node_that_joins_later_gets_hamis_device_plugin() -> None:
