@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from local_cluster.kube_api import KubeApi
+from local_cluster.kube_api import ApiError, KubeApi
 
 DEFAULT_TOKEN_SECONDS = 3607  # what the kubelet asks for a projected token that names no expiry
 
@@ -30,9 +30,10 @@ class VolumeError(ValueError):
 
 @dataclass(frozen=True)
 class Volume:
-    """What backs one pod volume: a directory of the pod, or a tmpfs of ``size`` bytes made when mounted."""
+    """What backs one pod volume: a directory; for a Memory emptyDir, a tmpfs of ``tmpfs_bytes`` mounted on it in
+    the pod's own mount namespace (local_cluster.sandbox), so that every container of the pod shares it."""
 
-    directory: Path | None
+    directory: Path
     tmpfs_bytes: int | None = None
 
 
@@ -60,12 +61,14 @@ def quantity_bytes(quantity: str) -> int:
 
 
 def _write_files(directory: Path, files: Mapping[str, bytes], mode: int) -> None:
+    """The volume's files; only those whose content changed are rewritten (programs watch them for updates)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        path.chmod(mode)
+        if not path.is_file() or path.read_bytes() != content:
+            path.write_bytes(content)
+            path.chmod(mode)
 
 
 def _selected(data: Mapping[str, bytes], items: list[dict[str, Any]] | None) -> dict[str, bytes]:
@@ -74,7 +77,19 @@ def _selected(data: Mapping[str, bytes], items: list[dict[str, Any]] | None) -> 
     return {item["path"]: data[item["key"]] for item in items if item["key"] in data}
 
 
-def _object_data(api: KubeApi, kind: str, namespace: str, name: str) -> dict[str, bytes]:
+def _object_data(api: KubeApi, kind: str, namespace: str, name: str, optional: bool = False) -> dict[str, bytes]:
+    """A Secret's or ConfigMap's data; a missing one is an error (the pod waits for it) unless optional."""
+    try:
+        return _fetch_data(api, kind, namespace, name)
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        if optional:
+            return {}
+        raise VolumeError(f"{kind[:-1]} {namespace}/{name} does not exist (yet)") from error
+
+
+def _fetch_data(api: KubeApi, kind: str, namespace: str, name: str) -> dict[str, bytes]:
     if kind == "secrets":
         found = api.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         return {k: base64.b64decode(v) for k, v in (found.get("data") or {}).items()}
@@ -93,13 +108,39 @@ def _projected(api: KubeApi, pod: Mapping[str, Any], sources: list[dict[str, Any
             files[token["path"]] = api.service_account_token(namespace, account, audiences, seconds).encode()
         elif "configMap" in source or "secret" in source:
             kind, ref = ("configmaps", source["configMap"]) if "configMap" in source else ("secrets", source["secret"])
-            files.update(_selected(_object_data(api, kind, namespace, ref["name"]), ref.get("items")))
+            data = _object_data(api, kind, namespace, ref["name"], bool(ref.get("optional")))
+            files.update(_selected(data, ref.get("items")))
         elif "downwardAPI" in source:
             for item in source["downwardAPI"].get("items", []):
                 files[item["path"]] = str(field_value(pod, item["fieldRef"]["fieldPath"], "")).encode()
         else:
             raise VolumeError(f"projected source {sorted(source)} is not provided by the pod runner")
     return files
+
+
+def _write_object_volume(api: KubeApi, namespace: str, spec: Mapping[str, Any], directory: Path) -> None:
+    kind, ref = ("configmaps", spec["configMap"]) if "configMap" in spec else ("secrets", spec["secret"])
+    data = _object_data(api, kind, namespace, ref.get("name") or ref.get("secretName"), bool(ref.get("optional")))
+    _write_files(directory, _selected(data, ref.get("items")), ref.get("defaultMode", 0o644))
+
+
+def _claimed_directory(api: KubeApi, namespace: str, claim: str) -> Path:
+    """The directory behind a bound PersistentVolumeClaim (local_cluster.provisioner's hostPath volumes)."""
+    found = api.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}")
+    volume = found["spec"].get("volumeName")
+    if not volume or found.get("status", {}).get("phase") != "Bound":
+        raise VolumeError(f"persistentVolumeClaim {namespace}/{claim} is not bound (yet)")
+    host_path = api.get(f"/api/v1/persistentvolumes/{volume}")["spec"].get("hostPath")
+    if not host_path:
+        raise VolumeError(f"persistentVolume {volume} is not a hostPath volume the pod runner can mount")
+    return Path(host_path["path"])
+
+
+def refresh_volumes(api: KubeApi, pod: Mapping[str, Any], pod_dir: Path) -> None:
+    """ConfigMap and Secret volumes follow their objects, as the kubelet syncs them (subPath mounts excepted)."""
+    for spec in pod["spec"].get("volumes", []):
+        if "configMap" in spec or "secret" in spec:
+            _write_object_volume(api, pod["metadata"]["namespace"], spec, pod_dir / "volumes" / spec["name"])
 
 
 def prepare_volumes(api: KubeApi, pod: Mapping[str, Any], pod_dir: Path) -> dict[str, Volume]:
@@ -109,14 +150,15 @@ def prepare_volumes(api: KubeApi, pod: Mapping[str, Any], pod_dir: Path) -> dict
         name, directory = spec["name"], pod_dir / "volumes" / spec["name"]
         if "emptyDir" in spec:
             empty = spec["emptyDir"] or {}
-            if empty.get("medium") == "Memory":
-                prepared[name] = Volume(None, quantity_bytes(empty.get("sizeLimit", "64Mi")))
-                continue
             directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o777)  # as the kubelet makes it: any of the pod's users may write
+            if empty.get("medium") == "Memory":
+                prepared[name] = Volume(directory, quantity_bytes(empty.get("sizeLimit", "64Mi")))
+                continue
         elif "configMap" in spec or "secret" in spec:
-            kind, ref = ("configmaps", spec["configMap"]) if "configMap" in spec else ("secrets", spec["secret"])
-            data = _object_data(api, kind, namespace, ref.get("name") or ref.get("secretName"))
-            _write_files(directory, _selected(data, ref.get("items")), ref.get("defaultMode", 0o644))
+            _write_object_volume(api, namespace, spec, directory)
+        elif "persistentVolumeClaim" in spec:
+            directory = _claimed_directory(api, namespace, spec["persistentVolumeClaim"]["claimName"])
         elif "projected" in spec:
             projected = spec["projected"]
             _write_files(directory, _projected(api, pod, projected["sources"]), projected.get("defaultMode", 0o644))
@@ -124,6 +166,16 @@ def prepare_volumes(api: KubeApi, pod: Mapping[str, Any], pod_dir: Path) -> dict
             raise VolumeError(f"volume {name!r}: {sorted(set(spec) - {'name'})} is not provided by the pod runner")
         prepared[name] = Volume(directory)
     return prepared
+
+
+def make_sub_paths(containers: list[Mapping[str, Any]], volumes: Mapping[str, Volume]) -> None:
+    """A subPath missing from its volume is made as a directory, as the kubelet does (before the volume is
+    given to the pod's user)."""
+    for container in containers:
+        for mount in mounts(container, volumes):
+            path = mount.volume.directory / mount.sub_path
+            if mount.sub_path and not path.exists():
+                path.mkdir(parents=True)
 
 
 def mounts(container: Mapping[str, Any], volumes: Mapping[str, Volume]) -> list[Mount]:
@@ -162,7 +214,8 @@ def environment(api: KubeApi, pod: Mapping[str, Any], container: Mapping[str, An
             ("secrets", source["secretRef"]) if "secretRef" in source else ("configmaps", source["configMapRef"])
         )
         prefix = source.get("prefix", "")
-        env.update({prefix + k: v.decode() for k, v in _object_data(api, kind, namespace, ref["name"]).items()})
+        data = _object_data(api, kind, namespace, ref["name"], bool(ref.get("optional")))
+        env.update({prefix + k: v.decode() for k, v in data.items()})
     for variable in container.get("env", []):
         value_from = variable.get("valueFrom")
         if value_from is None:
@@ -173,7 +226,11 @@ def environment(api: KubeApi, pod: Mapping[str, Any], container: Mapping[str, An
                 if "secretKeyRef" in value_from
                 else ("configmaps", value_from["configMapKeyRef"])
             )
-            env[variable["name"]] = _object_data(api, kind, namespace, ref["name"])[ref["key"]].decode()
+            data = _object_data(api, kind, namespace, ref["name"], bool(ref.get("optional")))
+            if ref["key"] in data:
+                env[variable["name"]] = data[ref["key"]].decode()
+            elif not ref.get("optional"):
+                raise VolumeError(f"env {variable['name']}: {kind[:-1]} {ref['name']} has no key {ref['key']!r}")
         elif "fieldRef" in value_from:
             env[variable["name"]] = field_value(pod, value_from["fieldRef"]["fieldPath"], pod_ip)
         else:
@@ -202,19 +259,15 @@ def mount_script(container_mounts: list[Mount], scratch: Path) -> list[str]:
         lines.append(f"mount -t overlay overlay -o {shlex.quote(options)} {shlex.quote(str(ancestor))}")
     for mount in container_mounts:
         target = shlex.quote(mount.target)
-        if mount.volume.directory is None:
-            lines.append(f"mkdir -p {target}")
-            lines.append(f"mount -t tmpfs -o size={mount.volume.tmpfs_bytes},mode=1777 tmpfs {target}")
+        source = mount.volume.directory / mount.sub_path if mount.sub_path else mount.volume.directory
+        if source.is_file():  # a subPath to one key: a file over a file
+            parent = shlex.quote(str(PurePosixPath(mount.target).parent))
+            lines.append(f"mkdir -p {parent}; [ -e {target} ] || touch {target}")
         else:
-            source = mount.volume.directory / mount.sub_path if mount.sub_path else mount.volume.directory
-            if source.is_file():  # a subPath to one key: a file over a file
-                parent = shlex.quote(str(PurePosixPath(mount.target).parent))
-                lines.append(f"mkdir -p {parent}; [ -e {target} ] || touch {target}")
-            else:
-                lines.append(f"mkdir -p {target}")
-            lines.append(f"mount --bind {shlex.quote(str(source))} {target}")
-            if mount.read_only:
-                lines.append(f"mount -o remount,bind,ro {target}")
+            lines.append(f"mkdir -p {target}")
+        lines.append(f"mount --bind {shlex.quote(str(source))} {target}")
+        if mount.read_only:
+            lines.append(f"mount -o remount,bind,ro {target}")
     return lines
 
 
@@ -249,14 +302,20 @@ def identity(pod: Mapping[str, Any], container: Mapping[str, Any], switch_user: 
 
 
 def launch_command(
-    argv: list[str], container_mounts: list[Mount], scratch: Path, user: list[str], netns: str
+    argv: list[str],
+    container_mounts: list[Mount],
+    scratch: Path,
+    user: list[str],
+    pod: list[str],
+    working_dir: str = "/",
 ) -> list[str]:
-    """In the pod's network namespace, ``unshare --mount`` around the mounts and the program, which replaces the
-    shell (exec)."""
-    script = "\n".join(["set -e", *mount_script(container_mounts, scratch), 'exec "$@"'])
-    enter = ["nsenter", f"--net={netns}", "--"]
+    """In the pod's namespaces (``pod``: the nsenter that joins them), ``unshare --mount`` around the container's
+    mounts and the program, which replaces the shell (exec) in the container's working directory (the image's is
+    ``/`` for every image the runner knows)."""
+    lines = [*mount_script(container_mounts, scratch), f"cd {shlex.quote(working_dir)}", 'exec "$@"']
+    script = "\n".join(["set -e", *lines])
     isolate = ["unshare", "--mount", "--propagation", "private", "--"]
-    return [*enter, *isolate, "/bin/sh", "-c", script, "container", *user, *argv]
+    return [*pod, *isolate, "/bin/sh", "-c", script, "container", *user, *argv]
 
 
 def own_volumes(volumes: Mapping[str, Volume], pod: Mapping[str, Any], switch_user: bool = True) -> None:
@@ -268,6 +327,5 @@ def own_volumes(volumes: Mapping[str, Volume], pod: Mapping[str, Any], switch_us
     if owner is None and group is None:
         return
     for volume in volumes.values():
-        if volume.directory is not None:
-            for path in [volume.directory, *volume.directory.rglob("*")]:
-                os.chown(path, owner if owner is not None else -1, group if group is not None else -1)
+        for path in [volume.directory, *volume.directory.rglob("*")]:
+            os.chown(path, owner if owner is not None else -1, group if group is not None else -1)

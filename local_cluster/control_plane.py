@@ -53,7 +53,17 @@ CONTROL_PLANE = (
     "coredns",
     "kubectl",
 )
-IMAGES = ROOT / ".toolchain" / "images"  # what the pod runner runs for the images it knows
+IMAGES = ROOT / ".toolchain" / "images"
+# EKS's default class, which claims without a class get; local_cluster.provisioner serves its driver's claims.
+DEFAULT_STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": "gp2", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "ebs.csi.aws.com",
+    "parameters": {"type": "gp2"},
+    "volumeBindingMode": "WaitForFirstConsumer",
+    "reclaimPolicy": "Delete",
+}  # what the pod runner runs for the images it knows
 # HAMi schedules GPU pods with its own scheduler name; the simulated cluster runs the real kube-scheduler under
 # that name too. HAMi's extender (GPU-memory bin-packing) is not simulated: its resources are ignored by the fit.
 HAMI_SCHEDULER = "hami-scheduler"
@@ -108,11 +118,14 @@ class Cluster:
         self._spawn("kwok", self._kwok_args())
         self._spawn("coredns", self._coredns_args())
         self._spawn("pod-runner", self._pod_runner_args(), cwd=ROOT)
+        provisioner = [sys.executable, "-m", "local_cluster.provisioner", f"--kubeconfig={self.kubeconfig}"]
+        self._spawn("provisioner", [*provisioner, f"--dir={self.directory / 'volumes'}"], cwd=ROOT)
         self._spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST_ADDRESS, "-p", str(S3_PORT)])
         self._wait_http("s3", f"{self.s3_endpoint}/moto-api/", deadline)
         # Pods that name no credentials (no keys, no IRSA) read S3 as the node's role, through the metadata service.
         self._spawn("instance-metadata", [sys.executable, "-m", "moto.server", "-H", INSTANCE_METADATA, "-p", "80"])
         self._create_nodes(pki, deadline)
+        self.kubectl("create", "-f", "-", input=json.dumps(DEFAULT_STORAGE_CLASS))
         self._create_bucket()
         self._spawn("kube-proxy", self._kube_proxy_args())  # after the nodes: it waits for its own to exist
         self._wait_http("kube-proxy", f"http://127.0.0.1:{KUBE_PROXY_HEALTHZ_PORT}/healthz", deadline)

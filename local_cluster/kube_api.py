@@ -1,8 +1,10 @@
-"""The few Kubernetes API calls the pod runner makes, over HTTPS with a kubeconfig's client certificate."""
+"""The few Kubernetes API calls the pod runner and its stand-in programs make: over HTTPS, with a kubeconfig's
+client certificate (the runner) or a pod's service-account token (``KubeApi.in_cluster``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import urllib.error
 import urllib.parse
@@ -21,16 +23,31 @@ class ApiError(RuntimeError):
         self.status = status
 
 
-class KubeApi:
-    """A client for one kubeconfig (its current cluster and user, certificate files only)."""
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-    def __init__(self, kubeconfig: Path) -> None:
+
+class KubeApi:
+    """A client of one API server, authenticated by a client certificate or a bearer token."""
+
+    def __init__(self, server: str, context: ssl.SSLContext, token: str | None = None) -> None:
+        self.server, self._context, self._token = server.rstrip("/"), context, token
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path) -> KubeApi:
+        """A kubeconfig's current cluster and user (certificate files only)."""
         config = yaml.safe_load(kubeconfig.read_text())
         cluster = config["clusters"][0]["cluster"]
         user = config["users"][0]["user"]
-        self.server = cluster["server"].rstrip("/")
-        self._context = ssl.create_default_context(cafile=cluster["certificate-authority"])
-        self._context.load_cert_chain(user["client-certificate"], user["client-key"])
+        context = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        context.load_cert_chain(user["client-certificate"], user["client-key"])
+        return cls(cluster["server"], context)
+
+    @classmethod
+    def in_cluster(cls) -> KubeApi:
+        """What a pod's program uses: the kubernetes Service from its env, its projected token and CA."""
+        server = f"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ['KUBERNETES_SERVICE_PORT']}"
+        context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
+        return cls(server, context, (SERVICE_ACCOUNT / "token").read_text().strip())
 
     def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json", timeout: float = 10
@@ -38,6 +55,8 @@ class KubeApi:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.server + path, data=data, method=method)
         request.add_header("Accept", "application/json")
+        if self._token:
+            request.add_header("Authorization", f"Bearer {self._token}")
         if data is not None:
             request.add_header("Content-Type", content_type)
         try:

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -39,6 +40,8 @@ from local_serving.processes import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 0.5
+VOLUME_RETRY_S = 2.0  # a pod waiting for a Secret, ConfigMap or claim looks again this often
+VOLUME_REFRESH_S = 5.0  # ConfigMap and Secret volumes follow their objects this often (the kubelet: about a minute)
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 NETWORK_FILES = "local-cluster-etc"  # the volume of /etc/resolv.conf and /etc/hosts (no pod volume has this name)
 
@@ -52,8 +55,9 @@ def probe_passes(probe: pods.Probe, address: str) -> bool:
         if probe.kind == "tcp":
             with socket.create_connection((address, probe.port), timeout=probe.timeout_s):
                 return True
-        url = f"http://{address}:{probe.port}{probe.path}"
-        with urllib.request.urlopen(url, timeout=probe.timeout_s) as response:
+        url = f"{'https' if probe.https else 'http'}://{address}:{probe.port}{probe.path}"
+        context = ssl._create_unverified_context() if probe.https else None  # the kubelet does not verify either
+        with urllib.request.urlopen(url, timeout=probe.timeout_s, context=context) as response:
             return 200 <= response.status < 400
     except (urllib.error.URLError, OSError, TimeoutError):
         return False
@@ -85,8 +89,12 @@ class Container:
         scratch = self.run.directory / "scratch" / self.spec["name"]
         scratch.mkdir(parents=True, exist_ok=True)
         user = ctr.identity(self.run.pod, self.spec, self.run.switch_user)
-        command = ctr.launch_command(argv, mounts, scratch, user, self.run.sandbox.netns)
+        working_dir = self.spec.get("workingDir") or "/"
+        command = ctr.launch_command(argv, mounts, scratch, user, self.run.sandbox.enter, working_dir)
         log = (self.run.directory / f"{self.spec['name']}.log").open("ab")
+        program = pods.program_for(self.spec["image"])
+        if program is not None and program.module:  # a stand-in of ours, started from the container's working dir
+            env = {**env, "PYTHONPATH": str(ROOT)}
         self.process = start_server(command, log, env=env)
         now = time.monotonic()
         for state in (self.startup, self.readiness, self.liveness):
@@ -225,25 +233,37 @@ class PodRun:
             self.sandbox.start()
             # Which processes are this pod's: the harness's last sweep (stop_namespace) and tests look here.
             (self.directory / "sandbox.netns").write_text(os.readlink(self.sandbox.netns))
-            volumes = {**ctr.prepare_volumes(self.api, self.pod, self.directory), **self._network_files()}
             self.switch_user = self._programs_usable_by_other_users()
-            ctr.own_volumes(volumes, self.pod, self.switch_user)
-            every = [*self.init_containers, *self.containers]
-            environments = {id(c): self._environment(c.spec) for c in every}
-        except (
-            ctr.VolumeError,
-            pods.ProbeError,
-            pods.ProgramError,
-            ApiError,
-            KeyError,
-            OSError,
-            subprocess.CalledProcessError,
-        ) as error:
+            prepared = self._wait_for_volumes_and_env()
+        except (pods.ProbeError, pods.ProgramError, OSError, subprocess.CalledProcessError) as error:
             self._refuse(str(error))
             return
-        if self._initialise(volumes, environments):
-            self._run(self.containers, volumes, environments)
+        if prepared is not None:
+            volumes, environments = prepared
+            if self._initialise(volumes, environments):
+                self._run(self.containers, volumes, environments)
         self._terminate()
+
+    def _wait_for_volumes_and_env(self) -> tuple[dict[str, ctr.Volume], dict[int, dict[str, str]]] | None:
+        """Volumes and env, once every Secret, ConfigMap and claim they name exists (the kubelet waits too);
+        None if the pod is deleted first."""
+        while not self.stop_requested.is_set():
+            try:
+                volumes = {**ctr.prepare_volumes(self.api, self.pod, self.directory), **self._network_files()}
+                environments = {id(c): self._environment(c.spec) for c in [*self.init_containers, *self.containers]}
+            except (ctr.VolumeError, ApiError, KeyError) as error:
+                for container in [*self.init_containers, *self.containers]:
+                    container.status.message = str(error)
+                self._report()
+                self.stop_requested.wait(VOLUME_RETRY_S)
+                continue
+            ctr.make_sub_paths([c.spec for c in [*self.init_containers, *self.containers]], volumes)
+            for volume in volumes.values():
+                if volume.tmpfs_bytes is not None:
+                    self.sandbox.mount_tmpfs(volume.directory, volume.tmpfs_bytes)
+            ctr.own_volumes(volumes, self.pod, self.switch_user)
+            return volumes, environments
+        return None
 
     def _programs_usable_by_other_users(self) -> bool:
         """Whether the containers can run as the pod's users: not where a program lives under a private home
@@ -271,8 +291,13 @@ class PodRun:
         self, containers: list[Container], volumes: dict[str, ctr.Volume], environments: dict[int, dict[str, str]]
     ) -> None:
         """The kubelet's loop over `containers` until the pod is stopped or none of them will run again."""
+        refreshed = time.monotonic()
         while not self.stop_requested.is_set():
             now = time.monotonic()
+            if now - refreshed > VOLUME_REFRESH_S:
+                with contextlib.suppress(ctr.VolumeError, ApiError):  # a deleted object: the files stay as they were
+                    ctr.refresh_volumes(self.api, self.pod, self.directory)
+                refreshed = now
             for container in containers:
                 if container.process is None and container.status.state != "terminated" and now >= container.start_at:
                     mounts = [*ctr.mounts(container.spec, volumes), *self._network_mounts(volumes)]
@@ -410,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, required=True, help="the programs built for the images it runs")
     parser.add_argument("--dns", required=True, help="the cluster DNS server's address")
     args = parser.parse_args(argv)
-    runner = Runner(KubeApi(args.kubeconfig), args.dir, NodeSettings(args.images, args.dns))
+    runner = Runner(KubeApi.from_kubeconfig(args.kubeconfig), args.dir, NodeSettings(args.images, args.dns))
     print(f"pod-runner: runs {', '.join(sorted(pods.REAL_IMAGES))} pods", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -28,7 +28,12 @@ class Program:
 # Image repository name (the last path element, without tag or digest) -> what the runner starts.
 REAL_IMAGES: Mapping[str, Program] = {
     "tritonserver": Program(module="local_cluster.triton_pod"),
+    "kube-webhook-certgen": Program(module="local_cluster.webhook_certgen"),
     "kube-state-metrics": Program("kube-state-metrics", "/kube-state-metrics"),
+    "prometheus-operator": Program("operator", "/bin/operator"),
+    "prometheus": Program("prometheus", "/bin/prometheus"),
+    "prometheus-config-reloader": Program("prometheus-config-reloader", "/bin/prometheus-config-reloader"),
+    "prometheus-adapter": Program("adapter", "/adapter"),
 }
 KWOK_POD_CIDR = "10.244.0.0/17"  # the addresses kwok hands its simulated pods
 RUNNER_POD_CIDR = "10.244.128.0/17"  # the runner's pods: local addresses of the namespace, bound for real
@@ -104,6 +109,7 @@ class Probe:
     kind: str  # "http" | "tcp"
     port: int
     path: str = "/"
+    https: bool = False  # an HTTPS GET, its certificate not verified (as the kubelet does)
     initial_delay_s: float = 0.0
     period_s: float = 10.0
     timeout_s: float = 1.0
@@ -128,8 +134,10 @@ def probe(spec: Mapping[str, Any] | None, container: Mapping[str, Any]) -> Probe
     """The runnable form of a probe spec, or None when the container has none."""
     if not spec:
         return None
+    https = False
     if "httpGet" in spec:
         kind, port, path = "http", spec["httpGet"]["port"], spec["httpGet"].get("path", "/")
+        https = spec["httpGet"].get("scheme", "HTTP").upper() == "HTTPS"
     elif "tcpSocket" in spec:
         kind, port, path = "tcp", spec["tcpSocket"]["port"], "/"
     else:
@@ -140,6 +148,7 @@ def probe(spec: Mapping[str, Any] | None, container: Mapping[str, Any]) -> Probe
         kind,
         _port(port, container),
         path,
+        https,
         initial_delay_s=float(spec.get("initialDelaySeconds", 0)),
         period_s=float(spec.get("periodSeconds", 10)),
         timeout_s=float(spec.get("timeoutSeconds", 1)),

@@ -1,10 +1,12 @@
-"""A pod's network, as a CNI plugin gives it: a network namespace of its own, with the pod's IP on ``eth0``.
+"""A pod's sandbox: its network, as a CNI plugin gives it (a network namespace with the pod's IP on ``eth0``), and
+a mount namespace where its Memory emptyDirs are tmpfs mounts that every container of the pod shares.
 
-Every container of the pod joins it (``nsenter --net``), so they share ``localhost`` and ports as on a node, and
-two pods can listen on the same port. One end of a veth pair is the pod's ``eth0`` (the pod's address, a default
-route through ``GATEWAY``); the other stays in the cluster's namespace with a route to the pod's address, so the
-runner's probes, kube-proxy's DNAT and every other pod reach it. The namespace is held by a ``sleep`` process
-(the pause container); killing it removes the namespace and both ends of the pair.
+Every container of the pod joins both (``nsenter --net --mount``, then a mount namespace of its own), so they
+share ``localhost``, ports and in-memory volumes as on a node, and two pods can listen on the same port. One end
+of a veth pair is the pod's ``eth0`` (the pod's address, a default route through ``GATEWAY``); the other stays in
+the cluster's namespace with a route to the pod's address, so the runner's probes, kube-proxy's DNAT and every
+other pod reach it. The namespaces are held by a ``sleep`` process (the pause container); killing it removes
+them, the pair and the tmpfs mounts.
 """
 
 from __future__ import annotations
@@ -37,12 +39,26 @@ class PodSandbox:
         assert self.process is not None
         return f"/proc/{self.process.pid}/ns/net"
 
+    @property
+    def enter(self) -> list[str]:
+        """The command prefix that runs a program in the pod's namespaces."""
+        assert self.process is not None
+        pid = self.process.pid
+        return ["nsenter", f"--net=/proc/{pid}/ns/net", f"--mount=/proc/{pid}/ns/mnt", "--"]
+
+    def mount_tmpfs(self, directory: Path, size_bytes: int) -> None:
+        """A Memory emptyDir: a tmpfs on ``directory``, seen by the pod's containers only."""
+        assert self.process is not None
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=1777", "tmpfs", str(directory)]
+        subprocess.run(["nsenter", f"--target={self.process.pid}", "--mount", "--", *mount], check=True)
+
     def start(self) -> PodSandbox:
         with self.log.open("ab") as log:
-            self.process = start_server(["unshare", "--net", "--", "sleep", "infinity"], log)
+            pause = ["unshare", "--net", "--mount", "--propagation", "private", "--", "sleep", "infinity"]
+            self.process = start_server(pause, log)
         pid = self.process.pid
         deadline = time.monotonic() + 5
-        while os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+        while os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
             if time.monotonic() > deadline:
                 raise OSError("the pod's network namespace did not appear within 5 s")
             time.sleep(0.01)  # unshare has not yet made it

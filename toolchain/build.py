@@ -19,8 +19,9 @@ tool's pins and its build recipe: a warm machine links them into place and rebui
 - kwok: sigs.k8s.io/kwok v0.8.0, with its "fast" node and pod stages.
 - kube-proxy: k8s.io/kubernetes v1.37.2 too (nftables mode: Service ClusterIPs in the simulated cluster).
 - coredns: github.com/coredns/coredns v1.14.7, the simulated cluster's DNS (its kubernetes plugin).
-- kube-state-metrics: k8s.io/kube-state-metrics/v2 v2.20.0, the version kube-prometheus-stack 88.5.3 deploys: the
-  pod runner runs it in that chart's pod, in place of the image.
+- What the pod runner runs in place of images, at the versions the pinned charts deploy: kube-state-metrics v2.20.0,
+  prometheus-operator and prometheus-config-reloader v0.93.1, Prometheus v3.14.0 (module v0.314.0; its API, not
+  its web UI, whose assets are not part of the module), prometheus-adapter v0.12.0.
 """
 
 from __future__ import annotations
@@ -192,6 +193,26 @@ def build_kwok(dest: Path) -> None:
         shutil.copyfile(stages / stage, dest / "kwok-stages" / Path(stage).name)
 
 
+def _prometheus_version(version: str) -> str:
+    return f"-s -w -X github.com/prometheus/common/version.Version={version}"
+
+
+def build_prometheus(dest: Path) -> None:
+    package = "github.com/prometheus/prometheus/cmd/prometheus"
+    go_build(str(dest / "prometheus"), package, cwd=PINS / "prometheus", ldflags=_prometheus_version("3.14.0"))
+
+
+def build_prometheus_operator(dest: Path) -> None:
+    commands = ("operator", "prometheus-config-reloader")
+    packages = (f"github.com/prometheus-operator/prometheus-operator/cmd/{c}" for c in commands)
+    go_build(str(dest) + "/", *packages, cwd=PINS / "prometheus-operator", ldflags=_prometheus_version("0.93.1"))
+
+
+def build_prometheus_adapter(dest: Path) -> None:
+    package = "sigs.k8s.io/prometheus-adapter/cmd/adapter"
+    go_build(str(dest / "adapter"), package, cwd=PINS / "prometheus-adapter")
+
+
 def build_kube_state_metrics(dest: Path) -> None:
     package = "k8s.io/kube-state-metrics/v2"
     go_build(str(dest / "kube-state-metrics"), package, cwd=PINS / "kube-state-metrics")
@@ -252,6 +273,15 @@ TOOLS = (
     Tool("kwok", "kwok", build_kwok, ("kwok",), share=("kwok-stages",)),
     Tool("coredns", "coredns", build_coredns, ("coredns",)),
     Tool("kube-state-metrics", "kube-state-metrics", build_kube_state_metrics, (), images=("kube-state-metrics",)),
+    Tool(
+        "prometheus-operator",
+        "prometheus-operator",
+        build_prometheus_operator,
+        (),
+        images=("operator", "prometheus-config-reloader"),
+    ),
+    Tool("prometheus", "prometheus", build_prometheus, (), images=("prometheus",)),
+    Tool("prometheus-adapter", "prometheus-adapter", build_prometheus_adapter, (), images=("adapter",)),
 )
 
 

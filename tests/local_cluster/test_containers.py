@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from local_cluster import containers as ctr
+from local_cluster.kube_api import ApiError
 
 
 class FakeApi:
@@ -24,6 +25,8 @@ class FakeApi:
 
     def get(self, path: str) -> dict[str, Any]:
         kind, name = path.split("/")[-2:]
+        if name not in {"secrets": self.secrets, "configmaps": self.config_maps}[kind]:
+            raise ApiError(404, f"{kind} {name} not found")
         if kind == "secrets":
             return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in self.secrets[name].items()}}
         return {"data": self.config_maps[name]}
@@ -69,8 +72,8 @@ def test_quantities_are_the_bytes_kubernetes_means() -> None:
 def test_volumes_are_written_from_the_api_and_memory_emptydirs_are_sized_tmpfs(tmp_path: Path) -> None:
     api = FakeApi()
     volumes = ctr.prepare_volumes(api, POD, tmp_path)
-    assert volumes["dshm"] == ctr.Volume(None, 2 * 2**30)
-    assert volumes["cache"].directory is not None and volumes["cache"].directory.is_dir()
+    assert volumes["dshm"] == ctr.Volume(tmp_path / "volumes/dshm", 2 * 2**30)
+    assert volumes["cache"].directory.is_dir() and volumes["cache"].tmpfs_bytes is None
     assert (tmp_path / "volumes/rules/r.yaml").read_text() == "groups: []\n"
     assert not (tmp_path / "volumes/rules/mode").exists()  # items select keys
     key = tmp_path / "volumes/keys/AWS_SECRET_ACCESS_KEY"
@@ -81,9 +84,23 @@ def test_volumes_are_written_from_the_api_and_memory_emptydirs_are_sized_tmpfs(t
 
 
 def test_an_unsupported_volume_is_refused_by_name(tmp_path: Path) -> None:
-    pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "x"}}]}}
-    with pytest.raises(ctr.VolumeError, match=r"volume 'data': \['persistentVolumeClaim'\]"):
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "data", "iscsi": {"targetPortal": "x"}}]}}
+    with pytest.raises(ctr.VolumeError, match=r"volume 'data': \['iscsi'\]"):
         ctr.prepare_volumes(FakeApi(), pod, tmp_path)
+
+
+def test_a_missing_object_holds_the_pod_unless_optional_and_updates_reach_the_files(tmp_path: Path) -> None:
+    def pod(optional: bool) -> dict[str, Any]:
+        volume = {"name": "later", "configMap": {"name": "later", "optional": optional}}
+        return {**POD, "spec": {**POD["spec"], "volumes": [volume]}}
+
+    api = FakeApi()
+    with pytest.raises(ctr.VolumeError, match="configmap triton/later does not exist"):
+        ctr.prepare_volumes(api, pod(False), tmp_path)
+    assert ctr.prepare_volumes(api, pod(True), tmp_path)["later"].directory == tmp_path / "volumes/later"
+    api.config_maps["later"] = {"k": "1"}
+    ctr.refresh_volumes(api, pod(False), tmp_path)
+    assert (tmp_path / "volumes/later/k").read_text() == "1"
 
 
 def test_env_resolves_secret_and_config_map_keys_and_the_downward_api() -> None:
@@ -151,12 +168,12 @@ def test_a_container_sees_its_volumes_where_it_expects_them_and_the_machine_is_u
         "echo hello > /var/lib/inference-platform-test/cache/f; grep Cap[EP][fr][fm] /proc/self/status; "
         "cat /etc/inference-platform-test/one/r.yaml"
     )
+    # The pod's mount namespace, with its Memory emptyDir a tmpfs, as local_cluster.sandbox makes it.
+    dshm = volumes["dshm"]
+    pod_mounts = f"mount -t tmpfs -o size={dshm.tmpfs_bytes} tmpfs {dshm.directory}"
+    pod = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", f'{pod_mounts} && exec "$@"', "pod"]
     command = ctr.launch_command(
-        ["sh", "-c", probe],
-        ctr.mounts(container, volumes),
-        scratch,
-        ["setpriv", *ctr.NO_PRIVILEGES, "--"],
-        netns="/proc/self/ns/net",
+        ["sh", "-c", probe], ctr.mounts(container, volumes), scratch, ["setpriv", *ctr.NO_PRIVILEGES, "--"], pod
     )
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,8 @@ import pytest
 from tests.paths import ROOT
 
 # Two pods listen on the same port, each at its own address; the cluster's side reaches both, and a pod reaches
-# an address of the cluster's own namespace (where S3 and the API server are). Stopping a pod removes its link.
+# an address of the cluster's own namespace (where S3 and the API server are); a tmpfs volume is shared by what
+# runs in the pod and invisible outside it. Stopping a pod removes its link.
 SCRIPT = textwrap.dedent(
     """
     import subprocess, sys, time, urllib.request
@@ -46,6 +47,12 @@ SCRIPT = textwrap.dedent(
     print("pod1", answers("http://10.244.128.1:8000/"))
     print("pod2", answers("http://10.244.128.2:8000/"))
     print("pod-to-host", answers("http://192.0.2.1:9000/", pods[0].netns))
+    shared = log.parent / "dshm"
+    shared.mkdir()
+    pods[1].mount_tmpfs(shared, 2**20)
+    subprocess.run([*pods[1].enter, "sh", "-c", f"echo one > {shared}/f"], check=True)
+    seen = subprocess.run([*pods[1].enter, "cat", f"{shared}/f"], capture_output=True, text=True).stdout.strip()
+    print("tmpfs", seen, (shared / "f").exists())
     for process in (*servers, host):
         process.kill()
     pods[0].stop()
@@ -66,4 +73,5 @@ def test_pods_have_addresses_and_ports_of_their_own_and_reach_the_clusters_serve
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:4] == ["pod1 True", "pod2 True", "pod-to-host True", "links False True"]
+    expected = ["pod1 True", "pod2 True", "pod-to-host True", "tmpfs one False", "links False True"]
+    assert result.stdout.split("\n")[:5] == expected

@@ -11,12 +11,15 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from components.autoscaling import QUEUE_TIME_METRIC
+from components.prometheus_rules import record_name
 from components.triton_cluster import HTTP_PORT
 from tests.paths import ROOT
 from tests.real_engine._engine import (
@@ -35,6 +38,7 @@ from tests.real_engine._engine import (
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 MIN_REPLICAS = 2  # Pulumi.local.yaml autoscaling.minReplicas
+QUEUE_RULE = record_name("pod", "queue")  # what the adapter publishes to the HPA
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +175,57 @@ def test_kube_state_metrics_runs_for_real_and_reports_the_triton_deployment_and_
     assert wait_for(reported, 60), f"kube-state-metrics at {address} did not report {expected}"
 
 
+def prometheus_query(path: str) -> dict:
+    """The real Prometheus's HTTP API, through its Service's ClusterIP (kube-proxy)."""
+    (service,) = [
+        s for s in kube_items("services", "-n", "monitoring") if s["metadata"]["name"].endswith("-prometheus")
+    ]
+    url = f"http://{service['spec']['clusterIP']}:9090{path}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dict(json.load(response)["data"])
+
+
+def test_prometheus_scrapes_every_triton_pod_and_records_queue_time_per_pod() -> None:
+    """The real operator rendered Prometheus's configuration from our PodMonitor and PrometheusRule: the real
+    Prometheus has every Triton pod as a target, up, and the recording rule the adapter reads, per pod."""
+    triton = {p["metadata"]["name"] for p in kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")}
+
+    def scraped() -> set[str]:
+        targets = prometheus_query("/api/v1/targets?state=active")["activeTargets"]
+        return {t["labels"].get("pod", "") for t in targets if t["health"] == "up" and "triton" in t["scrapePool"]}
+
+    assert wait_for(lambda: triton <= scraped(), 180), f"Triton pods {triton}, scraped up: {scraped()}"
+    query = urllib.parse.quote(f"{QUEUE_RULE}{{namespace='triton'}}")
+
+    def recorded() -> set[str]:
+        return {r["metric"]["pod"] for r in prometheus_query(f"/api/v1/query?query={query}")["result"]}
+
+    assert wait_for(lambda: triton <= recorded(), 120), f"{QUEUE_RULE} for {recorded()}, not every pod of {triton}"
+
+
+def test_the_adapter_publishes_queue_time_per_pod_and_the_hpa_reads_it() -> None:
+    """prometheus-adapter (real, behind its APIService) serves the recorded queue time per Triton pod on the
+    custom metrics API; the real HPA controller reads it into the HPA's status."""
+    triton = {p["metadata"]["name"] for p in kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")}
+    path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/triton/pods/*/{QUEUE_TIME_METRIC}"
+
+    def published() -> set[str]:
+        try:
+            items = json.loads(kubectl("get", "--raw", path))["items"]
+        except AssertionError:  # the APIService is not available yet
+            return set()
+        return {item["describedObject"]["name"] for item in items}
+
+    assert wait_for(lambda: triton <= published(), 180), f"the custom metrics API has {published()}, not {triton}"
+
+    def read_by_hpa() -> bool:
+        (hpa,) = kube_items("hpa", "-n", "triton")
+        current = hpa.get("status", {}).get("currentMetrics") or []
+        return any(m.get("pods", {}).get("metric", {}).get("name") == QUEUE_TIME_METRIC for m in current)
+
+    assert wait_for(read_by_hpa, 120), f"the HPA never read {QUEUE_TIME_METRIC}: {kube_items('hpa', '-n', 'triton')}"
+
+
 def kubectl_json(kind: str, name: str, *args: str) -> dict:
     return json.loads(kubectl("get", kind, name, *args, "-o", "json"))
 
@@ -250,6 +305,9 @@ def test_hand_edits_show_as_drift_and_up_restores_the_declared_state() -> None:
     for kind, obj, patch, _ in HAND_EDITS.values():
         kubectl("patch", kind, obj, "-n", "triton", "--type", "strategic", "-p", patch)
     assert all(_live(k, o, p) != declared[n] for n, (k, o, _, p) in HAND_EDITS.items())
+    # Triton's pods are real: the edited image rolls them for a while. A refresh during that rollout would find
+    # the Service and Deployment still converging (an update of its own), so the drift is previewed once it ends.
+    kubectl("rollout", "status", "deployment/triton", "-n", "triton", "--timeout=300s", timeout=320)
     drift, _ = pulumi("drift-preview", "preview", "--refresh", "--diff")
     assert drift.returncode == 0, tail(drift)
     assert f"~ {len(HAND_EDITS)} to update" in drift.stdout, tail(drift, 80)
