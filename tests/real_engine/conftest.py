@@ -29,7 +29,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     line = (
         f"real engine (local): preview {preview}; "
         f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
-        f"{s.get('triton_pods', 'no')} Triton pods serving (Ready in {s.get('triton_ready_s', '?')} s); "
+        f"{s.get('triton_pods', 'no')} Triton pods serving (Ready in {s.get('triton_ready_s', '?')} s), scraped, "
+        f"on the custom metrics API {s.get('custom_metrics', 'FAILED')}; "
         f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
         f"drift: {s.get('drift', 'FAILED')}; "
         f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "
@@ -40,4 +41,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"policy pack: {s.get('policy', 'FAILED')}"
     )
     terminalreporter.write_line(line)
+    terminalreporter.write_line(f"autoscaling loop (local): {s.get('autoscaling', 'FAILED')}")
     (ROOT / ".cache" / "real-engine.json").write_text(__import__("json").dumps(s, indent=2))

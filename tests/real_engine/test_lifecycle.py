@@ -35,10 +35,13 @@ from tests.real_engine._engine import (
     state_resources,
     tail,
 )
+from tests.real_engine._load import Load, requests_served
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 MIN_REPLICAS = 2  # Pulumi.local.yaml autoscaling.minReplicas
 QUEUE_RULE = record_name("pod", "queue")  # what the adapter publishes to the HPA
+# The bounded load of the autoscaling loop: enough concurrent clients to queue requests on two CPU Tritons.
+LOAD_CLIENTS, LOAD_S = 24, 150
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +227,53 @@ def test_the_adapter_publishes_queue_time_per_pod_and_the_hpa_reads_it() -> None
         return any(m.get("pods", {}).get("metric", {}).get("name") == QUEUE_TIME_METRIC for m in current)
 
     assert wait_for(read_by_hpa, 120), f"the HPA never read {QUEUE_TIME_METRIC}: {kube_items('hpa', '-n', 'triton')}"
+    SUMMARY["custom_metrics"] = "ok"
+
+
+def _recorded_queue_time_us() -> dict[str, float]:
+    query = urllib.parse.quote(f"{QUEUE_RULE}{{namespace='triton'}}")
+    results = prometheus_query(f"/api/v1/query?query={query}")["result"]
+    return {r["metric"]["pod"]: float(r["value"][1]) for r in results}
+
+
+def _triton_pods() -> list[dict]:
+    return kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton")
+
+
+def test_load_scales_triton_out_through_the_whole_loop_and_back_in_when_it_stops() -> None:
+    """Seed 001's loop, for real: a bounded load raises Triton's queue time, Prometheus records it, the adapter
+    publishes it, the HPA adds replicas, kwok binds the new pods, the runner brings up Triton in them and they
+    serve part of the load (their own request counters); once the load stops, the HPA scales back in."""
+    spec = json.loads(kubectl("get", "service", "triton", "-n", "triton", "-o", "json"))["spec"]
+    golden = np.load(ROOT / BUILD_DIR / "mnist" / "golden.npz")
+    url = f"http://{spec['clusterIP']}:{HTTP_PORT}/v2/models/mnist/infer"
+    before = set(p["metadata"]["name"] for p in _triton_pods())
+    idle_queue_us = max(_recorded_queue_time_us().values(), default=0.0)
+    load = Load(url, golden["min.in.input"], LOAD_CLIENTS, LOAD_S).start()
+    started, timeline, peak_queue_us, replicas = time.monotonic(), {}, 0.0, MIN_REPLICAS
+    while time.monotonic() - started < LOAD_S:
+        elapsed = round(time.monotonic() - started)
+        peak_queue_us = max([peak_queue_us, *_recorded_queue_time_us().values()])
+        replicas = max(replicas, int(triton_deployment()["spec"].get("replicas", 0)))
+        if replicas > MIN_REPLICAS:
+            timeline.setdefault("scale_up_s", elapsed)
+        added = [p for p in _triton_pods() if p["metadata"]["name"] not in before and _ready(p)]
+        if any(requests_served(p["status"]["podIP"]) > 0 for p in added):
+            timeline.setdefault("traffic_s", elapsed)
+        time.sleep(3)
+    load.wait()
+    assert "scale_up_s" in timeline, f"no scale-up in {LOAD_S} s: peak queue {peak_queue_us:.0f} µs per request"
+    assert "traffic_s" in timeline, f"the added pods never served a request: {timeline}"
+    assert load.failed <= load.sent * 0.01, f"{load.failed} of {load.sent + load.failed} requests failed"
+    stopped = time.monotonic()
+    scaled_in = wait_for(lambda: int(triton_deployment()["spec"].get("replicas", 0)) == MIN_REPLICAS, 420)
+    assert scaled_in, f"still {triton_deployment()['spec'].get('replicas')} replicas 7 min after the load stopped"
+    timeline["scale_down_s"] = round(time.monotonic() - stopped)
+    SUMMARY["autoscaling"] = (
+        f"scale-up {timeline['scale_up_s']} s after load start, new pods serving at {timeline['traffic_s']} s, "
+        f"{replicas} replicas, back to {MIN_REPLICAS} {timeline['scale_down_s']} s after load stop; queue time "
+        f"{idle_queue_us / 1000:.1f} -> {peak_queue_us / 1000:.1f} ms per request; {load.sent} requests"
+    )
 
 
 def kubectl_json(kind: str, name: str, *args: str) -> dict:
