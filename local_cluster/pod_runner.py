@@ -91,11 +91,11 @@ class Container:
         user = ctr.identity(self.run.pod, self.spec, self.run.switch_user)
         working_dir = self.spec.get("workingDir") or "/"
         command = ctr.launch_command(argv, mounts, scratch, user, self.run.sandbox.enter, working_dir)
-        log = (self.run.directory / f"{self.spec['name']}.log").open("ab")
         program = pods.program_for(self.spec["image"])
         if program is not None and program.module:  # a stand-in of ours, started from the container's working dir
             env = {**env, "PYTHONPATH": str(ROOT)}
-        self.process = start_server(command, log, env=env)
+        with (self.run.directory / f"{self.spec['name']}.log").open("ab") as log:  # the process keeps its own copy
+            self.process = start_server(command, log, env=env)
         now = time.monotonic()
         for state in (self.startup, self.readiness, self.liveness):
             if state is not None:

@@ -247,6 +247,14 @@ def test_load_scales_triton_out_through_the_whole_loop_and_back_in_when_it_stops
     spec = json.loads(kubectl("get", "service", "triton", "-n", "triton", "-o", "json"))["spec"]
     golden = np.load(ROOT / BUILD_DIR / "mnist" / "golden.npz")
     url = f"http://{spec['clusterIP']}:{HTTP_PORT}/v2/models/mnist/infer"
+
+    # From idle: the earlier tests' few requests have left the rule's window and the HPA is back at its minimum,
+    # so what scales Triton out below is this load and nothing else.
+    def idle() -> bool:
+        at_minimum = int(triton_deployment()["spec"].get("replicas", 0)) == MIN_REPLICAS
+        return at_minimum and max(_recorded_queue_time_us().values(), default=0.0) == 0.0
+
+    assert wait_for(idle, 300), f"Triton never idle before the load: {_recorded_queue_time_us()}"
     before = set(p["metadata"]["name"] for p in _triton_pods())
     idle_queue_us = max(_recorded_queue_time_us().values(), default=0.0)
     load = Load(url, golden["min.in.input"], LOAD_CLIENTS, LOAD_S).start()
