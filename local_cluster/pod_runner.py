@@ -68,7 +68,8 @@ class Container:
 
     def __init__(self, run: PodRun, spec: dict[str, Any], init: bool = False) -> None:
         self.run, self.spec, self.init = run, spec, init
-        self.simulated = pods.program_for(spec["image"]) is None
+        self.program = pods.program_for(spec["image"])
+        self.simulated = self.program is None
         self.status = pods.ContainerStatus(spec["name"], spec["image"])
         self.process: subprocess.Popen[bytes] | None = None
         self.startup = self._probe("startupProbe")
@@ -91,8 +92,7 @@ class Container:
         user = ctr.identity(self.run.pod, self.spec, self.run.switch_user)
         working_dir = self.spec.get("workingDir") or "/"
         command = ctr.launch_command(argv, mounts, scratch, user, self.run.sandbox.enter, working_dir)
-        program = pods.program_for(self.spec["image"])
-        if program is not None and program.module:  # a stand-in of ours, started from the container's working dir
+        if self.program is not None and self.program.module:  # a stand-in of ours, run from the container's work dir
             env = {**env, "PYTHONPATH": str(ROOT)}
         with (self.run.directory / f"{self.spec['name']}.log").open("ab") as log:  # the process keeps its own copy
             self.process = start_server(command, log, env=env)
