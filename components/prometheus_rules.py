@@ -81,16 +81,7 @@ class AlertSettings(AlertThresholds):
     job: str = "triton/triton"
     restart_window: str = "30m"  # the window of `restarts`
     mig: bool = False  # MIG slices: DCGM_FI_DEV_GPU_UTIL is not reported per instance
-    # How long a condition must hold before the alert fires.
-    target_down_for: str = "5m"
-    no_replicas_for: str = "2m"
-    queue_time_for: str = "5m"
-    failure_ratio_for: str = "5m"
-    hpa_max_for: str = "15m"
-    hpa_metric_for: str = "10m"
     not_ready_for: str = "15m"  # the startup budget plus a margin
-    gpu_utilisation_for: str = "15m"
-    gpu_memory_for: str = "10m"
     runbook_base_url: str = "README.md"
 
     def __post_init__(self) -> None:

@@ -346,6 +346,15 @@ class AlertThresholds:
     restarts: int = integer("restarts", 2, 1, 100, "container restarts within 30 minutes")
     gpu_utilisation: float = number("gpuUtilisation", 0.9, 0.01, 1, "GPU utilisation")
     gpu_memory_ratio: float = number("gpuMemoryRatio", 0.9, 0.01, 1, "used / HAMi limit")
+    # How long a condition must hold before its alert fires (Prometheus's `for`).
+    no_replicas_for: str = duration("noReplicasFor", "2m", "`for` of TritonNoReadyReplicas")
+    target_down_for: str = duration("targetDownFor", "5m", "`for` of TritonTargetDown and TritonMetricsMissing")
+    queue_time_for: str = duration("queueTimeFor", "5m", "`for` of TritonQueueTimeAboveSlo")
+    failure_ratio_for: str = duration("failureRatioFor", "5m", "`for` of TritonFailureRatioHigh")
+    hpa_max_for: str = duration("hpaMaxFor", "15m", "`for` of TritonHpaAtMaxReplicas")
+    hpa_metric_for: str = duration("hpaMetricFor", "10m", "`for` of TritonHpaMetricUnavailable")
+    gpu_utilisation_for: str = duration("gpuUtilisationFor", "15m", "`for` of GpuUtilisationHigh")
+    gpu_memory_for: str = duration("gpuMemoryFor", "10m", "`for` of GpuMemoryNearHamiLimit")
 
 
 @dataclass(frozen=True)

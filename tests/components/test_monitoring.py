@@ -414,3 +414,29 @@ def test_alert_thresholds_reach_the_rules():
     assert "[10m]" in alerts["TritonQueueTimeAboveSlo"]["expr"]
     assert alerts["GpuMemoryNearHamiLimit"]["expr"].endswith("> 0.8")
     assert 'namespace="serving"' in alerts["TritonNoReadyReplicas"]["expr"]
+
+
+def test_alert_durations_are_stack_settings():
+    """A stack can make an alert fire sooner (the local stack's autoscaling loop) or later than prod's defaults."""
+    alerts = {r["alert"]: r["for"] for r in monitoring.rule_groups(_args(_parse({})))[1]["rules"]}
+    assert (alerts["TritonQueueTimeAboveSlo"], alerts["TritonHpaAtMaxReplicas"]) == ("5m", "15m")
+    settings = _parse({"alerts": {"queueTimeFor": "30s", "hpaMaxFor": "1m", "targetDownFor": "2m"}})
+    alerts = {r["alert"]: r["for"] for r in monitoring.rule_groups(_args(settings))[1]["rules"]}
+    assert (alerts["TritonQueueTimeAboveSlo"], alerts["TritonHpaAtMaxReplicas"]) == ("30s", "1m")
+    assert alerts["TritonTargetDown"] == alerts["TritonMetricsMissing"] == "2m"
+    assert alerts["TritonFailureRatioHigh"] == "5m"
+
+
+def test_a_bad_alert_duration_names_its_key():
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        _parse({"alerts": {"queueTimeFor": "5 minutes"}})
+    assert any(
+        p.startswith("monitoring.alerts.queueTimeFor ('5 minutes') must be a Prometheus duration")
+        for p in error.value.problems
+    ), error.value.problems
+
+
+def _args(settings: MonitoringSettings) -> MonitoringStackArgs:
+    return MonitoringStackArgs(settings=settings, triton_namespace="triton", triton_pod_selector=pod_selector("t"))
