@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from local_cluster import pods
 from local_cluster.kube_api import ApiError, KubeApi
 
 DEFAULT_TOKEN_SECONDS = 3607  # what the kubelet asks for a projected token that names no expiry
@@ -189,6 +191,9 @@ def mounts(container: Mapping[str, Any], volumes: Mapping[str, Volume]) -> list[
 # Environment
 
 
+_KEYED_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+
+
 def field_value(pod: Mapping[str, Any], path: str, pod_ip: str) -> str:
     """A downward-API field: the ones pods here ask for."""
     meta, spec = pod["metadata"], pod["spec"]
@@ -201,6 +206,9 @@ def field_value(pod: Mapping[str, Any], path: str, pod_ip: str) -> str:
         "status.podIP": pod_ip,
         "status.hostIP": pod.get("status", {}).get("hostIP", ""),
     }
+    keyed = _KEYED_FIELD.match(path)  # metadata.labels['key'] or metadata.annotations['key']: "" when unset
+    if keyed:
+        return str(meta.get(keyed.group(1), {}).get(keyed.group(2), ""))
     if path not in values:
         raise VolumeError(f"fieldRef {path!r} is not provided by the pod runner")
     return values[path]
@@ -219,7 +227,7 @@ def environment(api: KubeApi, pod: Mapping[str, Any], container: Mapping[str, An
     for variable in container.get("env", []):
         value_from = variable.get("valueFrom")
         if value_from is None:
-            env[variable["name"]] = variable.get("value", "")
+            env[variable["name"]] = pods.expand(variable.get("value", ""), env)
         elif "secretKeyRef" in value_from or "configMapKeyRef" in value_from:
             kind, ref = (
                 ("secrets", value_from["secretKeyRef"])
@@ -280,21 +288,30 @@ def usable_by_other_users(path: Path) -> bool:
 NO_PRIVILEGES = ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
 
 
+def run_as(pod: Mapping[str, Any], container: Mapping[str, Any], switch_user: bool = True) -> tuple[int, int] | None:
+    """The (uid, gid) the container's process runs as, or None where it keeps the runner's (see ``identity``)."""
+    security = {**(pod["spec"].get("securityContext") or {}), **(container.get("securityContext") or {})}
+    user, group = security.get("runAsUser"), security.get("runAsGroup")
+    if user is None or not switch_user:
+        return None
+    return int(user), int(group if group is not None else user)
+
+
 def identity(pod: Mapping[str, Any], container: Mapping[str, Any], switch_user: bool = True) -> list[str]:
     """setpriv arguments: the pod's runAsUser/runAsGroup/fsGroup, no capabilities, no new privileges.
 
     ``switch_user`` is False where the programs' Python lives where no other user can reach it (a pyenv under a
     private home): the process then keeps uid 0, without a single capability."""
-    pod_security = pod["spec"].get("securityContext") or {}
-    security = {**pod_security, **(container.get("securityContext") or {})}
-    user, group = security.get("runAsUser"), security.get("runAsGroup")
-    if user is None or not switch_user:
+    owner = run_as(pod, container, switch_user)
+    if owner is None:
         return ["setpriv", *NO_PRIVILEGES, "--"]
-    groups = sorted({g for g in (group, pod_security.get("fsGroup")) if g is not None})
+    user, group = owner
+    fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+    groups = sorted({g for g in (group, fs_group) if g is not None})
     return [
         "setpriv",
         f"--reuid={user}",
-        f"--regid={group if group is not None else user}",
+        f"--regid={group}",
         f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups",
         *NO_PRIVILEGES,
         "--",

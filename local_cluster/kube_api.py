@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import ssl
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -88,3 +92,15 @@ class KubeApi:
         request["spec"] = {"audiences": audiences, "expirationSeconds": seconds}  # type: ignore[assignment]
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token"
         return str(self.request("POST", path, request)["status"]["token"])
+
+
+def poll_until_terminated(name: str, tick: Callable[[], None], interval: float = 1.0) -> NoReturn:
+    """The loop of a controller: ``tick`` every ``interval`` seconds until SIGTERM; an API or network error is
+    logged and the next tick tries again."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        try:
+            tick()
+        except (ApiError, urllib.error.URLError, OSError) as error:
+            print(f"{name}: {error}", flush=True)
+        time.sleep(interval)

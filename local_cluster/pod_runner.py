@@ -33,7 +33,7 @@ from typing import Any
 
 from local_cluster import containers as ctr
 from local_cluster import pods
-from local_cluster.kube_api import ApiError, KubeApi
+from local_cluster.kube_api import ApiError, KubeApi, poll_until_terminated
 from local_cluster.pki import SERVICE_IP
 from local_cluster.sandbox import PodSandbox
 from local_serving.processes import start_server
@@ -86,7 +86,7 @@ class Container:
             self.status.state, self.status.reason, self.status.started_at = "running", "", _now()
             self.status.started = self.status.ready = True
             return
-        argv = pods.argv(self.spec, self.run.images, sys.executable)
+        argv = pods.argv(self.spec, self.run.images, sys.executable, env)
         scratch = self.run.directory / "scratch" / self.spec["name"]
         scratch.mkdir(parents=True, exist_ok=True)
         user = ctr.identity(self.run.pod, self.spec, self.run.switch_user)
@@ -95,6 +95,9 @@ class Container:
         if self.program is not None and self.program.module:  # a stand-in of ours, run from the container's work dir
             env = {**env, "PYTHONPATH": str(ROOT)}
         with (self.run.directory / f"{self.spec['name']}.log").open("ab") as log:  # the process keeps its own copy
+            owner = ctr.run_as(self.run.pod, self.spec, self.run.switch_user)
+            if owner is not None:  # its stdout is its own, as a container's is: /dev/stdout reopens the log
+                os.fchown(log.fileno(), *owner)
             self.process = start_server(command, log, env=env)
         now = time.monotonic()
         for state in (self.startup, self.readiness, self.liveness):
@@ -116,17 +119,23 @@ class Container:
             process.wait(timeout=10)
 
     def pre_stop(self, deadline: float) -> None:
-        """The preStop exec hook, run in the container's mount namespace as its user, within the grace period."""
-        hook = ((self.spec.get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        """The preStop hook within the grace period: a command in the container's mount namespace as its user,
+        or an HTTP GET to the pod's address, as the kubelet sends it."""
+        hook = (self.spec.get("lifecycle") or {}).get("preStop") or {}
         if not hook or self.process is None or self.process.poll() is not None:
+            return
+        timeout = max(deadline - time.monotonic(), 0.1)
+        if "httpGet" in hook:
+            request = pods.probe({"httpGet": hook["httpGet"], "timeoutSeconds": timeout}, self.spec)
+            if request is not None:
+                probe_passes(request, self.run.address)
+            return
+        if "exec" not in hook:
             return
         enter = ["nsenter", f"--target={self.process.pid}", "--mount", "--net", "--"]
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            subprocess.run(
-                [*enter, *ctr.identity(self.run.pod, self.spec, self.run.switch_user), *hook["command"]],
-                timeout=max(deadline - time.monotonic(), 0.1),
-                capture_output=True,
-            )
+            user = ctr.identity(self.run.pod, self.spec, self.run.switch_user)
+            subprocess.run([*enter, *user, *hook["exec"]["command"]], timeout=timeout, capture_output=True)
 
     def tick(self, now: float) -> None:
         """Exit, restart and probes: one step of the kubelet's loop for this container."""
@@ -337,8 +346,12 @@ class PodRun:
     def _terminate(self) -> None:
         deadline = time.monotonic() + self.grace_s
         self._report(terminating=True)
-        for container in self.containers:
-            container.pre_stop(deadline)
+        # The hooks run side by side, as the kubelet runs them: one may wait for another's (Envoy Gateway's proxy).
+        hooks = [threading.Thread(target=c.pre_stop, args=(deadline,), daemon=True) for c in self.containers]
+        for hook in hooks:
+            hook.start()
+        for hook in hooks:
+            hook.join(max(deadline - time.monotonic(), 0.1))
         for container in [*self.init_containers, *self.containers]:
             container.kill(deadline - time.monotonic())
         self.sandbox.stop()
@@ -437,14 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runner = Runner(KubeApi.from_kubeconfig(args.kubeconfig), args.dir, NodeSettings(args.images, args.dns))
     print(f"pod-runner: runs {', '.join(sorted(pods.REAL_IMAGES))} pods", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while True:
-            try:
-                runner.tick()
-            except (ApiError, urllib.error.URLError, OSError) as error:
-                print(f"pod-runner: {error}", flush=True)
-            time.sleep(1.0)
+        return poll_until_terminated("pod-runner", runner.tick)
     finally:
         runner.stop()
 

@@ -9,6 +9,7 @@ here is pure: the runner (``local_cluster.pod_runner``) does the I/O.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -34,6 +35,8 @@ REAL_IMAGES: Mapping[str, Program] = {
     "prometheus": Program("prometheus", "/bin/prometheus"),
     "prometheus-config-reloader": Program("prometheus-config-reloader", "/bin/prometheus-config-reloader"),
     "prometheus-adapter": Program("adapter", "/adapter"),
+    "gateway": Program("envoy-gateway", "/usr/local/bin/envoy-gateway"),  # Envoy Gateway: controller, certgen, ...
+    "envoy": Program("envoy", "/usr/local/bin/envoy"),  # ... and the proxy it deploys
 }
 KWOK_POD_CIDR = "10.244.0.0/17"  # the addresses kwok hands its simulated pods
 RUNNER_POD_CIDR = "10.244.128.0/17"  # the runner's pods: local addresses of the namespace, bound for real
@@ -54,14 +57,24 @@ class ProgramError(ValueError):
     """A container of a known image that runs something other than the image's program (a shell, a script)."""
 
 
-def argv(container: Mapping[str, Any], images: Path, python: str) -> list[str]:
-    """The command line the runner starts for a container of a known image."""
+_REFERENCE = re.compile(r"\$\$|\$\(([^)]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """The kubelet's ``$(VAR)`` expansion of command, args and env values: a defined variable is replaced, an
+    undefined reference is left as written, and ``$$`` escapes a ``$``."""
+    return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
+
+
+def argv(container: Mapping[str, Any], images: Path, python: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The command line the runner starts for a container of a known image, ``$(VAR)`` expanded from ``env``."""
     program = program_for(container["image"])
     if program is None:
         raise ProgramError(f"container {container['name']}: image {container['image']} is not one the runner knows")
+    given = [expand(word, env or {}) for word in (*container.get("command", []), *container.get("args", []))]
     if program.module:
-        return [python, "-m", program.module, *container.get("command", []), *container.get("args", [])]
-    words = [*(container.get("command") or [program.entrypoint]), *container.get("args", [])]
+        return [python, "-m", program.module, *given]
+    words = given if container.get("command") else [program.entrypoint, *given]
     if PurePosixPath(words[0]).name not in {program.binary, PurePosixPath(program.entrypoint).name}:
         raise ProgramError(f"container {container['name']} runs {words[0]!r}, not the program of {container['image']}")
     return [str(images / program.binary), *words[1:]]

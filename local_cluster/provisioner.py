@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import sys
-import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
-from local_cluster.kube_api import ApiError, KubeApi
+from local_cluster.kube_api import ApiError, KubeApi, poll_until_terminated
 
 PROVISIONER_ANNOTATION = "volume.kubernetes.io/storage-provisioner"
 SELECTED_NODE_ANNOTATION = "volume.kubernetes.io/selected-node"
@@ -94,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, required=True, help="where the volumes' directories go")
     args = parser.parse_args(argv)
     api = KubeApi.from_kubeconfig(args.kubeconfig)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        try:
-            tick(api, args.dir)
-        except (ApiError, urllib.error.URLError, OSError) as error:
-            print(f"provisioner: {error}", flush=True)
-        time.sleep(1.0)
+    return poll_until_terminated("provisioner", lambda: tick(api, args.dir))
 
 
 if __name__ == "__main__":

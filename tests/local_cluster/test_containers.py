@@ -37,7 +37,7 @@ class FakeApi:
 
 
 POD: dict[str, Any] = {
-    "metadata": {"name": "triton-0", "namespace": "triton", "uid": "u-1"},
+    "metadata": {"name": "triton-0", "namespace": "triton", "uid": "u-1", "labels": {"app": "triton"}},
     "spec": {
         "nodeName": "gpu-node-1",
         "serviceAccountName": "triton",
@@ -115,6 +115,9 @@ def test_env_resolves_secret_and_config_map_keys_and_the_downward_api() -> None:
             },
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "ADDRESS", "value": "$(POD_IP):8000"},  # an earlier variable, expanded as the kubelet does
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "ZONE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['zone']"}}},  # unset
         ],
     }
     env = ctr.environment(FakeApi(), POD, container, "10.244.128.7")
@@ -125,6 +128,9 @@ def test_env_resolves_secret_and_config_map_keys_and_the_downward_api() -> None:
         "AWS_ACCESS_KEY_ID": "AKIA",
         "POD_IP": "10.244.128.7",
         "NODE": "gpu-node-1",
+        "ADDRESS": "10.244.128.7:8000",
+        "APP": "triton",
+        "ZONE": "",
     }
 
 

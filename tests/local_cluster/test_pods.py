@@ -69,6 +69,28 @@ def test_a_known_image_runs_its_own_program_with_the_containers_command_and_args
         pods.argv({**metrics, "command": ["/bin/sh", "-c", "x"]}, tmp_path, "py")
 
 
+def test_command_and_args_expand_env_references_as_the_kubelet_does(tmp_path: Path) -> None:
+    """Envoy Gateway's proxy names itself with `--service-node $(ENVOY_POD_NAME)`."""
+    envoy = {
+        "name": "envoy",
+        "image": "docker.io/envoyproxy/envoy:distroless-v1.39.0",
+        "command": ["envoy"],
+        "args": ["--service-node", "$(ENVOY_POD_NAME)", "--keep", "$(UNDEFINED)", "--literal", "$$(ENVOY_POD_NAME)"],
+    }
+    env = {"ENVOY_POD_NAME": "envoy-abc"}
+    assert pods.argv(envoy, tmp_path, "py", env)[1:] == [
+        "--service-node",
+        "envoy-abc",
+        "--keep",
+        "$(UNDEFINED)",
+        "--literal",
+        "$(ENVOY_POD_NAME)",
+    ]
+    gateway = {"name": "c", "image": "docker.io/envoyproxy/gateway:v1.9.0", "args": ["server"]}
+    assert pods.argv(gateway, tmp_path, "py") == [str(tmp_path / "envoy-gateway"), "server"]
+    assert pods.expand("a$b $$ $(X)$(Y)", {"X": "1"}) == "a$b $ 1$(Y)"
+
+
 def test_init_containers_hold_the_pod_pending_until_each_has_succeeded() -> None:
     main = pods.ContainerStatus("main", "i")
     init = pods.ContainerStatus("init", "i", state="running", reason="")

@@ -56,6 +56,12 @@ def kube_items(*args: str) -> list[dict[str, Any]]:
     return list(json.loads(kubectl("get", *args, "-o", "json"))["items"])
 
 
+def pod_ready(pod: dict[str, Any] | None) -> bool:
+    """The pod's Ready condition is True (a pod that is gone is not ready)."""
+    conditions = (pod or {}).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 def build_models(epochs: int) -> str:
     """(Re)build the local stack's repository; a different epoch count trains other weights: a new digest."""
     subprocess.run(

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from local_serving.sample_repository import write_sample_repository
-from tests.real_engine._engine import cluster_dir, kube_items, kubectl
+from tests.real_engine._engine import cluster_dir, kube_items, kubectl, pod_ready
 
 NAMESPACE = "pod-runner-test"
 BUCKET = "local-models"  # made by the harness (Pulumi.local.yaml modelRepository.uri)
@@ -104,11 +104,6 @@ def _server_pid(name: str) -> int:
     return found[0]
 
 
-def _ready(pod: dict[str, Any] | None) -> bool:
-    conditions = (pod or {}).get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 def _infer(address: str, images: np.ndarray, port: int = 8000) -> list[float]:
     tensor = {"name": "input", "shape": list(images.shape), "datatype": "FP32", "data": images.ravel().tolist()}
     body = {"inputs": [tensor]}
@@ -137,7 +132,7 @@ def test_a_triton_pod_is_ready_when_triton_has_loaded_its_repository_and_answers
     args = ["tritonserver", f"--model-repository=s3://{endpoint}/{BUCKET}/{PREFIX}", "--strict-readiness=true"]
     kubectl("create", "-f", "-", stdin=json.dumps(_pod("triton-0", args)))
     started = time.monotonic()
-    pod = wait_for(lambda: (p := _get("triton-0")) and _ready(p) and p, 180, "the pod was not Ready")
+    pod = wait_for(lambda: (p := _get("triton-0")) and pod_ready(p) and p, 180, "the pod was not Ready")
     ready_s = time.monotonic() - started
     status = pod["status"]
     address = status["podIP"]
@@ -191,10 +186,10 @@ def test_a_container_that_dies_is_restarted_and_ready_again() -> None:
     with urllib.request.urlopen(metrics, timeout=5) as response:
         assert b"nv_inference_request_success" in response.read()
     os.kill(_server_pid("triton-0"), signal.SIGKILL)
-    wait_for(lambda: not _ready(_get("triton-0")), 30, "the pod stayed Ready after its Triton was killed")
+    wait_for(lambda: not pod_ready(_get("triton-0")), 30, "the pod stayed Ready after its Triton was killed")
     restarted = wait_for(
         lambda: (
-            (p := _get("triton-0")) and _ready(p) and p["status"]["containerStatuses"][0]["restartCount"] == 1 and p
+            (p := _get("triton-0")) and pod_ready(p) and p["status"]["containerStatuses"][0]["restartCount"] == 1 and p
         ),
         120,
         "the pod was not restarted",
