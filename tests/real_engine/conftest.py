@@ -31,6 +31,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"up {s.get('resources', '?')} resources in {s.get('up_s', '?')} s; "
         f"{s.get('triton_pods', 'no')} Triton pods serving (Ready in {s.get('triton_ready_s', '?')} s), scraped, "
         f"on the custom metrics API {s.get('custom_metrics', 'FAILED')}; "
+        f"gateway: {s.get('gateway', 'FAILED')}; "
         f"no-op preview {'0 changes' if 'noop_s' in s else 'FAILED'}; "
         f"drift: {s.get('drift', 'FAILED')}; "
         f"rollout {s.get('rollout', 'FAILED')} (min ready {s.get('min_ready', '?')}); "

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 from components.autoscaling import QUEUE_TIME_METRIC
-from components.prometheus_rules import record_name
+from components.load_balancer import PROXY_SERVICE
+from components.prometheus_rules import LATENCY_COUNTERS, per_request, record_name
+from components.settings import LoadBalancerSettings
 from components.triton_cluster import HTTP_PORT
 from tests.paths import ROOT
 from tests.real_engine._engine import (
@@ -31,6 +33,7 @@ from tests.real_engine._engine import (
     kube_items,
     kubectl,
     log_path,
+    pod_ready,
     pulumi,
     state_resources,
     tail,
@@ -38,8 +41,13 @@ from tests.real_engine._engine import (
 from tests.real_engine._load import Load, requests_served
 
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
-MIN_REPLICAS = 2  # Pulumi.local.yaml autoscaling.minReplicas
+MIN_REPLICAS, MAX_REPLICAS = 2, 3  # Pulumi.local.yaml autoscaling.minReplicas and maxReplicas
+# What the loop's load should fire (Pulumi.local.yaml's monitoring.alerts make them fire within seconds).
+LOAD_ALERTS = ("TritonQueueTimeAboveSlo", "TritonHpaAtMaxReplicas")
+ALERT_WINDOW = "1m"  # Pulumi.local.yaml monitoring.alertWindow
 QUEUE_RULE = record_name("pod", "queue")  # what the adapter publishes to the HPA
+# Requests through the gateway: enough concurrent clients that least-request has more than one pod to choose.
+GATEWAY_CLIENTS, GATEWAY_S = 6, 10
 # The bounded load of the autoscaling loop: enough concurrent clients to queue requests on two CPU Tritons.
 LOAD_CLIENTS, LOAD_S = 24, 150
 
@@ -145,7 +153,7 @@ def _infer(url: str, inputs: np.ndarray) -> np.ndarray:
 def test_triton_pods_serve_the_published_model_through_the_service() -> None:
     """Ready means the real Triton in each pod loaded the digest from S3; the Service's ClusterIP (kube-proxy)
     answers with the model's own outputs."""
-    pods = [p for p in kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton") if _ready(p)]
+    pods = [p for p in kube_items("pods", "-n", "triton", "-l", "app.kubernetes.io/name=triton") if pod_ready(p)]
     assert len(pods) >= MIN_REPLICAS
     ready_s = [_seconds_to_ready(p) for p in pods]
     service = json.loads(kubectl("get", "service", "triton", "-n", "triton", "-o", "json"))["spec"]
@@ -159,11 +167,59 @@ def test_triton_pods_serve_the_published_model_through_the_service() -> None:
     SUMMARY.update(triton_pods=len(pods), triton_ready_s=round(max(ready_s)))
 
 
+def test_http_and_grpc_through_the_gateway_reach_triton_spread_over_every_pod() -> None:
+    """Envoy Gateway's real controller programmed a real Envoy from our Gateway, routes and traffic policies:
+    HTTP and gRPC inference through the gateway's Service answers with the model's outputs, and the least-request
+    policy spreads the requests over every Triton pod (counted by each Triton, not by the gateway)."""
+    import tritonclient.grpc as grpcclient
+
+    (service,) = [s for s in kube_items("services", "-A") if s["metadata"]["name"] == PROXY_SERVICE]
+    address, listeners = service["spec"]["clusterIP"], LoadBalancerSettings()  # the local stack's ports are these
+    assert {p["port"] for p in service["spec"]["ports"]} == {listeners.http_port, listeners.grpc_port}
+    http_port, grpc_port = listeners.http_port, listeners.grpc_port
+    golden = np.load(ROOT / BUILD_DIR / "mnist" / "golden.npz")
+    url = f"http://{address}:{http_port}/v2/models/mnist/infer"
+
+    def answers() -> bool:
+        try:
+            return bool(np.allclose(_infer(url, golden["min.in.input"]), golden["min.out.logits"].ravel(), atol=1e-4))
+        except OSError:  # the proxy pod is not ready or not yet programmed
+            return False
+
+    assert wait_for(answers, 240), f"no answer through the gateway at {url}"
+    client = grpcclient.InferenceServerClient(f"{address}:{grpc_port}")
+    tensor = grpcclient.InferInput("input", list(golden["min.in.input"].shape), "FP32")
+    tensor.set_data_from_numpy(golden["min.in.input"].astype(np.float32))
+    logits = client.infer("mnist", [tensor]).as_numpy("logits")
+    assert np.allclose(logits.ravel(), golden["min.out.logits"].ravel(), atol=1e-4), "gRPC through the gateway"
+
+    pods = {p["metadata"]["name"]: p["status"]["podIP"] for p in _triton_pods() if pod_ready(p)}
+
+    def served_through_gateway(seconds: float) -> tuple[Load, dict[str, float]]:
+        before = {name: requests_served(ip) for name, ip in pods.items()}
+        load = Load(url, golden["min.in.input"], GATEWAY_CLIENTS, seconds).start()
+        load.wait()
+        return load, {name: requests_served(ip) - before[name] for name, ip in pods.items()}
+
+    # A pod that became Ready a moment ago joins Envoy's rotation once its active health checks pass, then ramps up
+    # over the slow-start window: wait until every pod takes requests, then measure the spread.
+    started = time.monotonic()
+    assert wait_for(lambda: min(served_through_gateway(2)[1].values()) > 0, 120), "a Triton pod never got a request"
+    in_rotation_s = round(time.monotonic() - started)
+    load, served = served_through_gateway(GATEWAY_S)
+    assert load.failed == 0, f"{load.failed} of {load.sent + load.failed} requests through the gateway failed"
+    assert min(served.values()) >= 0.25 * sum(served.values()) / len(served), f"not spread over every pod: {served}"
+    spread = "/".join(f"{n:.0f}" for n in served.values())
+    SUMMARY["gateway"] = (
+        f"HTTP and gRPC ok, every pod in rotation after {in_rotation_s} s, {load.sent} requests spread {spread}"
+    )
+
+
 def test_kube_state_metrics_runs_for_real_and_reports_the_triton_deployment_and_hpa() -> None:
     """The chart's kube-state-metrics pod runs the real program (in-cluster config through the kubernetes
     Service's ClusterIP, its service-account token projected): what the HPA alerts are computed from."""
     (pod,) = kube_items("pods", "-A", "-l", "app.kubernetes.io/name=kube-state-metrics")
-    assert wait_for(lambda: _ready(kubectl_json("pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"])))
+    assert wait_for(lambda: pod_ready(kubectl_json("pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"])))
     address = kubectl_json("pod", pod["metadata"]["name"], "-n", pod["metadata"]["namespace"])["status"]["podIP"]
     available = triton_deployment()["status"]["availableReplicas"]
     expected = {
@@ -243,35 +299,43 @@ def _triton_pods() -> list[dict]:
 def test_load_scales_triton_out_through_the_whole_loop_and_back_in_when_it_stops() -> None:
     """Seed 001's loop, for real: a bounded load raises Triton's queue time, Prometheus records it, the adapter
     publishes it, the HPA adds replicas, kwok binds the new pods, the runner brings up Triton in them and they
-    serve part of the load (their own request counters); once the load stops, the HPA scales back in."""
+    serve part of the load (their own request counters), and the alerts of an overloaded, maxed-out Triton fire;
+    once the load stops, the HPA scales back in."""
     spec = json.loads(kubectl("get", "service", "triton", "-n", "triton", "-o", "json"))["spec"]
     golden = np.load(ROOT / BUILD_DIR / "mnist" / "golden.npz")
     url = f"http://{spec['clusterIP']}:{HTTP_PORT}/v2/models/mnist/infer"
 
-    # From idle: the earlier tests' few requests have left the rule's window and the HPA is back at its minimum,
-    # so what scales Triton out below is this load and nothing else.
+    # From idle: the earlier tests' few requests have left the rule's window, the HPA is back at its minimum and
+    # the alerts they may have fired have resolved, so what happens below is this load's doing and nothing else.
     def idle() -> bool:
         at_minimum = int(triton_deployment()["spec"].get("replicas", 0)) == MIN_REPLICAS
-        return at_minimum and max(_recorded_queue_time_us().values(), default=0.0) == 0.0
+        queue_empty = max(_recorded_queue_time_us().values(), default=0.0) == 0.0
+        return at_minimum and queue_empty and not _firing_alerts() & set(LOAD_ALERTS)
 
-    assert wait_for(idle, 300), f"Triton never idle before the load: {_recorded_queue_time_us()}"
+    assert wait_for(idle, 300), f"Triton never idle before the load: {_recorded_queue_time_us()}, {_firing_alerts()}"
     before = set(p["metadata"]["name"] for p in _triton_pods())
     idle_queue_us = max(_recorded_queue_time_us().values(), default=0.0)
     load = Load(url, golden["min.in.input"], LOAD_CLIENTS, LOAD_S).start()
-    started, timeline, peak_queue_us, replicas = time.monotonic(), {}, 0.0, MIN_REPLICAS
+    started, timeline, peak_queue_us, peak_model_us, replicas = time.monotonic(), {}, 0.0, 0.0, MIN_REPLICAS
     while time.monotonic() - started < LOAD_S:
         elapsed = round(time.monotonic() - started)
         peak_queue_us = max([peak_queue_us, *_recorded_queue_time_us().values()])
         replicas = max(replicas, int(triton_deployment()["spec"].get("replicas", 0)))
         if replicas > MIN_REPLICAS:
             timeline.setdefault("scale_up_s", elapsed)
-        added = [p for p in _triton_pods() if p["metadata"]["name"] not in before and _ready(p)]
+        added = [p for p in _triton_pods() if p["metadata"]["name"] not in before and pod_ready(p)]
         if any(requests_served(p["status"]["podIP"]) > 0 for p in added):
             timeline.setdefault("traffic_s", elapsed)
+        for alert in _firing_alerts() & set(LOAD_ALERTS):
+            timeline.setdefault(alert, elapsed)
+        peak_model_us = max([peak_model_us, *_model_queue_time_us()])
         time.sleep(3)
     load.wait()
     assert "scale_up_s" in timeline, f"no scale-up in {LOAD_S} s: peak queue {peak_queue_us:.0f} µs per request"
     assert "traffic_s" in timeline, f"the added pods never served a request: {timeline}"
+    assert replicas == MAX_REPLICAS, f"the load scaled Triton to {replicas} replicas, not to {MAX_REPLICAS}"
+    missing = set(LOAD_ALERTS) - timeline.keys()
+    assert not missing, f"not firing under load: {missing} (queue time per request of the model: {peak_model_us} µs)"
     assert load.failed <= load.sent * 0.01, f"{load.failed} of {load.sent + load.failed} requests failed"
     stopped = time.monotonic()
     scaled_in = wait_for(lambda: int(triton_deployment()["spec"].get("replicas", 0)) == MIN_REPLICAS, 420)
@@ -280,16 +344,28 @@ def test_load_scales_triton_out_through_the_whole_loop_and_back_in_when_it_stops
     SUMMARY["autoscaling"] = (
         f"scale-up {timeline['scale_up_s']} s after load start, new pods serving at {timeline['traffic_s']} s, "
         f"{replicas} replicas, back to {MIN_REPLICAS} {timeline['scale_down_s']} s after load stop; queue time "
-        f"{idle_queue_us / 1000:.1f} -> {peak_queue_us / 1000:.1f} ms per request; {load.sent} requests"
+        f"{idle_queue_us / 1000:.1f} -> {peak_queue_us / 1000:.1f} ms per request (the model over all pods: "
+        f"{peak_model_us / 1000:.2f} ms); {load.sent} requests; "
+        + ", ".join(f"{alert} firing at {timeline[alert]} s" for alert in LOAD_ALERTS)
     )
+
+
+def _model_queue_time_us() -> list[float]:
+    """The queue time per request TritonQueueTimeAboveSlo compares with the SLO: per model, over every pod."""
+    query = urllib.parse.quote(per_request(LATENCY_COUNTERS["queue"], ("namespace", "model"), ALERT_WINDOW))
+    return [float(r["value"][1]) for r in prometheus_query(f"/api/v1/query?query={query}")["result"]]
+
+
+def _firing_alerts() -> set[str]:
+    """Names of the alerts the real Prometheus has firing for Triton's namespace."""
+    alerts = prometheus_query("/api/v1/alerts")["alerts"]
+    return {
+        a["labels"]["alertname"] for a in alerts if a["state"] == "firing" and a["labels"].get("namespace") == "triton"
+    }
 
 
 def kubectl_json(kind: str, name: str, *args: str) -> dict:
     return json.loads(kubectl("get", kind, name, *args, "-o", "json"))
-
-
-def _ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
 def _seconds_to_ready(pod: dict) -> float:
